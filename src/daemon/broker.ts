@@ -1,0 +1,371 @@
+// The live-update barrier: subscribed clients, the phases of one update, the manifest and the jump.
+//
+//   idle → preparing (sessions created, fds sent, deadline running)
+//        → committing (all READY, manifest preserved, sync) → reboot(KEXEC)
+//   any failure (FAIL, deadline, a client lost before READY, ABORT, reboot returning) → idle
+//
+// luod keeps its own copy of every outgoing session fd until the jump: an outgoing session dies
+// with its last fd (kernel-luo.md §2), so a client may exit after READY and lose nothing.
+import type { KernelPort } from "./kernel-port";
+import type { Logger } from "./log";
+import { encodeManifest, MANIFEST_TOKEN, MANIFEST_VERSION, MANIFEST_FORMAT, type Manifest } from "./manifest";
+import { ProtocolError, type ErrorCode } from "../wire/errors";
+import { sessionNameFor, INTERNAL_SESSION } from "../wire/ids";
+import { SysError } from "../kernel/libc";
+import { VERSION } from "../version";
+
+/** One connection, as the broker sees it. */
+export interface Peer {
+  readonly serial: number;
+  readonly cred: { pid: number; uid: number; gid: number };
+  readonly unit: string | null;
+  send(msg: object, fds?: number[]): boolean;
+}
+
+export type ClientState = "subscribed" | "preserving" | "ready";
+interface Client {
+  id: string;
+  peer: Peer | null; // null: disconnected after READY, luod holds the session alone
+  /** Captured at SUBSCRIBE: it must outlive the connection, it goes into the manifest. */
+  owner: { uid: number; gid: number; pid: number; unit: string | null };
+  state: ClientState;
+  subscribedAt: Date;
+  readyAt: Date | null;
+  session: { name: string; fd: number } | null;
+}
+
+export type Phase = "idle" | "preparing" | "committing";
+
+export interface NextKernel {
+  version: string;
+  sha256: string;
+  cmdline: string;
+}
+
+export type KexecOutcome =
+  | { ok: true; dryRun: boolean; timings: Record<string, number> }
+  | { ok: false; code: ErrorCode; message: string; timings: Record<string, number> };
+
+interface Update {
+  attempt: number;
+  dryRun: boolean;
+  admin: Peer | null;
+  timeoutMs: number;
+  deadline: number;
+  t0: number;
+  timings: Record<string, number>;
+  participants: Client[];
+  internalFd: number | null;
+  timer: ReturnType<typeof setTimeout>;
+  ticker: ReturnType<typeof setInterval>;
+  done: (o: KexecOutcome) => void;
+}
+
+export interface BrokerOptions {
+  kernel: KernelPort;
+  log: Logger;
+  /** The kernel luod loaded for the jump (null: none). Read at KEXEC time. */
+  nextKernel: () => NextKernel | null;
+  now?: () => number;
+}
+
+export class Broker {
+  private readonly clients = new Map<string, Client>();
+  private update: Update | null = null;
+  private committing = false;
+  private lastAttempt = 0;
+  private readonly kernel: KernelPort;
+  private readonly log: Logger;
+  private readonly now: () => number;
+
+  constructor(private readonly opts: BrokerOptions) {
+    this.kernel = opts.kernel;
+    this.log = opts.log;
+    this.now = opts.now ?? Date.now;
+  }
+
+  get phase(): Phase {
+    return this.update === null ? "idle" : this.committing ? "committing" : "preparing";
+  }
+
+  // ---- client requests -----------------------------------------------------------------------
+
+  subscribe(peer: Peer, id: string): { id: string } {
+    const existing = this.clients.get(id);
+    if (existing && existing.peer === peer) return { id };
+    if (this.update) throw new ProtocolError("EBUSY", `an update is in progress (${this.phase}); subscribe again after it`);
+    if (existing?.peer) throw new ProtocolError("EEXIST", `${id} is already subscribed by pid ${existing.peer.cred.pid}`);
+    const mine = this.clientOf(peer);
+    if (mine) throw new ProtocolError("EEXIST", `this connection is already subscribed as ${mine.id}`);
+    const owner = { uid: peer.cred.uid, gid: peer.cred.gid, pid: peer.cred.pid, unit: peer.unit };
+    this.clients.set(id, { id, peer, owner, state: "subscribed", subscribedAt: new Date(this.now()), readyAt: null, session: null });
+    this.log.info(`client ${id} subscribed (pid ${peer.cred.pid}, uid ${peer.cred.uid})`);
+    return { id };
+  }
+
+  ready(peer: Peer): { id: string } {
+    const c = this.requireClient(peer);
+    if (!this.update || !c.session) throw new ProtocolError("EBUSY", `no session was handed to ${c.id}: no update is in progress`);
+    if (c.state !== "ready") {
+      c.state = "ready";
+      c.readyAt = new Date(this.now());
+      this.log.info(`client ${c.id} is READY`);
+      this.progress();
+      this.maybeCommit();
+    }
+    return { id: c.id };
+  }
+
+  fail(peer: Peer, reason: string | undefined): void {
+    const c = this.requireClient(peer);
+    if (!this.update) throw new ProtocolError("EBUSY", "no update is in progress");
+    this.abort("ECANCELED", `client ${c.id} sent FAIL${reason ? `: ${reason}` : ""}`);
+  }
+
+  unsubscribe(peer: Peer): void {
+    const c = this.requireClient(peer);
+    if (this.update) throw new ProtocolError("EBUSY", "an update is in progress; send FAIL to stop it");
+    this.clients.delete(c.id);
+    this.log.info(`client ${c.id} unsubscribed`);
+  }
+
+  /** A connection went away. Before READY in an update that aborts it; after READY luod holds on. */
+  peerClosed(peer: Peer): void {
+    const c = this.clientOf(peer);
+    if (!c) return;
+    if (!this.update) {
+      this.clients.delete(c.id);
+      this.log.info(`client ${c.id} disconnected`);
+      return;
+    }
+    if (c.state === "ready" || !this.update.participants.includes(c)) {
+      c.peer = null;
+      this.log.info(`client ${c.id} disconnected after READY; luod holds its session`);
+      return;
+    }
+    this.abort("ECANCELED", `client ${c.id} disconnected before READY`);
+    this.clients.delete(c.id);
+  }
+
+  // ---- admin requests ------------------------------------------------------------------------
+
+  list() {
+    return [...this.clients.values()].map((c) => ({
+      id: c.id,
+      ...c.owner,
+      state: c.state,
+      connected: c.peer !== null,
+      since: c.subscribedAt.toISOString(),
+      session: c.session?.name ?? null,
+    }));
+  }
+
+  summary() {
+    const u = this.update;
+    const all = [...this.clients.values()];
+    return {
+      phase: this.phase,
+      update: u && {
+        attempt: u.attempt,
+        dry_run: u.dryRun,
+        ready: u.participants.filter((c) => c.state === "ready").length,
+        total: u.participants.length,
+        waiting: u.participants.filter((c) => c.state !== "ready").map((c) => c.id),
+        remaining_ms: Math.max(0, u.deadline - this.now()),
+      },
+      clients: { subscribed: all.length, ready: all.filter((c) => c.state === "ready").length },
+    };
+  }
+
+  /** Runs one update. Resolves when it is aborted, finished as a dry run, or reboot() returned. */
+  kexec(admin: Peer | null, opts: { timeoutMs: number; dryRun: boolean }): Promise<KexecOutcome> {
+    if (this.update) return Promise.reject(new ProtocolError("EBUSY", `an update is already ${this.phase}`));
+    if (!this.kernel.devicePresent())
+      return Promise.reject(new ProtocolError("ENODEV", "/dev/liveupdate is missing: this kernel has no LUO (CONFIG_LIVEUPDATE and liveupdate=on)"));
+    if (!opts.dryRun) {
+      if (!this.opts.nextKernel())
+        return Promise.reject(new ProtocolError("EINVAL", "no kernel is loaded by luod: run `luoctl load` first"));
+      if (this.kernel.kexecLoaded() === false)
+        return Promise.reject(new ProtocolError("EINVAL", "the kernel luod loaded is no longer loaded (kexec unloaded by someone else): run `luoctl load` again"));
+    }
+    const t0 = this.now();
+    const attempt = (this.lastAttempt = Math.max(this.lastAttempt + 1, t0));
+    const participants = [...this.clients.values()];
+    return new Promise<KexecOutcome>((resolve) => {
+      const u: Update = {
+        attempt, dryRun: opts.dryRun, admin, timeoutMs: opts.timeoutMs, deadline: t0 + opts.timeoutMs, t0,
+        timings: {}, participants, internalFd: null,
+        timer: setTimeout(() => this.onDeadline(), opts.timeoutMs),
+        ticker: setInterval(() => this.progress(), 1000),
+        done: resolve,
+      };
+      this.update = u;
+      this.log.notice(`update ${attempt} started${opts.dryRun ? " (dry run)" : ""}: ${participants.length} client(s), READY due in ${opts.timeoutMs} ms`);
+      this.createSessions(u);
+    });
+  }
+
+  /** Admin ABORT. Returns whether an update was running. */
+  abortByAdmin(reason: string | undefined): boolean {
+    if (!this.update) return false;
+    if (this.committing) throw new ProtocolError("EBUSY", "the update is committing: too late to abort");
+    this.abort("ECANCELED", `aborted by an administrator${reason ? `: ${reason}` : ""}`);
+    return true;
+  }
+
+  shutdown(): void {
+    if (this.update) this.abort("ECANCELED", "luod is stopping");
+  }
+
+  // ---- the update ----------------------------------------------------------------------------
+
+  private createSessions(u: Update): void {
+    const names = u.participants.map((c) => sessionNameFor(c.id, u.attempt));
+    let fds: number[];
+    try {
+      fds = names.length ? this.kernel.createSessions(names) : [];
+    } catch (e) {
+      this.abort(errorCode(e, "EIO"), `creating sessions failed: ${(e as Error).message}`);
+      return;
+    }
+    u.timings.sessions_created_ms = this.now() - u.t0;
+    const deadline = new Date(u.deadline).toISOString();
+    u.participants.forEach((c, i) => {
+      c.session = { name: names[i], fd: fds[i] };
+      c.state = "preserving";
+      const peer = c.peer;
+      if (!peer) return;
+      peer.send({ event: "PRESERVATION_REQUEST", update: u.attempt, timeout_ms: u.timeoutMs, deadline });
+      peer.send({ event: "START_PRESERVATION", id: c.id, session: names[i], update: u.attempt, fds: 1 }, [fds[i]]);
+    });
+    u.timings.fds_sent_ms = this.now() - u.t0;
+    this.progress();
+    this.maybeCommit();
+  }
+
+  private maybeCommit(): void {
+    const u = this.update;
+    if (!u || this.committing || u.participants.some((c) => c.state !== "ready")) return;
+    this.committing = true;
+    u.timings.all_ready_ms = this.now() - u.t0;
+    // Leave the promise chain: commit may end in reboot(), which never returns on success.
+    queueMicrotask(() => this.commit(u));
+  }
+
+  private commit(u: Update): void {
+    const manifest: Manifest = {
+      format: MANIFEST_FORMAT,
+      version: MANIFEST_VERSION,
+      luod: VERSION,
+      attempt: u.attempt,
+      createdAt: new Date(this.now()).toISOString(),
+      kernel: { from: safe(() => this.kernel.release(), "unknown"), next: this.opts.nextKernel() },
+      timings: u.timings,
+      entries: u.participants.map((c) => ({
+        id: c.id,
+        session: c.session!.name,
+        ...c.owner,
+        subscribedAt: c.subscribedAt.toISOString(),
+        readyAt: c.readyAt?.toISOString() ?? null,
+      })),
+    };
+    try {
+      u.timings.manifest_ms = this.now() - u.t0;
+      manifest.timings = { ...u.timings };
+      u.internalFd = this.kernel.preserveBlob(INTERNAL_SESSION, MANIFEST_TOKEN, encodeManifest(manifest));
+    } catch (e) {
+      this.abort(errorCode(e, "EIO"), `preserving the manifest failed: ${(e as Error).message}`);
+      return;
+    }
+    u.timings.manifest_preserved_ms = this.now() - u.t0;
+    if (u.dryRun) {
+      this.finish(u, { ok: true, dryRun: true, timings: { ...u.timings } }, "dry run complete");
+      return;
+    }
+    u.timings.reboot_called_ms = this.now() - u.t0;
+    this.log.notice(`update ${u.attempt}: all ${u.participants.length} client(s) READY, manifest preserved; sync + reboot(KEXEC)`);
+    u.admin?.send({ event: "REBOOTING", update: u.attempt, timings: { ...u.timings } });
+    try {
+      this.kernel.syncAndReboot();
+    } catch (e) {
+      // The freeze runs inside reboot(); on failure the kernel rolled everything back
+      // (kernel-luo.md §3.5): report it and keep the host running. Never fall back to a cold reboot.
+      this.abort(errorCode(e, "EIO"), `reboot(LINUX_REBOOT_CMD_KEXEC) failed: ${(e as Error).message}; the host keeps running`);
+    }
+  }
+
+  private onDeadline(): void {
+    const u = this.update;
+    if (!u || this.committing) return;
+    const late = u.participants.filter((c) => c.state !== "ready").map((c) => c.id);
+    this.abort("ETIMEDOUT", `READY deadline of ${u.timeoutMs} ms passed; not ready: ${late.join(", ")}`);
+  }
+
+  private abort(code: ErrorCode, message: string): void {
+    const u = this.update;
+    if (!u) return;
+    this.finish(u, { ok: false, code, message, timings: { ...u.timings } }, message);
+  }
+
+  /** Ends the update: every participant gets ABORTED, luod's session copies are released. */
+  private finish(u: Update, outcome: KexecOutcome, reason: string): void {
+    clearTimeout(u.timer);
+    clearInterval(u.ticker);
+    this.update = null;
+    this.committing = false;
+    for (const c of u.participants) {
+      if (c.session) this.closeQuietly(c.session.fd);
+      c.session = null;
+      c.state = "subscribed";
+      c.readyAt = null;
+      if (c.peer) c.peer.send({ event: "ABORTED", update: u.attempt, reason });
+      else this.clients.delete(c.id); // gone after READY: nothing left to subscribe
+    }
+    if (u.internalFd !== null) this.closeQuietly(u.internalFd);
+    if (outcome.ok) this.log.notice(`update ${u.attempt}: ${reason}`);
+    else this.log.warning(`update ${u.attempt} aborted: ${reason}`);
+    u.done(outcome);
+  }
+
+  private progress(): void {
+    const u = this.update;
+    if (!u?.admin) return;
+    const s = this.summary().update!;
+    u.admin.send({ event: "PROGRESS", phase: this.phase, ready: s.ready, total: s.total, waiting: s.waiting, remaining_ms: s.remaining_ms });
+  }
+
+  // ---- helpers -------------------------------------------------------------------------------
+
+  private clientOf(peer: Peer): Client | undefined {
+    for (const c of this.clients.values()) if (c.peer === peer) return c;
+    return undefined;
+  }
+
+  private requireClient(peer: Peer): Client {
+    const c = this.clientOf(peer);
+    if (!c) throw new ProtocolError("ENOENT", "this connection has not subscribed (send SUBSCRIBE first)");
+    return c;
+  }
+
+  private closeQuietly(fd: number): void {
+    try {
+      this.kernel.close(fd);
+    } catch (e) {
+      this.log.warning(`close(${fd}): ${(e as Error).message}`);
+    }
+  }
+}
+
+function errorCode(e: unknown, fallback: ErrorCode): ErrorCode {
+  if (e instanceof SysError) return e.code;
+  if (e instanceof ProtocolError) return e.code;
+  return fallback;
+}
+
+function safe<T>(f: () => T, fallback: T): T {
+  try {
+    return f();
+  } catch {
+    return fallback;
+  }
+}

@@ -1,0 +1,107 @@
+// What the broker needs from the kernel, as one small interface. The real implementation calls
+// src/kernel; unit tests plug in a fake (real memfds standing in for session fds), so the
+// broker's logic is tested fast on any host and proven on the real kernel in the VM.
+import { closeFd, dupFd, readFull, writeFull, fileSize } from "../kernel/fd";
+import { SysError, Errno } from "../kernel/libc";
+import {
+  withLiveupdateDevice, createSession, retrieveSession, preserveFd, retrieveFd, finishSession,
+  LIVEUPDATE_DEVICE,
+} from "../kernel/liveupdate";
+import { memfdCreate, addSeals, F_SEAL_SEAL, F_SEAL_SHRINK, F_SEAL_GROW, F_SEAL_WRITE } from "../kernel/memfd";
+import { kexecFileLoad, kexecFileUnload, kexecLoaded, syncFilesystems, rebootKexec, unameRelease } from "../kernel/kexec";
+import { existsSync } from "node:fs";
+
+export interface KernelPort {
+  /** Whether /dev/liveupdate exists (LUO compiled in and `liveupdate=on`). */
+  devicePresent(): boolean;
+  /** Creates outgoing sessions with one open of the device; all or nothing. */
+  createSessions(names: string[]): number[];
+  /** RETRIEVE_SESSION; throws SysError (ENOENT: no such incoming session). */
+  retrieveSession(name: string): number;
+  /** RETRIEVE_SESSION + RETRIEVE_FD + read + FINISH of a blob session; null when it does not exist. */
+  takeBlob(sessionName: string, token: bigint): Uint8Array | null;
+  /** CREATE_SESSION + a sealed memfd holding `data`, preserved under `token`; returns the session fd. */
+  preserveBlob(sessionName: string, token: bigint, data: Uint8Array): number;
+  finishSession(fd: number, name: string): void;
+  dup(fd: number): number;
+  close(fd: number): void;
+  kexecLoaded(): boolean | null;
+  loadKernel(kernelFd: number, initrdFd: number | null, cmdline: string): void;
+  unloadKernel(): void;
+  release(): string;
+  /** sync(2) then reboot(LINUX_REBOOT_CMD_KEXEC). Returns only by throwing. */
+  syncAndReboot(): never;
+}
+
+export function realKernel(devicePath = LIVEUPDATE_DEVICE): KernelPort {
+  const dev = { path: devicePath };
+  return {
+    devicePresent: () => existsSync(devicePath),
+    createSessions(names) {
+      return withLiveupdateDevice((devFd) => {
+        const fds: number[] = [];
+        try {
+          for (const name of names) fds.push(createSession(devFd, name));
+          return fds;
+        } catch (e) {
+          for (const fd of fds) closeFd(fd); // closing an outgoing session unpreserves it
+          throw e;
+        }
+      }, dev);
+    },
+    retrieveSession: (name) => withLiveupdateDevice((devFd) => retrieveSession(devFd, name), dev),
+    takeBlob(sessionName, token) {
+      let sessionFd: number;
+      try {
+        sessionFd = withLiveupdateDevice((devFd) => retrieveSession(devFd, sessionName), dev);
+      } catch (e) {
+        // ENOENT from RETRIEVE_SESSION: not a live-update boot. (A missing device is ENOENT too,
+        // from the open: that one is an error and propagates.)
+        if (e instanceof SysError && e.errno === Errno.ENOENT && e.op.startsWith("RETRIEVE_SESSION")) return null;
+        throw e;
+      }
+      try {
+        const fd = retrieveFd(sessionFd, token, sessionName);
+        try {
+          const data = new Uint8Array(new ArrayBuffer(fileSize(fd)));
+          readFull(fd, data, 0);
+          return data;
+        } finally {
+          closeFd(fd);
+        }
+      } finally {
+        // FINISH releases the kernel's copy; closing would do it implicitly (kernel-luo.md §2)
+        try { finishSession(sessionFd, sessionName); } finally { closeFd(sessionFd); }
+      }
+    },
+    preserveBlob(sessionName, token, data) {
+      const memfd = memfdCreate(sessionName);
+      try {
+        writeFull(memfd, data, 0);
+        // seals are captured at PRESERVE time (kernel-luo.md §3.3), so seal first
+        addSeals(memfd, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL);
+        const [sessionFd] = this.createSessions([sessionName]);
+        try {
+          preserveFd(sessionFd, memfd, token, sessionName);
+        } catch (e) {
+          closeFd(sessionFd);
+          throw e;
+        }
+        return sessionFd;
+      } finally {
+        closeFd(memfd); // LUO holds its own reference after PRESERVE (kernel-luo.md §3.3)
+      }
+    },
+    finishSession: (fd, name) => finishSession(fd, name),
+    dup: dupFd,
+    close: closeFd,
+    kexecLoaded: () => kexecLoaded(),
+    loadKernel: (k, i, c) => kexecFileLoad(k, i, c),
+    unloadKernel: () => kexecFileUnload(),
+    release: () => unameRelease(),
+    syncAndReboot() {
+      syncFilesystems();
+      return rebootKexec();
+    },
+  };
+}

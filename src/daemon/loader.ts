@@ -1,0 +1,165 @@
+// The next kernel: verify, load with kexec_file_load, unload, and the preflight CHECK.
+// Only kexec_file_load carries the KHO data; a legacy kexec_load image would make the jump lose
+// every session silently (kernel-luo.md §3.4), so luod loads the kernel itself and remembers that
+// it did (in the state dir: a restarted luod must not trust an image someone else loaded).
+import { existsSync, readFileSync } from "node:fs";
+import type { KernelPort } from "./kernel-port";
+import type { StateFiles } from "./state-files";
+import type { NextKernel } from "./broker";
+import type { Logger } from "./log";
+import { normalizeCmdline, checkCmdline } from "./cmdline";
+import { inspectKernelImage } from "./bzimage";
+import { fileSize, readFull } from "../kernel/fd";
+import { SysError } from "../kernel/libc";
+import { ProtocolError } from "../wire/errors";
+
+export interface LoadedKernel extends NextKernel {
+  size: number;
+  initrdSize: number | null;
+  loadedAt: string;
+}
+
+export interface LoadRequest {
+  kernelFd: number;
+  initrdFd: number | null;
+  cmdline: string;
+  force: boolean;
+  sha256: string | null;
+}
+
+const HEADER_BYTES = 64 * 1024;
+
+export class KernelLoader {
+  private current: LoadedKernel | null;
+
+  constructor(
+    private readonly kernel: KernelPort,
+    private readonly files: StateFiles,
+    private readonly log: Logger,
+  ) {
+    this.current = files.read<LoadedKernel>("loaded");
+  }
+
+  /** What luod loaded, if the kernel still has an image loaded. */
+  loaded(): LoadedKernel | null {
+    if (this.current && this.kernel.kexecLoaded() === false) {
+      this.log.warning("the kernel luod loaded was unloaded by someone else");
+      this.forget();
+    }
+    return this.current;
+  }
+
+  load(req: LoadRequest): LoadedKernel {
+    const size = fileSize(req.kernelFd);
+    const head = new Uint8Array(new ArrayBuffer(Math.min(size, HEADER_BYTES)));
+    readFull(req.kernelFd, head, 0);
+    const image = inspectKernelImage(head, size);
+    if (!image.ok) throw new ProtocolError("ENOEXEC", `not a loadable kernel image: ${image.reason}`);
+    if (!image.canLoadAbove4G)
+      throw new ProtocolError("ENOEXEC", "the image is not a relocatable 64-bit bzImage (kexec_file_load needs XLF_CAN_BE_LOADED_ABOVE_4G)");
+    const sha256 = digest(req.kernelFd, size);
+    if (req.sha256 && req.sha256.toLowerCase() !== sha256)
+      throw new ProtocolError("ENOEXEC", `kernel image SHA-256 is ${sha256}, expected ${req.sha256.toLowerCase()}`);
+    const cmdline = normalizeCmdline(req.cmdline);
+    const problems = checkCmdline(cmdline, { force: req.force });
+    if (problems.length) throw new ProtocolError("EINVAL", problems.join("; "));
+    try {
+      this.kernel.loadKernel(req.kernelFd, req.initrdFd, cmdline);
+    } catch (e) {
+      if (e instanceof SysError) throw new ProtocolError(e.code, `kexec_file_load: ${e.code}${hint(e.code)}`);
+      throw e;
+    }
+    this.current = {
+      version: image.version, sha256, cmdline, size,
+      initrdSize: req.initrdFd === null ? null : fileSize(req.initrdFd),
+      loadedAt: new Date().toISOString(),
+    };
+    this.files.write("loaded", this.current);
+    this.log.notice(`loaded kernel ${image.version} (${size} bytes, sha256 ${sha256.slice(0, 16)}…) cmdline: ${cmdline}`);
+    return this.current;
+  }
+
+  unload(): void {
+    try {
+      this.kernel.unloadKernel();
+    } catch (e) {
+      if (e instanceof SysError) throw new ProtocolError(e.code, `kexec_file_load(KEXEC_FILE_UNLOAD): ${e.code}`);
+      throw e;
+    }
+    this.forget();
+    this.log.notice("kernel unloaded");
+  }
+
+  /** Preflight: everything an operator should know before `luoctl kexec`. */
+  check(): { ready: boolean; checks: { name: string; ok: boolean; detail: string }[] } {
+    const checks: { name: string; ok: boolean; detail: string }[] = [];
+    const device = this.kernel.devicePresent();
+    checks.push({
+      name: "device",
+      ok: device,
+      detail: device ? "/dev/liveupdate present" : "/dev/liveupdate missing: boot a kernel with CONFIG_LIVEUPDATE and liveupdate=on",
+    });
+    const sysctl = readText("/proc/sys/kernel/kexec_load_disabled");
+    checks.push({
+      name: "kexec_load_disabled",
+      ok: sysctl !== "1",
+      detail: sysctl === "1" ? "kernel.kexec_load_disabled=1: no kernel can be loaded until reboot" : `kernel.kexec_load_disabled=${sysctl ?? "unknown"}`,
+    });
+    const lockdown = readText("/sys/kernel/security/lockdown");
+    const locked = !!lockdown && !lockdown.includes("[none]");
+    checks.push({
+      name: "lockdown",
+      ok: true,
+      detail: lockdown ? `lockdown ${lockdown}${locked ? ": only signed kernel images load" : ""}` : "lockdown not reported",
+    });
+    const loaded = this.loaded();
+    checks.push({
+      name: "kernel",
+      ok: !!loaded,
+      detail: loaded ? `${loaded.version} loaded by luod at ${loaded.loadedAt}` : "no kernel loaded by luod: run `luoctl load`",
+    });
+    if (loaded) {
+      const problems = checkCmdline(loaded.cmdline, { force: false });
+      checks.push({ name: "cmdline", ok: problems.length === 0, detail: problems.length ? problems.join("; ") : loaded.cmdline });
+    }
+    return { ready: checks.every((c) => c.ok), checks };
+  }
+
+  private forget(): void {
+    this.current = null;
+    this.files.remove("loaded");
+  }
+}
+
+function digest(fd: number, size: number): string {
+  const hasher = new Bun.CryptoHasher("sha256");
+  const chunk = new Uint8Array(new ArrayBuffer(1 << 20));
+  for (let off = 0; off < size; ) {
+    const n = readFull(fd, chunk, off);
+    if (n <= 0) break;
+    hasher.update(chunk.subarray(0, n));
+    off += n;
+  }
+  return hasher.digest("hex");
+}
+
+function readText(path: string): string | null {
+  if (!existsSync(path)) return null;
+  try {
+    return readFileSync(path, "utf8").trim();
+  } catch {
+    return null;
+  }
+}
+
+/** The errnos of kexec_file_load that have one likely cause (kernel-luo.md §3.4). */
+function hint(code: string): string {
+  switch (code) {
+    case "EPERM": return " (needs CAP_SYS_BOOT; or kexec_load_disabled, or lockdown refused an unsigned image)";
+    case "EBUSY": return " (another kexec load is in progress)";
+    case "EADDRNOTAVAIL": return " (the KHO scratch area is too small for this kernel/initrd: see kho_scratch=)";
+    case "ENOEXEC": return " (the kernel does not recognise this image format)";
+    case "ENOSYS": return " (this kernel has no CONFIG_KEXEC_FILE)";
+    default: return "";
+  }
+}

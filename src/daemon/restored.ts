@@ -1,0 +1,180 @@
+// Sessions that came back from the previous kernel, one per manifest entry:
+//   unclaimed → claimed → finished, or unclaimed → discarded.
+// A restored session can be retrieved once per boot and closing it finishes it (kernel-luo.md §2,
+// gotcha 8), so it is retrieved only when its owner CLAIMs, and luod keeps a copy until FINISHED.
+// The registry is mirrored to a file under the state dir (tmpfs /run): a luod restarted after the
+// boot still knows every unclaimed session, although the kernel's manifest session is gone.
+import type { Manifest, ManifestEntry } from "./manifest";
+import type { KernelPort } from "./kernel-port";
+import { ProtocolError } from "../wire/errors";
+import { SysError } from "../kernel/libc";
+import type { StateFiles } from "./state-files";
+import type { Logger } from "./log";
+
+export type RestoredState = "unclaimed" | "claimed" | "finished" | "discarded";
+
+export interface RestoredSession {
+  id: string;
+  session: string;
+  uid: number;
+  gid: number;
+  unit: string | null;
+  state: RestoredState;
+  restoredAt: string;
+  changedAt: string;
+  claimedByPid: number | null;
+}
+
+/** What the previous kernel's luod recorded about the update that brought us here. */
+export interface PreviousUpdate {
+  attempt: number;
+  createdAt: string;
+  from: string;
+  timings: Record<string, number>;
+}
+
+interface RestoredFile {
+  previous: PreviousUpdate | null;
+  sessions: RestoredSession[];
+}
+
+export class RestoredSessions {
+  private readonly sessions = new Map<string, RestoredSession>();
+  /** luod's own copy of each claimed session fd, until FINISHED. Not persisted: fds die with us. */
+  private readonly held = new Map<string, number>();
+  previous: PreviousUpdate | null = null;
+
+  constructor(
+    private readonly kernel: KernelPort,
+    private readonly files: StateFiles,
+    private readonly log: Logger,
+    private readonly now: () => Date = () => new Date(),
+  ) {}
+
+  /** After a restart in the same boot: the state file is the only record left. */
+  loadFromState(): boolean {
+    const saved = this.files.read<RestoredFile>("restored");
+    if (!saved) return false;
+    this.previous = saved.previous;
+    for (const s of saved.sessions) this.sessions.set(s.id, s);
+    return true;
+  }
+
+  /** First start after a live-update boot: adopt the manifest the previous kernel's luod wrote. */
+  adoptManifest(m: Manifest): void {
+    const at = this.now().toISOString();
+    this.previous = { attempt: m.attempt, createdAt: m.createdAt, from: m.kernel.from, timings: m.timings };
+    for (const e of m.entries) this.sessions.set(e.id, fromEntry(e, at));
+    this.save();
+  }
+
+  list(): RestoredSession[] {
+    return [...this.sessions.values()];
+  }
+
+  unclaimed(): RestoredSession[] {
+    return this.list().filter((s) => s.state === "unclaimed");
+  }
+
+  has(id: string): boolean {
+    const s = this.sessions.get(id);
+    return !!s && (s.state === "unclaimed" || s.state === "claimed");
+  }
+
+  /** Returns luod's copy of the session fd; the caller sends it (the wire layer dups it). */
+  claim(id: string, cred: { uid: number; pid: number }): { session: string; fd: number } {
+    const s = this.sessions.get(id);
+    if (!s || s.state === "finished" || s.state === "discarded")
+      throw new ProtocolError("ENOENT", `nothing to claim for ${id}${s ? ` (it was ${s.state})` : ""}`);
+    // an id is not a password: only the uid that subscribed gets the session back
+    if (cred.uid !== 0 && cred.uid !== s.uid)
+      throw new ProtocolError("EPERM", `${id} belongs to uid ${s.uid}, not ${cred.uid}`);
+    const held = this.held.get(id);
+    if (held !== undefined) {
+      s.claimedByPid = cred.pid;
+      this.save();
+      return { session: s.session, fd: held };
+    }
+    if (s.state === "claimed")
+      throw new ProtocolError("EBUSY", `${id} was claimed before luod restarted; its client holds the only copy`);
+    let fd: number;
+    try {
+      fd = this.kernel.retrieveSession(s.session);
+    } catch (e) {
+      const code = e instanceof SysError ? e.code : "EIO";
+      throw new ProtocolError(code, `cannot retrieve ${s.session}: ${(e as Error).message}`);
+    }
+    this.held.set(id, fd);
+    this.transition(s, "claimed");
+    s.claimedByPid = cred.pid;
+    this.save();
+    this.log.info(`restored session ${s.session} claimed by pid ${cred.pid} (uid ${cred.uid})`);
+    return { session: s.session, fd };
+  }
+
+  finished(id: string, cred: { uid: number }): void {
+    const s = this.sessions.get(id);
+    if (!s || s.state !== "claimed") throw new ProtocolError("ENOENT", `${id} is not claimed`);
+    if (cred.uid !== 0 && cred.uid !== s.uid) throw new ProtocolError("EPERM", `${id} belongs to uid ${s.uid}`);
+    this.dropHeld(id);
+    this.transition(s, "finished");
+    this.save();
+    this.log.info(`restored session ${s.session} finished`);
+  }
+
+  /** Frees an unclaimed session: retrieve, FINISH (drops unretrieved memfds), close. */
+  discard(id: string): void {
+    const s = this.sessions.get(id);
+    if (!s || s.state === "finished" || s.state === "discarded") throw new ProtocolError("ENOENT", `no restored session ${id}`);
+    if (s.state === "claimed")
+      throw new ProtocolError("EBUSY", `${id} is claimed (pid ${s.claimedByPid}); its client must send FINISHED`);
+    try {
+      const fd = this.kernel.retrieveSession(s.session);
+      try {
+        this.kernel.finishSession(fd, s.session);
+      } finally {
+        this.kernel.close(fd);
+      }
+    } catch (e) {
+      // ENOENT: the kernel no longer has it (finished elsewhere); the record goes either way
+      if (!(e instanceof SysError && e.code === "ENOENT")) {
+        const code = e instanceof SysError ? e.code : "EIO";
+        throw new ProtocolError(code, `cannot discard ${s.session}: ${(e as Error).message}`);
+      }
+    }
+    this.transition(s, "discarded");
+    this.save();
+    this.log.notice(`restored session ${s.session} discarded by an administrator`);
+  }
+
+  closeAll(): void {
+    for (const id of [...this.held.keys()]) this.dropHeld(id);
+  }
+
+  private dropHeld(id: string): void {
+    const fd = this.held.get(id);
+    if (fd === undefined) return;
+    this.held.delete(id);
+    try {
+      this.kernel.close(fd);
+    } catch (e) {
+      this.log.warning(`closing restored session fd of ${id}: ${(e as Error).message}`);
+    }
+  }
+
+  private transition(s: RestoredSession, to: RestoredState): void {
+    s.state = to;
+    s.changedAt = this.now().toISOString();
+  }
+
+  private save(): void {
+    this.files.write<RestoredFile>("restored", { previous: this.previous, sessions: this.list() });
+  }
+}
+
+function fromEntry(e: ManifestEntry, at: string): RestoredSession {
+  return {
+    id: e.id, session: e.session, uid: e.uid, gid: e.gid, unit: e.unit,
+    state: "unclaimed", restoredAt: at, changedAt: at, claimedByPid: null,
+  };
+}

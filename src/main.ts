@@ -1,0 +1,40 @@
+// One executable, two personalities: the name it was started by picks luod or luoctl.
+// Compiled, process.argv0 is the real argv[0] (the symlink name); process.argv[0] is "bun" and
+// process.argv[1] the embedded entry, so user arguments are always process.argv.slice(2)
+// (docs/bun-ffi.md §5). `luo luod …` / `luo luoctl …` also work (from source and in tests).
+import { basename } from "node:path";
+import { VERSION } from "./version";
+
+const PERSONALITIES = ["luod", "luoctl"] as const;
+type Personality = (typeof PERSONALITIES)[number];
+
+function pick(argv0: string, args: string[]): { who: Personality; args: string[] } | null {
+  const invoked = basename(argv0);
+  for (const p of PERSONALITIES) if (invoked === p) return { who: p, args };
+  const first = args[0] as Personality;
+  if (PERSONALITIES.includes(first)) return { who: first, args: args.slice(1) };
+  return null;
+}
+
+const chosen = pick(process.argv0, process.argv.slice(2));
+if (!chosen) {
+  const arg = process.argv[2];
+  if (arg === "--version" || arg === "-v") {
+    console.log(`luo ${VERSION}`);
+    process.exit(0);
+  }
+  console.error(
+    `usage: luo {luod|luoctl} [args…]   (or run through the symlinks luod / luoctl)\n` +
+      `  luod    the live-update broker daemon      luod --help\n` +
+      `  luoctl  the administrator's tool           luoctl --help`,
+  );
+  process.exit(arg === "--help" || arg === "-h" ? 0 : 2);
+}
+// Dynamic imports: luoctl never loads the daemon's code, which keeps its startup short.
+if (chosen.who === "luod") {
+  const { luodMain } = await import("./daemon/main");
+  process.exitCode = await luodMain(chosen.args);
+} else {
+  const { luoctlMain } = await import("./ctl/main");
+  process.exit(await luoctlMain(chosen.args));
+}

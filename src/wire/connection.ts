@@ -1,0 +1,374 @@
+// One protocol connection over a non-blocking AF_UNIX stream fd: reads lines + fds through the
+// framing, writes queued lines + fds without ever blocking. Used by luod for every peer, and by
+// any client that receives fds. Protocol only: requests are validated by the caller (messages.ts).
+//
+// Ownership rules (docs/protocol.md, "File descriptors"):
+// - the Connection owns its socket fd from the constructor on and closes it in close();
+// - send(obj, fds) DUPs the fds at call time; the dups are closed once the sendmsg that carried
+//   them succeeded (or when the connection closes). The caller keeps its own fds;
+// - fds given to onMessage belong to the handler (it must close them, also when the request is
+//   refused); every other received fd (strays, fds of invalid lines, fds queued at close) is
+//   closed here. `strayFds` counts those closed because no line claimed them.
+import { type ErrorCode, oneLine } from "./errors";
+import { LineFramer, MAX_FDS_PER_MESSAGE, MAX_LINE_BYTES, encodeLine } from "./framing";
+import { errorReply, isPlainObject, type Tag } from "./messages";
+import { MessageIo } from "../kernel/unix.ts";
+import { EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLRDHUP, type EventLoop } from "../kernel/epoll.ts";
+import { closeFd, dupFd } from "../kernel/fd.ts";
+import { Errno, errnoName } from "../kernel/libc.ts";
+
+/** What a Connection reports to its owner. Handlers are never called from the constructor. */
+export interface ConnectionHandler {
+  /**
+   * A complete line that is a JSON object whose `fds` (absent = 0) matched fds that arrived with
+   * it. `msg` still holds every field, `fds` included; nothing else is validated.
+   */
+  onMessage(msg: Record<string, unknown>, fds: number[]): void;
+  /**
+   * A line that could not become a message (code EBADMSG): invalid JSON or UTF-8, not an object,
+   * a bad `fds`, fds that did not arrive, or fds more than the line claimed. Any fds involved are
+   * already closed. `echo` holds the line's `cmd` and `tag` when they could be read.
+   * Optional: without it the connection replies `errorReply(echo.cmd, code, message, echo.tag)`.
+   */
+  onInvalid?(code: ErrorCode, message: string, echo: { cmd?: string; tag?: Tag }): void;
+  /**
+   * Called exactly once, when the connection is closed for any reason — the peer hung up, an
+   * error, a limit, or close() by the owner. Every fd the connection held is closed by then.
+   */
+  onClose(reason: string): void;
+}
+
+export interface ConnectionOptions {
+  /** Bytes of unsent output allowed before the peer counts as a slow consumer. Default 1 MiB. */
+  maxQueuedBytes?: number;
+  /** Line limit (tests lower it). Default MAX_LINE_BYTES. */
+  maxLineBytes?: number;
+  /** sendmsg/recvmsg buffers; default one shared instance per thread. */
+  io?: MessageIo;
+}
+
+/** The part of the event loop a Connection uses (EventLoop from src/kernel/epoll.ts fits). */
+export type ConnectionLoop = Pick<EventLoop, "watch" | "rearm" | "unwatch">;
+
+export const DEFAULT_MAX_QUEUED_BYTES = 1 << 20;
+/** Reads per readiness callback before yielding to other fds (one-shot re-arm brings us back). */
+const MAX_READS_PER_WAKE = 16;
+const READ_EVENTS = EPOLLIN | EPOLLRDHUP;
+
+let sharedIo: MessageIo | null = null;
+
+interface Outgoing {
+  data: Uint8Array;
+  offset: number;
+  /** Dups owned by the connection; emptied once a sendmsg carried them. */
+  fds: number[];
+}
+
+type Incoming =
+  | { kind: "message"; msg: Record<string, unknown>; fds: number[] }
+  | { kind: "invalid"; message: string; echo: { cmd?: string; tag?: Tag } };
+
+export class Connection {
+  /** fds received that no line claimed (or that belonged to an invalid line), all closed. */
+  strayFds = 0;
+  /** Lines delivered to onMessage / onInvalid. */
+  messagesIn = 0;
+  invalidIn = 0;
+  /** Lines queued by send(). */
+  messagesOut = 0;
+
+  private readonly framer: LineFramer;
+  private readonly io: MessageIo;
+  private readonly maxQueuedBytes: number;
+  private readonly out: Outgoing[] = [];
+  private outBytes = 0;
+  private wantOut = false;
+  private inCallback = false;
+  private closeReason: string | null = null;
+
+  constructor(
+    readonly fd: number,
+    private readonly loop: ConnectionLoop,
+    private readonly handler: ConnectionHandler,
+    opts: ConnectionOptions = {},
+  ) {
+    this.maxQueuedBytes = opts.maxQueuedBytes ?? DEFAULT_MAX_QUEUED_BYTES;
+    this.framer = new LineFramer(opts.maxLineBytes ?? MAX_LINE_BYTES);
+    this.io = opts.io ?? (sharedIo ??= new MessageIo());
+    loop.watch(fd, READ_EVENTS, (events: number) => this.onReady(events));
+  }
+
+  get closed(): boolean {
+    return this.closeReason !== null;
+  }
+
+  /** Why the connection closed, or null while it is open. */
+  get closedReason(): string | null {
+    return this.closeReason;
+  }
+
+  /** Bytes accepted by send() and not yet written to the socket. */
+  get queuedBytes(): number {
+    return this.outBytes;
+  }
+
+  /**
+   * Queues one message and writes as much as the socket takes now; never blocks. `fds` are
+   * dup'ed here (the caller keeps its own) and travel with the line's first byte; the object must
+   * say `fds: fds.length` (absent = 0). Returns false when the connection is (now) closed —
+   * including when this message pushed the unsent output over maxQueuedBytes (slow consumer).
+   * Throws ProtocolError EMSGSIZE for a line over the limit, RangeError for a bad fds list.
+   */
+  send(obj: object, fds: readonly number[] = []): boolean {
+    if (this.closeReason !== null) return false;
+    const said = (obj as { fds?: unknown }).fds ?? 0;
+    if (said !== fds.length) throw new RangeError(`message says "fds": ${String(said)} but ${fds.length} fds are attached`);
+    if (fds.length > MAX_FDS_PER_MESSAGE) throw new RangeError(`at most ${MAX_FDS_PER_MESSAGE} fds per message`);
+    const data = encodeLine(obj, this.framer.maxLineBytes);
+    const dups: number[] = [];
+    try {
+      for (const fd of fds) dups.push(dupFd(fd));
+    } catch (e) {
+      closeQuietly(dups);
+      throw e;
+    }
+    this.out.push({ data, offset: 0, fds: dups });
+    this.outBytes += data.length;
+    this.messagesOut++;
+    if (!this.wantOut) this.flush();
+    if (this.closeReason !== null) return false;
+    if (this.outBytes > this.maxQueuedBytes) {
+      this.close(`slow consumer: ${this.outBytes} bytes unsent, over the limit of ${this.maxQueuedBytes}`);
+      return false;
+    }
+    return true;
+  }
+
+  /**
+   * Closes the connection: stops watching, closes the socket and every fd still held (queued
+   * dups, received fds no line claimed), then calls onClose(reason). Idempotent. Unsent output
+   * gets one last non-blocking write attempt first.
+   */
+  close(reason: string): void {
+    this.shutdown(reason, true);
+  }
+
+  // -- internals --------------------------------------------------------------------------------
+
+  private shutdown(reason: string, flushFirst: boolean): void {
+    if (this.closeReason !== null) return;
+    this.closeReason = oneLine(reason); // first: nothing below may re-enter (no re-arm, no second close)
+    if (flushFirst && this.out.length > 0) this.writeQueued();
+    try {
+      this.loop.unwatch(this.fd);
+    } catch {
+      // the loop may already be gone (shutdown): closing the fd removes it from epoll anyway
+    }
+    closeQuietly([this.fd]);
+    for (const item of this.out.splice(0)) closeQuietly(item.fds);
+    this.outBytes = 0;
+    const unclaimed = this.framer.drainFds();
+    this.strayFds += unclaimed.length;
+    closeQuietly(unclaimed);
+    this.handler.onClose(this.closeReason);
+  }
+
+  private onReady(events: number): void {
+    if (this.closeReason !== null) return; // a stale event after close (the fd may be reused)
+    this.inCallback = true;
+    try {
+      if (events & EPOLLOUT) this.flush();
+      if (this.closeReason === null && events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) this.readSome();
+    } finally {
+      this.inCallback = false;
+      if (this.closeReason === null) this.arm();
+    }
+  }
+
+  private arm(): void {
+    try {
+      this.loop.rearm(this.fd, READ_EVENTS | (this.wantOut ? EPOLLOUT : 0));
+    } catch (e) {
+      // the loop was closed under us (luod stopping): nothing will ever wake this connection
+      this.shutdown(`event loop: ${e instanceof Error ? e.message : String(e)}`, false);
+    }
+  }
+
+  private setWantOut(on: boolean): void {
+    if (this.wantOut === on) return;
+    this.wantOut = on;
+    if (!this.inCallback && this.closeReason === null) this.arm();
+  }
+
+  /** Writes queued output until done or EAGAIN; closes the connection on a send error. */
+  private flush(): void {
+    const err = this.writeQueued();
+    if (err === null) return;
+    this.shutdown(`send: ${errnoName(err)}`, false);
+  }
+
+  /** Returns null, or the errno of a failed send (EAGAIN is not a failure: it sets wantOut). */
+  private writeQueued(): number | null {
+    while (this.out.length > 0) {
+      const head = this.out[0]!;
+      const n = this.io.send(this.fd, head.data.subarray(head.offset), head.fds);
+      if (n === -Errno.EAGAIN || n === 0) {
+        this.setWantOut(true);
+        return null;
+      }
+      if (n < 0) return -n;
+      if (head.fds.length > 0) closeQuietly(head.fds.splice(0)); // they went with these bytes
+      head.offset += n;
+      this.outBytes -= n;
+      if (head.offset >= head.data.length) this.out.shift();
+    }
+    this.setWantOut(false);
+    return null;
+  }
+
+  private readSome(): void {
+    for (let i = 0; i < MAX_READS_PER_WAKE; i++) {
+      const fds: number[] = [];
+      const n = this.io.receive(this.fd, fds);
+      if (fds.length > 0) this.framer.pushFds(fds); // queued first: close() then closes them
+      if (n > 0 && this.io.lastTruncated) {
+        this.shutdown("MSG_CTRUNC: the peer sent more fds at once than luod accepts; fds were lost", false);
+        return;
+      }
+      if (n === -Errno.EAGAIN) return;
+      if (n < 0) {
+        this.shutdown(`recv: ${errnoName(-n)}`, false);
+        return;
+      }
+      if (n === 0) {
+        this.shutdown(this.framer.hasPartialLine ? "peer closed the connection in the middle of a line" : "peer closed the connection", true);
+        return;
+      }
+      this.framer.push(this.io.buffer.subarray(0, n));
+      this.processLines();
+      if (this.closeReason !== null) return;
+    }
+  }
+
+  /** Turns the complete lines now buffered into messages, matches fds, then delivers them. */
+  private processLines(): void {
+    const batch: Incoming[] = [];
+    for (;;) {
+      let line: string | null;
+      try {
+        line = this.framer.nextLine();
+      } catch (e) {
+        this.dropQueuedFds(); // a line we cannot read may have carried fds: none can be trusted now
+        batch.push(this.invalid((e as Error).message, {}));
+        continue;
+      }
+      if (line === null) break;
+      if (line.trim() === "") continue; // blank lines are ignored (handy with socat)
+      batch.push(this.lineToIncoming(line));
+    }
+
+    // fds left over with no partial line pending belong to no line (framing.ts): strays. They
+    // arrived with this batch's bytes, so the last line of the batch is the request that carried
+    // more fds than it said (docs/protocol.md).
+    if (!this.framer.hasPartialLine && this.framer.queuedFds > 0) {
+      const strays = this.framer.drainFds();
+      this.strayFds += strays.length;
+      closeQuietly(strays);
+      const message = `${strays.length} fd(s) arrived that no line claimed; closed`;
+      const last = batch[batch.length - 1];
+      if (last?.kind === "message") {
+        closeQuietly(last.fds);
+        batch[batch.length - 1] = this.invalid(`${message} (the line says "fds": ${last.fds.length})`, echoOf(last.msg));
+      } else if (last === undefined) {
+        batch.push(this.invalid(message, {}));
+      }
+    }
+
+    for (const item of batch) {
+      if (this.closeReason !== null) {
+        if (item.kind === "message") closeQuietly(item.fds); // never handed over
+        continue;
+      }
+      this.deliver(item);
+    }
+
+    if (this.closeReason === null && this.framer.overLimit) {
+      const limit = this.framer.maxLineBytes;
+      // best effort: written now if the socket takes it, then the connection is closed
+      this.send(errorReply(null, "EMSGSIZE", `line over ${limit} bytes; closing the connection`));
+      this.shutdown(`EMSGSIZE: the peer sent a line over ${limit} bytes`, true);
+    }
+  }
+
+  private lineToIncoming(line: string): Incoming {
+    let msg: unknown;
+    try {
+      msg = JSON.parse(line);
+    } catch (e) {
+      this.dropQueuedFds(); // a line we cannot read may have carried fds: none can be trusted now
+      return this.invalid(`invalid JSON: ${oneLine((e as Error).message, 200)}`, {});
+    }
+    if (!isPlainObject(msg)) {
+      this.dropQueuedFds();
+      return this.invalid(`a message must be a JSON object, got ${msg === null ? "null" : Array.isArray(msg) ? "an array" : typeof msg}`, {});
+    }
+    const echo = echoOf(msg);
+    const n = msg.fds ?? 0;
+    if (typeof n !== "number" || !Number.isInteger(n) || n < 0 || n > MAX_FDS_PER_MESSAGE) {
+      this.dropQueuedFds();
+      return this.invalid(`"fds" must be an integer from 0 to ${MAX_FDS_PER_MESSAGE}, got ${oneLine(JSON.stringify(n), 40)}`, echo);
+    }
+    const fds = this.framer.takeFds(n);
+    if (fds === null) {
+      const queued = this.framer.queuedFds;
+      this.dropQueuedFds();
+      return this.invalid(`the line says "fds": ${n} but ${queued} fd(s) arrived with it`, echo);
+    }
+    return { kind: "message", msg, fds };
+  }
+
+  private invalid(message: string, echo: { cmd?: string; tag?: Tag }): Incoming {
+    return { kind: "invalid", message, echo };
+  }
+
+  private dropQueuedFds(): void {
+    const fds = this.framer.drainFds();
+    this.strayFds += fds.length;
+    closeQuietly(fds);
+  }
+
+  private deliver(item: Incoming): void {
+    try {
+      if (item.kind === "message") {
+        this.messagesIn++;
+        this.handler.onMessage(item.msg, item.fds);
+      } else {
+        this.invalidIn++;
+        if (this.handler.onInvalid) this.handler.onInvalid("EBADMSG", item.message, item.echo);
+        else this.send(errorReply(item.echo.cmd, "EBADMSG", item.message, item.echo.tag));
+      }
+    } catch (e) {
+      // A handler bug must not take the event loop down; this connection cannot be trusted now.
+      this.shutdown(`internal error while handling a message: ${e instanceof Error ? e.message : String(e)}`, true);
+    }
+  }
+}
+
+/** `cmd` and `tag` of a message, when they have the types a reply can echo. */
+function echoOf(msg: Record<string, unknown>): { cmd?: string; tag?: Tag } {
+  const echo: { cmd?: string; tag?: Tag } = {};
+  if (typeof msg.cmd === "string" && msg.cmd.length <= 32) echo.cmd = msg.cmd;
+  const tag = msg.tag;
+  if ((typeof tag === "string" && tag.length <= 64) || (typeof tag === "number" && Number.isSafeInteger(tag))) echo.tag = tag;
+  return echo;
+}
+
+function closeQuietly(fds: readonly number[]): void {
+  for (const fd of fds) {
+    try {
+      closeFd(fd);
+    } catch {
+      // EBADF: already closed; nothing else can be done about a failing close
+    }
+  }
+}

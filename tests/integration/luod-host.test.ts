@@ -1,0 +1,77 @@
+// The compiled binary on this host, which has no LUO kernel: luod must start, serve clients and
+// admins, refuse a live update with one clear line, and keep running.
+import { describe, expect, test, beforeAll, afterAll } from "bun:test";
+import { readFileSync } from "node:fs";
+import { startDaemon, run, requireBinary, LUO, type Daemon } from "../support/binary";
+import { LuoClient } from "../../src/client";
+
+let luod: Daemon;
+beforeAll(async () => {
+  requireBinary();
+  luod = await startDaemon(["--device", "/nonexistent/liveupdate"]);
+});
+afterAll(async () => {
+  await luod?.stop();
+});
+
+describe("the binary", () => {
+  test("dist/luo is one ELF executable", () => {
+    const head = readFileSync(LUO).subarray(0, 4);
+    expect([...head]).toEqual([0x7f, 0x45, 0x4c, 0x46]);
+  });
+
+  test("luoctl --help and luod --help exit 0 and describe their commands", async () => {
+    const ctl = await run("luoctl", ["--help"]);
+    expect(ctl.code).toBe(0);
+    for (const cmd of ["load", "unload", "status", "list", "check", "kexec", "abort", "discard"]) expect(ctl.stdout).toContain(cmd);
+    const d = await run("luod", ["--help"]);
+    expect(d.code).toBe(0);
+    expect(d.stdout).toContain("--socket");
+  });
+
+  test("the symlink name picks the personality; `luo luoctl` works too", async () => {
+    expect((await run("luoctl", ["--version"])).stdout).toContain("luoctl");
+    expect((await run("luod", ["--version"])).stdout).toContain("luod");
+    expect((await run("luo", ["luoctl", "--version"])).stdout).toContain("luoctl");
+    expect((await run("luo", ["bogus"])).code).toBe(2);
+  });
+});
+
+describe("luod without a LUO kernel", () => {
+  test("serves SUBSCRIBE, LIST and STATUS", async () => {
+    const client = await LuoClient.connect(luod.socket);
+    try {
+      await client.subscribe("vm-42");
+      const list = await client.list();
+      expect((list.clients as { id: string }[]).map((c) => c.id)).toContain("vm-42");
+      const status = await client.status();
+      expect(status.phase).toBe("idle");
+      expect(status.device).toBe("absent");
+    } finally {
+      client.close();
+    }
+  });
+
+  test("luoctl kexec fails with one clear line and a non-zero exit; luod keeps running", async () => {
+    const r = await run("luoctl", ["--socket", luod.socket, "kexec", "--timeout", "2s"]);
+    expect(r.code).toBe(1);
+    const lines = r.stderr.trim().split("\n");
+    expect(lines.at(-1)).toMatch(/liveupdate/i);
+    expect(luod.proc.exitCode).toBeNull();
+    const status = await run("luoctl", ["--socket", luod.socket, "status", "--json"]);
+    expect(status.code).toBe(0);
+    expect(JSON.parse(status.stdout).phase).toBe("idle");
+  });
+
+  test("luoctl against a missing socket exits 3 with one line", async () => {
+    const r = await run("luoctl", ["--socket", `${luod.dir}/nope.sock`, "status"]);
+    expect(r.code).toBe(3);
+    expect(r.stderr.trim().split("\n")).toHaveLength(1);
+  });
+
+  test("a second luod on the same socket refuses to start", async () => {
+    const r = await run("luod", ["--socket", luod.socket, "--state-dir", luod.stateDir]);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain("already listening");
+  });
+});

@@ -1,0 +1,211 @@
+// The broker's barrier logic against a fake kernel: fast, on any host. The same behaviours are
+// proven against the real kernel in tests/vm/.
+import { describe, expect, test, beforeEach } from "bun:test";
+import { Broker, type Peer, type KexecOutcome } from "../../src/daemon/broker";
+import { createLogger } from "../../src/daemon/log";
+import { decodeManifest } from "../../src/daemon/manifest";
+import { ProtocolError } from "../../src/wire/errors";
+import { FakeKernel } from "../support/fake-kernel";
+
+const quiet = createLogger({ write: () => {} });
+
+class FakePeer implements Peer {
+  static next = 1;
+  readonly serial = FakePeer.next++;
+  readonly unit = null;
+  sent: { msg: Record<string, unknown>; fds: number[] }[] = [];
+  constructor(readonly cred = { pid: 1000 + FakePeer.next, uid: 1000, gid: 1000 }) {}
+  send(msg: object, fds: number[] = []) {
+    this.sent.push({ msg: msg as Record<string, unknown>, fds });
+    return true;
+  }
+  events(name: string) {
+    return this.sent.filter((s) => s.msg.event === name);
+  }
+}
+
+let kernel: FakeKernel;
+let broker: Broker;
+const next = { version: "7.2.13", sha256: "ab".repeat(32), cmdline: "console=ttyS0 liveupdate=on" };
+
+beforeEach(() => {
+  kernel = new FakeKernel();
+  kernel.loaded = true;
+  broker = new Broker({ kernel, log: quiet, nextKernel: () => next });
+});
+
+function subscribed(id: string, cred?: Peer["cred"]): FakePeer {
+  const p = new FakePeer(cred);
+  broker.subscribe(p, id);
+  return p;
+}
+
+function errorOf(f: () => unknown): ProtocolError {
+  try {
+    f();
+  } catch (e) {
+    if (e instanceof ProtocolError) return e;
+    throw e;
+  }
+  throw new Error("expected a ProtocolError");
+}
+
+describe("an update", () => {
+  test("sends PRESERVATION_REQUEST then START_PRESERVATION with one session fd to every client", async () => {
+    const a = subscribed("vm-a"), b = subscribed("vm-b");
+    const run = broker.kexec(null, { timeoutMs: 5000, dryRun: true });
+    for (const p of [a, b]) {
+      expect(p.sent[0].msg.event).toBe("PRESERVATION_REQUEST");
+      expect(p.sent[1].msg.event).toBe("START_PRESERVATION");
+      expect(p.sent[1].fds).toHaveLength(1);
+      expect(p.sent[1].msg.fds).toBe(1);
+      expect(String(p.sent[1].msg.session)).toStartWith(`luod:${p === a ? "vm-a" : "vm-b"}/`);
+    }
+    broker.ready(a);
+    broker.ready(b);
+    const outcome = await run;
+    expect(outcome.ok).toBe(true);
+  });
+
+  test("a dry run preserves the manifest, then aborts and releases every session", async () => {
+    const a = subscribed("vm-a");
+    const run = broker.kexec(null, { timeoutMs: 5000, dryRun: true });
+    broker.ready(a);
+    const outcome = await run;
+    expect(outcome).toMatchObject({ ok: true, dryRun: true });
+    expect(a.events("ABORTED")[0].msg.reason).toBe("dry run complete");
+    const manifest = decodeManifest(kernel.blobs.get("luod")!);
+    expect(manifest.entries.map((e) => e.id)).toEqual(["vm-a"]);
+    expect(manifest.entries[0].uid).toBe(1000);
+    expect(kernel.outgoing.size).toBe(0);
+    expect(broker.phase).toBe("idle");
+  });
+
+  test("with no clients commits at once", async () => {
+    const outcome = await broker.kexec(null, { timeoutMs: 5000, dryRun: true });
+    expect(outcome.ok).toBe(true);
+  });
+
+  test("a client's FAIL aborts the update for everyone with ECANCELED", async () => {
+    const a = subscribed("vm-a"), b = subscribed("vm-b");
+    const run = broker.kexec(null, { timeoutMs: 5000, dryRun: false });
+    broker.ready(a);
+    broker.fail(b, "disk full");
+    const outcome = (await run) as Extract<KexecOutcome, { ok: false }>;
+    expect(outcome.code).toBe("ECANCELED");
+    expect(outcome.message).toContain("vm-b sent FAIL: disk full");
+    expect(a.events("ABORTED")).toHaveLength(1);
+    expect(b.events("ABORTED")).toHaveLength(1);
+    expect(kernel.outgoing.size).toBe(0);
+    expect(kernel.reboots).toBe(0);
+  });
+
+  test("the READY deadline aborts with ETIMEDOUT and names the late clients", async () => {
+    const a = subscribed("vm-a");
+    subscribed("vm-late");
+    const run = broker.kexec(null, { timeoutMs: 50, dryRun: false });
+    broker.ready(a);
+    const outcome = (await run) as Extract<KexecOutcome, { ok: false }>;
+    expect(outcome.code).toBe("ETIMEDOUT");
+    expect(outcome.message).toContain("vm-late");
+    expect(outcome.message).not.toContain("vm-a,");
+  });
+
+  test("a client that disconnects before READY aborts the update", async () => {
+    const a = subscribed("vm-a"), b = subscribed("vm-b");
+    const run = broker.kexec(null, { timeoutMs: 5000, dryRun: false });
+    broker.ready(a);
+    broker.peerClosed(b);
+    const outcome = (await run) as Extract<KexecOutcome, { ok: false }>;
+    expect(outcome.code).toBe("ECANCELED");
+    expect(outcome.message).toContain("vm-b disconnected before READY");
+    expect(broker.list().map((c) => c.id)).toEqual(["vm-a"]);
+  });
+
+  test("a client that disconnects after READY stays in the update: luod holds its session", async () => {
+    const a = subscribed("vm-a"), b = subscribed("vm-b");
+    const run = broker.kexec(null, { timeoutMs: 5000, dryRun: true });
+    broker.ready(a);
+    broker.peerClosed(a);
+    expect(kernel.outgoing.size).toBe(2); // still held by luod
+    broker.ready(b);
+    const outcome = await run;
+    expect(outcome.ok).toBe(true);
+    expect(decodeManifest(kernel.blobs.get("luod")!).entries.map((e) => e.id)).toEqual(["vm-a", "vm-b"]);
+  });
+
+  test("a failing reboot(KEXEC) aborts, reports the errno and keeps the host running", async () => {
+    kernel.rebootError = "EBUSY";
+    const a = subscribed("vm-a");
+    const run = broker.kexec(null, { timeoutMs: 5000, dryRun: false });
+    broker.ready(a);
+    const outcome = (await run) as Extract<KexecOutcome, { ok: false }>;
+    expect(kernel.reboots).toBe(1);
+    expect(outcome.code).toBe("EBUSY");
+    expect(outcome.message).toContain("the host keeps running");
+    expect(a.events("ABORTED")).toHaveLength(1);
+    expect(broker.phase).toBe("idle");
+  });
+
+  test("the admin connection gets PROGRESS and REBOOTING before the jump", async () => {
+    const admin = new FakePeer({ pid: 1, uid: 0, gid: 0 });
+    const a = subscribed("vm-a");
+    const run = broker.kexec(admin, { timeoutMs: 5000, dryRun: false });
+    broker.ready(a);
+    await run;
+    expect(admin.events("PROGRESS").at(-1)!.msg).toMatchObject({ ready: 1, total: 1, waiting: [] });
+    expect(admin.events("REBOOTING")).toHaveLength(1);
+  });
+
+  test("a second update after an abort creates fresh sessions and succeeds", async () => {
+    const a = subscribed("vm-a");
+    const first = broker.kexec(null, { timeoutMs: 5000, dryRun: false });
+    broker.fail(a, "not now");
+    await first;
+    const second = broker.kexec(null, { timeoutMs: 5000, dryRun: true });
+    broker.ready(a);
+    expect((await second).ok).toBe(true);
+    const names = a.events("START_PRESERVATION").map((e) => e.msg.session);
+    expect(names).toHaveLength(2);
+    expect(names[0]).not.toBe(names[1]);
+  });
+});
+
+describe("refusals", () => {
+  test("an id held by another connection is EEXIST", () => {
+    subscribed("vm-a");
+    expect(errorOf(() => subscribed("vm-a")).code).toBe("EEXIST");
+  });
+
+  test("subscribing during an update is EBUSY", async () => {
+    subscribed("vm-a");
+    const run = broker.kexec(null, { timeoutMs: 5000, dryRun: false });
+    expect(errorOf(() => subscribed("vm-b")).code).toBe("EBUSY");
+    broker.abortByAdmin("test");
+    expect((await run).ok).toBe(false);
+  });
+
+  test("READY without an update is EBUSY; READY without SUBSCRIBE is ENOENT", () => {
+    const a = subscribed("vm-a");
+    expect(errorOf(() => broker.ready(a)).code).toBe("EBUSY");
+    expect(errorOf(() => broker.ready(new FakePeer())).code).toBe("ENOENT");
+  });
+
+  test("KEXEC without a kernel loaded by luod is EINVAL; without /dev/liveupdate ENODEV", async () => {
+    const none = new Broker({ kernel, log: quiet, nextKernel: () => null });
+    await expect(none.kexec(null, { timeoutMs: 100, dryRun: false })).rejects.toMatchObject({ code: "EINVAL" });
+    kernel.device = false;
+    await expect(broker.kexec(null, { timeoutMs: 100, dryRun: true })).rejects.toMatchObject({ code: "ENODEV" });
+  });
+
+  test("a session that cannot be created aborts with the kernel's errno", async () => {
+    subscribed("vm-a");
+    kernel.createError = "ENOMEM";
+    const outcome = (await broker.kexec(null, { timeoutMs: 5000, dryRun: false })) as Extract<KexecOutcome, { ok: false }>;
+    expect(outcome.code).toBe("ENOMEM");
+  });
+
+  test("ABORT while idle reports that nothing was running", () => {
+    expect(broker.abortByAdmin(undefined)).toBe(false);
+  });
+});

@@ -1,0 +1,102 @@
+// Restored sessions after a live-update boot: claim, finish, discard, and survival of a luod
+// restart (the state file), against the fake kernel.
+import { describe, expect, test, beforeEach, afterEach } from "bun:test";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { RestoredSessions } from "../../src/daemon/restored";
+import { StateFiles } from "../../src/daemon/state-files";
+import { createLogger } from "../../src/daemon/log";
+import type { Manifest } from "../../src/daemon/manifest";
+import { FakeKernel } from "../support/fake-kernel";
+
+const quiet = createLogger({ write: () => {} });
+let dir: string;
+let kernel: FakeKernel;
+let files: StateFiles;
+
+const manifest: Manifest = {
+  format: "luod-manifest", version: 1, luod: "0.1.0", attempt: 7, createdAt: "2026-11-22T00:00:00.000Z",
+  kernel: { from: "7.2.13", next: null }, timings: { all_ready_ms: 3 },
+  entries: [
+    { id: "vm-a", session: "luod:vm-a/7", uid: 1000, gid: 1000, pid: 10, unit: null, subscribedAt: "x", readyAt: "y" },
+    { id: "vm-b", session: "luod:vm-b/7", uid: 1001, gid: 1001, pid: 11, unit: null, subscribedAt: "x", readyAt: "y" },
+  ],
+};
+
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), "luod-restored-"));
+  kernel = new FakeKernel();
+  for (const e of manifest.entries) kernel.incoming.set(e.session, { retrieved: false });
+  files = new StateFiles(dir);
+});
+afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+function adopted(): RestoredSessions {
+  const r = new RestoredSessions(kernel, files, quiet);
+  r.adoptManifest(manifest);
+  return r;
+}
+
+describe("restored sessions", () => {
+  test("start unclaimed, one per manifest entry", () => {
+    expect(adopted().unclaimed().map((s) => s.id)).toEqual(["vm-a", "vm-b"]);
+  });
+
+  test("CLAIM retrieves the session only then and hands out luod's copy", () => {
+    const r = adopted();
+    expect(kernel.incoming.get("luod:vm-a/7")!.retrieved).toBe(false);
+    const got = r.claim("vm-a", { uid: 1000, pid: 20 });
+    expect(got.session).toBe("luod:vm-a/7");
+    expect(kernel.incoming.get("luod:vm-a/7")!.retrieved).toBe(true);
+    expect(r.unclaimed().map((s) => s.id)).toEqual(["vm-b"]);
+  });
+
+  test("a second CLAIM before FINISHED gets the same held session (a crashed client comes back)", () => {
+    const r = adopted();
+    const first = r.claim("vm-a", { uid: 1000, pid: 20 });
+    const again = r.claim("vm-a", { uid: 1000, pid: 21 });
+    expect(again.fd).toBe(first.fd);
+  });
+
+  test("CLAIM by another uid is EPERM; by root it is allowed", () => {
+    const r = adopted();
+    expect(() => r.claim("vm-a", { uid: 1001, pid: 20 })).toThrow(expect.objectContaining({ code: "EPERM" }));
+    expect(r.claim("vm-a", { uid: 0, pid: 1 }).session).toBe("luod:vm-a/7");
+  });
+
+  test("CLAIM of an unknown id is ENOENT", () => {
+    expect(() => adopted().claim("nope", { uid: 0, pid: 1 })).toThrow(expect.objectContaining({ code: "ENOENT" }));
+  });
+
+  test("FINISHED drops luod's copy; a later CLAIM is ENOENT", () => {
+    const r = adopted();
+    r.claim("vm-a", { uid: 1000, pid: 20 });
+    r.finished("vm-a", { uid: 1000 });
+    expect(r.list().find((s) => s.id === "vm-a")!.state).toBe("finished");
+    expect(() => r.claim("vm-a", { uid: 1000, pid: 20 })).toThrow(expect.objectContaining({ code: "ENOENT" }));
+  });
+
+  test("DISCARD of an unclaimed session retrieves and FINISHes it in the kernel", () => {
+    const r = adopted();
+    r.discard("vm-b");
+    expect(kernel.finished).toEqual(["luod:vm-b/7"]);
+    expect(r.unclaimed().map((s) => s.id)).toEqual(["vm-a"]);
+  });
+
+  test("DISCARD of a claimed session is EBUSY", () => {
+    const r = adopted();
+    r.claim("vm-a", { uid: 1000, pid: 20 });
+    expect(() => r.discard("vm-a")).toThrow(expect.objectContaining({ code: "EBUSY" }));
+  });
+
+  test("a luod restarted in the same boot still knows every unclaimed session", () => {
+    const r = adopted();
+    r.claim("vm-a", { uid: 1000, pid: 20 });
+    const after = new RestoredSessions(kernel, new StateFiles(dir), quiet);
+    expect(after.loadFromState()).toBe(true);
+    expect(after.unclaimed().map((s) => s.id)).toEqual(["vm-b"]);
+    expect(after.claim("vm-b", { uid: 1001, pid: 30 }).session).toBe("luod:vm-b/7");
+    expect(after.previous?.attempt).toBe(7);
+  });
+});

@@ -1,0 +1,61 @@
+# lib.sh -- the tiny shared helper of the VM jobs (busybox sh in the guest), sourced with
+#   . "/mnt/host$REPO/tests/vm/jobs/lib.sh"
+# Everything of ours runs from the host root through `hostrun`: the compiled dist/luod and
+# dist/luoctl, and the test clients (tests/vm/guest/clients.ts) under the repo's Bun.
+BIN=$REPO/dist
+BUN=$REPO/node_modules/.bin/bun
+SOCK=/run/luod/liveupdate.sock
+
+up() { cut -d' ' -f1 /proc/uptime; }
+step() { echo; echo "JOB[boot $LUO_BOOT]: $* (t=$(up)s)"; }
+pass() { echo "JOB: PASS $*"; }
+fail() {
+    echo "JOB: FAIL $*"
+    echo "---- luod log ----"; cat "$LUO_SHARE"/luod-*.log 2>/dev/null | tail -n 40
+    exit 1
+}
+luoctl() { hostrun "$BIN/luoctl" "$@"; }
+
+# start_luod [luod args…]: luod in the background, log in $LUO_SHARE/luod-boot<N>.log
+start_luod() {
+    hostrun "$BIN/luod" --verbose "$@" >> "$LUO_SHARE/luod-boot$LUO_BOOT.log" 2>&1 &
+    LUOD_PID=$!
+    i=0
+    until [ -S "$SOCK" ]; do
+        i=$((i + 1)); [ $i -gt 300 ] && fail "luod did not start listening"
+        kill -0 $LUOD_PID 2>/dev/null || fail "luod exited at start"
+        sleep 0.1
+    done
+    echo "JOB: luod is listening (pid $LUOD_PID)"
+}
+
+# start_clients NAME clients.ts-args…: test clients in the background, log in $LUO_SHARE/clients-NAME.log
+start_clients() {
+    name=$1; shift
+    hostrun "$BUN" "$REPO/tests/vm/guest/clients.ts" "$@" > "$LUO_SHARE/clients-$name.log" 2>&1 &
+    eval "CLIENTS_$name=$!"
+}
+
+# run_clients clients.ts-args…: in the foreground, output on the console
+run_clients() { hostrun "$BUN" "$REPO/tests/vm/guest/clients.ts" "$@"; }
+
+# wait_lines NAME PATTERN COUNT [SECONDS]: until clients-NAME.log has COUNT lines matching PATTERN
+wait_lines() {
+    i=0
+    while [ "$(grep -c -- "$2" "$LUO_SHARE/clients-$1.log" 2>/dev/null)" -lt "$3" ]; do
+        i=$((i + 1)); [ $i -gt $(( ${4:-60} * 10 )) ] && { cat "$LUO_SHARE/clients-$1.log"; fail "clients $1: fewer than $3 lines '$2'"; }
+        sleep 0.1
+    done
+}
+
+# ids PREFIX N: PREFIX-1,PREFIX-2,…,PREFIX-N
+ids() { i=1; out=; while [ $i -le "$2" ]; do out="$out${out:+,}$1-$i"; i=$((i + 1)); done; echo "$out"; }
+
+# load_next_kernel: this same kernel and initramfs, with this boot's command line
+load_next_kernel() {
+    luoctl load "$LUO_SHARE/boot/bzImage" --initrd "$LUO_SHARE/boot/initramfs" --reuse-cmdline ||
+        fail "luoctl load"
+}
+
+# unclaimed: how many restored sessions luod reports as unclaimed
+unclaimed() { luoctl status --json | grep -o '"state":"unclaimed"' | wc -l; }

@@ -1,0 +1,93 @@
+// Shared helper of the VM tests (tests/vm/*.test.ts). One test file per scenario; each one
+// runs a job script (tests/vm/jobs/*.sh) in a fresh QEMU VM with our LUO kernel through
+// scripts/vm/run-job.sh and checks the exit code and the console log.
+//
+// VM tests run by default, in CI too. They are skipped only when LUO_SKIP_VM=1 is set, and
+// then say so on stderr. A machine that cannot run them fails them, loudly.
+import { mkdirSync, mkdtempSync, readFileSync } from "node:fs";
+import { basename, join, resolve } from "node:path";
+
+const REPO = resolve(import.meta.dir, "../..");
+const RUN_JOB = join(REPO, "scripts/vm/run-job.sh");
+
+/** bun:test timeout for one VM test: room for a first kernel build (~5 min) plus the run. */
+export const VM_TEST_TIMEOUT_MS = 20 * 60 * 1000;
+
+export interface VmJobOptions {
+  /** job settings, exported to the job in the guest (run-job.sh -e K=V) */
+  env?: Record<string, string>;
+  /** guest RAM, QEMU syntax (default 1G) */
+  memory?: string;
+  /** hard limit for the VM run itself, seconds (default 300) */
+  timeoutSec?: number;
+  /** the exit code the test expects (default 0); any other prints the log's tail on stderr */
+  expectRc?: number;
+}
+
+export interface VmJobResult {
+  /** the job's exit code; 124 = VM timeout, 125 = the VM ended without a code (panic...) */
+  rc: number;
+  /** the serial console, every line prefixed with "[seconds since QEMU start] " */
+  log: string;
+  /** the run's directory (serial.log, share/ = the guest's /mnt/share) */
+  workDir: string;
+}
+
+let skipNoticeShown = false;
+
+/** False only when LUO_SKIP_VM=1: then VM tests skip, and this says so on stderr (once). */
+export function vmAvailable(): boolean {
+  if (process.env.LUO_SKIP_VM !== "1") return true;
+  if (!skipNoticeShown) {
+    skipNoticeShown = true;
+    console.warn("tests/vm: SKIPPING all VM tests because LUO_SKIP_VM=1");
+  }
+  return false;
+}
+
+/** Runs `scripts/vm/run-job.sh jobPath` in a new work dir under <repo>/.vm/. */
+export async function runVmJob(jobPath: string, opts: VmJobOptions = {}): Promise<VmJobResult> {
+  const name = basename(jobPath).replace(/\.sh$/, "");
+  mkdirSync(join(REPO, ".vm"), { recursive: true });
+  const workDir = mkdtempSync(join(REPO, ".vm", `${name}-`));
+  const args = [RUN_JOB, resolve(jobPath)];
+  for (const [k, v] of Object.entries(opts.env ?? {})) args.push("-e", `${k}=${v}`);
+  if (opts.memory) args.push("-m", opts.memory);
+  if (opts.timeoutSec) args.push("-t", String(opts.timeoutSec));
+
+  // run-job.sh's own output (kernel build progress, boot milestones) goes to our stderr.
+  const proc = Bun.spawn(args, {
+    cwd: REPO,
+    env: { ...process.env, LUO_VM_WORKDIR: workDir },
+    stdin: "ignore",
+    stdout: "inherit",
+    stderr: "inherit",
+  });
+  const rc = await proc.exited;
+  let log = "";
+  try {
+    log = readFileSync(join(workDir, "serial.log"), "utf8");
+  } catch {
+    // no VM was started (setup failed): rc says why, run-job.sh printed it
+  }
+  if (rc !== (opts.expectRc ?? 0)) {
+    // a timeout or a missing code (panic) needs the kernel's messages; otherwise userspace's
+    const lines = log.split("\n");
+    const shown = rc === 124 || rc === 125 ? lines : lines.filter((l) => !KERNEL_LINE.test(l));
+    console.error(
+      `tests/vm: ${name} exited ${rc}; last lines of ${workDir}/serial.log:\n${shown.slice(-60).join("\n")}`,
+    );
+  }
+  return { rc, log, workDir };
+}
+
+/** a kernel message in the log: "[host time] [kernel time] text" */
+const KERNEL_LINE = /^\[\s*\d+\.\d+\] \[\s*\d+\.\d+\] /;
+
+/** Lines of the log that contain `marker`, without the timestamp prefix. */
+export function logLines(log: string, marker: string | RegExp): string[] {
+  return log
+    .split("\n")
+    .map((l) => l.replace(/^\[\s*\d+\.\d+\] /, ""))
+    .filter((l) => (typeof marker === "string" ? l.includes(marker) : marker.test(l)));
+}
