@@ -38,11 +38,20 @@ LUO_VM_WORKDIR=$W scripts/vm/run-job.sh scripts/demo/job.sh -e ENTRIES="${ENTRIE
     -t "${DEMO_TIMEOUT:-600}" ${VERBOSE:+-v} 2> "$W/run-job.log" &
 job=$!
 if [[ -z $VERBOSE ]]; then
-    # the story: console lines "[  12.345] DEMO: text" are shown as "[   12.3] text"
+    # the story: console lines "[  12.345] DEMO: text" are shown as "[   12.3] text"; plus the
+    # time from the kernel's "Starting new kernel" to the new kernel's /init, by the same clock
     tail -n +1 -F --pid=$job "$LOG" 2> /dev/null | while IFS= read -r line; do
-        if [[ $line =~ ^\[\ *([0-9.]+)\]\ DEMO:\ ?(.*)$ ]]; then
-            printf '  [%7.1f] %s\n' "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}"
-        fi
+        [[ $line =~ ^\[\ *([0-9]+)\.([0-9]{3})\]\ (.*)$ ]] || continue
+        ms=$((10#${BASH_REMATCH[1]}${BASH_REMATCH[2]})) text=${BASH_REMATCH[3]}
+        case $text in
+        *"kexec_core: Starting new kernel"*) jump=$ms ;;
+        "INIT: userspace up"*) [[ -n ${jump:-} ]] && up2=$ms ;;
+        "DEMO:"*)
+            printf '  [%4d.%d] %s\n' $((ms / 1000)) $((ms % 1000 / 100)) "${text#DEMO: }"
+            if [[ $text == "DEMO: Boot 2:"* && -n ${up2:-} ]]; then
+                printf '           (reboot(KEXEC) -> userspace of the new kernel: %d ms by the console clock)\n' $((up2 - jump))
+            fi ;;
+        esac
     done || true # tail says 1 when the log did not exist yet at its start
 fi
 rc=0
@@ -52,7 +61,7 @@ wait $job || rc=$?
 echo
 awk '
     function ts(line) { return substr(line, 2, index(line, "]") - 2) + 0 }
-    /\] DEMO-T / { t[$(NF - 1)] = $NF / 1000 }
+    /\] DEMO-T / && $NF ~ /^[0-9.]+$/ { t[$(NF - 1)] = $NF / 1000 }
     /\] DEMO: \$ luoctl kexec/ { kexec = ts($0) }
     /Starting new kernel/ && !jump { jump = ts($0) }
     /\] INIT: userspace up/ && jump && !user2 { user2 = ts($0) }
@@ -65,6 +74,7 @@ awk '
         row("fill the store", t["fill"], "kvstore, boot 1")
         row("preserve (START_PRESERVATION -> READY)", t["preserve"], "kvstore, boot 1")
         row("barrier (luoctl kexec -> reboot(KEXEC))", kexec && jump ? jump - kexec : "", "console: \"$ luoctl kexec\" -> \"Starting new kernel\"")
+        row("  of which luod: KEXEC -> manifest sealed", t["luod_commit"], "luod, from its manifest (luoctl status)")
         row("kexec -> new userspace", jump && user2 ? user2 - jump : "", "console: \"Starting new kernel\" -> boot 2 /init")
         row("claim + verify (CLAIM, SHA-256, FINISHED)", t["claim"], "kvstore, boot 2")
         print ""

@@ -38,7 +38,7 @@ unclaimed() { luoctl status --json | grep -o '"state":"unclaimed"' | wc -l; }
 if [ "$LUO_STAGE" = 1 ]; then
     [ "$LUO_BOOT" = 1 ] || fail "boot $LUO_BOOT came up without live update data (no /sys/kernel/debug/kho/in)"
     [ -c /dev/liveupdate ] || fail "this kernel has no /dev/liveupdate (LUO needs liveupdate=on and KHO)"
-    say "Boot 1: this VM runs Linux $(uname -r) with LUO (/dev/liveupdate present); userspace since kernel uptime $(cut -d' ' -f1 /proc/uptime) s"
+    say "Boot 1: this VM runs Linux $(uname -r) with LUO (/dev/liveupdate present); kernel uptime $(cut -d' ' -f1 /proc/uptime) s"
     start_luod
     say "Starting the application: kvstore, a key-value store kept in a memfd ($ENTRIES entries)"
     hostrun "$BUN" "$APP" --state "$STATE" --entries "$ENTRIES" 2>&1 | tee /tmp/kvstore.log &
@@ -57,11 +57,17 @@ if [ "$LUO_STAGE" = 1 ]; then
     fail "luoctl kexec returned: the machine did not jump"
 fi
 
-say "Boot 2: the new kernel is up: Linux $(uname -r), userspace since kernel uptime $(cut -d' ' -f1 /proc/uptime) s"
+say "Boot 2: the new kernel is up: Linux $(uname -r), kernel uptime $(cut -d' ' -f1 /proc/uptime) s; the kernel log says:"
 dmesg | grep -E "luo: Retrieved live update data|KHO: exec from" | sed 's/^/dmesg: /' | indent
 start_luod
-say "luod found its manifest in the preserved 'luod' session: the kvstore session waits to be claimed"
+grep -m1 "live-update boot:" "$LUO_SHARE/luod-boot$LUO_BOOT.log" | sed 's/^<[0-9]>/luod log: /' | indent
+say "luod read its manifest from its own preserved session; kvstore's session waits to be claimed:"
 run luoctl status || fail "luoctl status"
+# luod's timings of the update, recorded in the manifest before the jump (ms since KEXEC arrived)
+t=$(luoctl status --json | grep -o '"previous_update":{.*' | grep -o '"timings":{[^}]*}')
+echo "DEMO-T luod_commit $(echo "$t" | grep -o '"manifest_ms":[0-9.]*' | cut -d: -f2)"
+t=$(echo "$t" | sed 's/"timings"://; s/[{}"]//g; s/_ms:/ /g; s/,/ ms, /g')
+say "luod's timings of that update, from luoctl's KEXEC request: ${t:-(none recorded)}${t:+ ms}"
 n=$(unclaimed)
 [ "$n" = 1 ] || fail "luoctl status reports $n unclaimed sessions, expected 1"
 say "Restarting the application with --restore:"

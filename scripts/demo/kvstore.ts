@@ -159,12 +159,13 @@ async function restore(stateFile: string): Promise<number> {
   const before = await Bun.file(stateFile).json() as { sha256: string; entries: number; answers: Record<string, string | null> };
   const t0 = performance.now();
   const client = await LuoClient.connect(SOCKET);
+  const connectMs = since(t0);
   const { session, sessionFd } = await client.claim(ID, { timeoutMs: 30_000 });
-  const claimMs = since(t0);
+  const claimMs = since(t0) - connectMs;
   const memfd = retrieveMemfd(sessionFd, TOKEN);
-  const retrieveMs = since(t0) - claimMs;
-  say(`CLAIM "${ID}" → session ${session} (${claimMs.toFixed(1)} ms); RETRIEVE_FD token ${TOKEN} → ` +
-    `a ${mib(fileSize(memfd))} memfd (${retrieveMs.toFixed(1)} ms)`);
+  const retrieveMs = since(t0) - connectMs - claimMs;
+  say(`connected to luod (${connectMs.toFixed(0)} ms); CLAIM "${ID}" → session ${session} (${claimMs.toFixed(1)} ms); ` +
+    `RETRIEVE_FD token ${TOKEN} → a ${mib(fileSize(memfd))} memfd (${retrieveMs.toFixed(1)} ms)`);
   const store = new Store(mapMemfd(memfd));
   let sha = "(unreadable)", answers: Record<string, string | null> = {};
   try {

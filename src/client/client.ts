@@ -212,11 +212,17 @@ export class LuoClient {
       throw e;
     }
     const client: LuoClient = new LuoClient(path, loop, opts.maxBufferedEvents ?? 64);
-    client.conn = new Connection(fd, loop, {
-      onMessage: (msg, fds) => client.onMessage(msg, fds),
-      onInvalid: (code, message) => client.fatal(new LuoError(code, `invalid message from luod: ${message}`)),
-      onClose: (reason) => client.onClose(reason),
-    });
+    try {
+      client.conn = new Connection(fd, loop, {
+        onMessage: (msg, fds) => client.onMessage(msg, fds),
+        onInvalid: (code, message) => client.fatal(new LuoError(code, `invalid message from luod: ${message}`)),
+        onClose: (reason) => client.onClose(reason),
+      });
+    } catch (e) {
+      closeQuietly([fd]);
+      loop.close();
+      throw e;
+    }
     return client;
   }
 

@@ -114,7 +114,7 @@ export function formatStatus(r: Obj, now = Date.now(), style: Style = PLAIN): st
     pairs.push(["update", `#${str(u.attempt)}${u.dry_run ? " (dry run)" : ""}: ${formatProgress(u)}`]);
   }
   if (r.device !== undefined) pairs.push(["device", describeDevice(r.device)]);
-  if (r.boot !== undefined) pairs.push(["boot", describeGeneric(r.boot)]);
+  if (r.boot !== undefined) pairs.push(["boot", describeBoot(r.boot)]);
   if (isObj(r.previous_update)) {
     const p = r.previous_update;
     pairs.push(["last update", `#${str(p.attempt)} from ${str(p.from)} at ${str(p.createdAt ?? p.created_at)}`]);
@@ -166,6 +166,7 @@ export function formatStatus(r: Obj, now = Date.now(), style: Style = PLAIN): st
 
 function describeDevice(d: unknown): string {
   if (typeof d === "boolean") return d ? "/dev/liveupdate present" : "/dev/liveupdate missing";
+  if (typeof d === "string" && /^[a-z-]+$/.test(d)) return `/dev/liveupdate ${d}`; // "present" / "absent"
   if (isObj(d)) {
     const path = str(d.path, "/dev/liveupdate");
     const present = d.present ?? d.exists ?? d.ok;
@@ -175,6 +176,14 @@ function describeDevice(d: unknown): string {
     return text;
   }
   return str(d);
+}
+
+function describeBoot(b: unknown): string {
+  if (isObj(b) && typeof b.kind === "string") {
+    const rest = Object.entries(b).filter(([k]) => k !== "kind");
+    return rest.length ? `${b.kind} (${rest.map(([k, v]) => `${k.replaceAll("_", " ")}: ${str(v)}`).join("; ")})` : b.kind;
+  }
+  return describeGeneric(b);
 }
 
 function describeGeneric(x: unknown): string {

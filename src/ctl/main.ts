@@ -23,9 +23,10 @@ import { VERSION } from "../version";
 import { DEFAULT_SOCKET, LuoClient } from "../client/client";
 import { LuoConnectError, LuoConnectionClosed, LuoError } from "../client/errors";
 import { isValidId } from "../wire/ids";
+import { KEXEC_TIMEOUT_MAX_MS, KEXEC_TIMEOUT_MIN_MS } from "../wire/messages";
 import { UsageError, lastValue, optionValues, parseDuration, parseSha256, protectOptionValues, unmark } from "./args";
 import {
-  formatCheck, formatKexecDone, formatList, formatLoad, formatProgress, formatStatus, formatTimings, type Style,
+  formatCheck, formatDuration, formatKexecDone, formatList, formatLoad, formatProgress, formatStatus, formatTimings, type Style,
 } from "./format";
 
 export const EXIT_OK = 0;
@@ -523,6 +524,9 @@ const PROGRESS_REPEAT_MS = 5000;
 async function cmdKexec(ctx: Ctx, _args: string[], opts: Record<string, unknown>): Promise<number> {
   const timeoutText = lastValue(opts.timeout, "timeout");
   const timeoutMs = timeoutText === undefined ? undefined : parseDuration(timeoutText);
+  if (timeoutMs !== undefined && (timeoutMs < KEXEC_TIMEOUT_MIN_MS || timeoutMs > KEXEC_TIMEOUT_MAX_MS)) {
+    throw new UsageError(`--timeout ${timeoutText}: must be from ${formatDuration(KEXEC_TIMEOUT_MIN_MS)} to ${formatDuration(KEXEC_TIMEOUT_MAX_MS)}`);
+  }
   const dryRun = opts.dryRun === true;
   const { io } = ctx;
   const client = await io.connect(ctx.socket);
@@ -535,6 +539,7 @@ async function cmdKexec(ctx: Ctx, _args: string[], opts: Record<string, unknown>
     live = false;
   };
   const onProgress = (ev: Record<string, unknown>) => {
+    started = true;
     if (ctx.json) {
       io.stdout(JSON.stringify(ev) + "\n");
       return;
@@ -561,9 +566,14 @@ async function cmdKexec(ctx: Ctx, _args: string[], opts: Record<string, unknown>
   };
 
   let interrupted = false;
-  const removeInterrupt = io.onInterrupt(() => {
+  let started = false; // luod accepted the KEXEC: progress came
+  // First Ctrl-C: ask luod to abort (clients resume, we report the outcome). The handler is
+  // removed at once, so a second Ctrl-C ends luoctl the usual way.
+  let removeInterrupt = () => {};
+  removeInterrupt = io.onInterrupt(() => {
     if (interrupted) return;
     interrupted = true;
+    removeInterrupt();
     clearLive();
     io.stderr("luoctl: interrupted; aborting the update\n");
     client.abort("interrupted (luoctl kexec got SIGINT)").catch(() => {});
@@ -597,7 +607,7 @@ async function cmdKexec(ctx: Ctx, _args: string[], opts: Record<string, unknown>
     clearLive();
     if (e instanceof LuoError && !(e instanceof LuoConnectionClosed) && !(e instanceof LuoConnectError)) {
       if (ctx.json) io.stdout(JSON.stringify(e.reply ? stripReply(e.reply) : { ok: false, error: { code: e.code, message: e.message } }) + "\n");
-      const what = rebooting ? "reboot failed, the host keeps running" : "update aborted";
+      const what = rebooting ? "reboot failed, the host keeps running" : started ? "update aborted" : "cannot start the update";
       io.stderr(`luoctl: ${what}: ${oneLine(e.message)}${e.message.includes(e.code) ? "" : ` (${e.code})`}\n`);
       return EXIT_FAILED;
     }

@@ -103,8 +103,9 @@ export class Broker {
     return { id };
   }
 
-  ready(peer: Peer): { id: string } {
+  ready(peer: Peer, id?: string): { id: string } {
     const c = this.requireClient(peer);
+    if (id !== undefined && id !== c.id) throw new ProtocolError("EINVAL", `this connection is subscribed as ${c.id}, not ${id}`);
     if (!this.update || !c.session) throw new ProtocolError("EBUSY", `no session was handed to ${c.id}: no update is in progress`);
     if (c.state !== "ready") {
       c.state = "ready";

@@ -7,8 +7,8 @@ import type { KernelPort } from "./kernel-port";
 import type { StateFiles } from "./state-files";
 import type { NextKernel } from "./broker";
 import type { Logger } from "./log";
-import { normalizeCmdline, checkCmdline } from "./cmdline";
-import { inspectKernelImage } from "./bzimage";
+import { normalizeCmdline, analyzeCmdline, checkCmdline } from "./cmdline";
+import { inspectKernelImage, KERNEL_HEAD_BYTES } from "./bzimage";
 import { fileSize, readFull } from "../kernel/fd";
 import { SysError } from "../kernel/libc";
 import { ProtocolError } from "../wire/errors";
@@ -26,8 +26,6 @@ export interface LoadRequest {
   force: boolean;
   sha256: string | null;
 }
-
-const HEADER_BYTES = 64 * 1024;
 
 export class KernelLoader {
   private current: LoadedKernel | null;
@@ -49,20 +47,19 @@ export class KernelLoader {
     return this.current;
   }
 
-  load(req: LoadRequest): LoadedKernel {
+  load(req: LoadRequest): LoadedKernel & { warnings: string[] } {
     const size = fileSize(req.kernelFd);
-    const head = new Uint8Array(new ArrayBuffer(Math.min(size, HEADER_BYTES)));
+    const head = new Uint8Array(new ArrayBuffer(Math.min(size, KERNEL_HEAD_BYTES)));
     readFull(req.kernelFd, head, 0);
     const image = inspectKernelImage(head, size);
+    // the same header checks as the kernel's bzImage64_probe, plus relocatable and truncation
     if (!image.ok) throw new ProtocolError("ENOEXEC", `not a loadable kernel image: ${image.reason}`);
-    if (!image.canLoadAbove4G)
-      throw new ProtocolError("ENOEXEC", "the image is not a relocatable 64-bit bzImage (kexec_file_load needs XLF_CAN_BE_LOADED_ABOVE_4G)");
     const sha256 = digest(req.kernelFd, size);
     if (req.sha256 && req.sha256.toLowerCase() !== sha256)
       throw new ProtocolError("ENOEXEC", `kernel image SHA-256 is ${sha256}, expected ${req.sha256.toLowerCase()}`);
     const cmdline = normalizeCmdline(req.cmdline);
-    const problems = checkCmdline(cmdline, { force: req.force });
-    if (problems.length) throw new ProtocolError("EINVAL", problems.join("; "));
+    const { errors, warnings } = analyzeCmdline(cmdline, { force: req.force, maxLength: image.maxCmdlineLength });
+    if (errors.length) throw new ProtocolError("EINVAL", errors.join("; "));
     try {
       this.kernel.loadKernel(req.kernelFd, req.initrdFd, cmdline);
     } catch (e) {
@@ -76,7 +73,8 @@ export class KernelLoader {
     };
     this.files.write("loaded", this.current);
     this.log.notice(`loaded kernel ${image.version} (${size} bytes, sha256 ${sha256.slice(0, 16)}…) cmdline: ${cmdline}`);
-    return this.current;
+    for (const w of warnings) this.log.warning(`load: ${w}`);
+    return { ...this.current, warnings };
   }
 
   unload(): void {

@@ -154,7 +154,7 @@ export class Server {
       case "SUBSCRIBE":
         return void reply({ ...broker.subscribe(peer, req.id), restored: restored.has(req.id) });
       case "READY":
-        return void reply(broker.ready(peer));
+        return void reply(broker.ready(peer, req.id));
       case "FAIL":
         broker.fail(peer, req.reason);
         return void reply();
@@ -183,6 +183,7 @@ export class Server {
           kernel: { version: k.version, size: k.size, sha256: k.sha256 },
           initrd: k.initrdSize === null ? null : { size: k.initrdSize },
           cmdline: k.cmdline,
+          warnings: k.warnings,
         });
       }
       case "UNLOAD":

@@ -91,6 +91,7 @@ describe("usage errors exit 2 with one line on stderr", () => {
     ["bad --sha256", ["load", "/k", "--cmdline", "x", "--sha256", "123"], "invalid --sha256"],
     ["bad --timeout", ["kexec", "--timeout", "soon"], 'invalid duration "soon"'],
     ["zero --timeout", ["kexec", "--timeout", "0"], "must be more than 0"],
+    ["--timeout over luod's limit", ["kexec", "--timeout", "2h"], "must be from 100ms to 1h00m"],
     ["bad id", ["discard", "no/slash"], 'invalid id "no/slash"'],
     ["option of another command", ["status", "--dry-run"], 'unknown option "--dry-run"'],
   ];

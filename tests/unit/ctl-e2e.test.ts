@@ -274,6 +274,15 @@ describe("kexec", () => {
     expect(r.err).toEndWith("luoctl: update aborted: READY deadline of 30000 ms passed; not ready: vm-7 (ETIMEDOUT)\n");
   });
 
+  test("refused at once (no LUO): one line, exit 1", async () => {
+    fake.handle("KEXEC", () => {
+      throw new FakeLuodError("ENODEV", "/dev/liveupdate is missing: this kernel has no LUO (CONFIG_LIVEUPDATE and liveupdate=on)");
+    });
+    const r = await luoctl(["kexec", "--timeout", "2s"]);
+    expect(r.code).toBe(1);
+    expect(r.err).toBe("luoctl: cannot start the update: /dev/liveupdate is missing: this kernel has no LUO (CONFIG_LIVEUPDATE and liveupdate=on) (ENODEV)\n");
+  });
+
   test("--json: JSON lines of progress, then the final object", async () => {
     progressThen(() => {
       throw new FakeLuodError("ECANCELED", "client vm-7 sent FAIL", { timings: {} });

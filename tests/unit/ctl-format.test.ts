@@ -94,6 +94,9 @@ describe("status", () => {
     expect(() => formatStatus({}, NOW)).not.toThrow();
     expect(() => formatStatus({ clients: [1, 2], kernel: "weird", device: false, boot: { live_update: true }, restored: "x" }, NOW)).not.toThrow();
     expect(formatStatus({ device: false }, NOW)).toContain("/dev/liveupdate missing");
+    expect(formatStatus({ device: "absent" }, NOW)).toContain("device:    /dev/liveupdate absent");
+    expect(formatStatus({ boot: { kind: "cold boot", restore_error: "manifest is malformed" } }, NOW))
+      .toContain("boot:      cold boot (restore error: manifest is malformed)");
   });
 });
 

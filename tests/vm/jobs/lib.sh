@@ -42,7 +42,8 @@ run_clients() { hostrun "$BUN" "$REPO/tests/vm/guest/clients.ts" "$@"; }
 # wait_lines NAME PATTERN COUNT [SECONDS]: until clients-NAME.log has COUNT lines matching PATTERN
 wait_lines() {
     i=0
-    while [ "$(grep -c -- "$2" "$LUO_SHARE/clients-$1.log" 2>/dev/null)" -lt "$3" ]; do
+    # cat | grep: a log that does not exist yet counts 0 lines (grep -c FILE would print nothing)
+    while [ "$(cat "$LUO_SHARE/clients-$1.log" 2>/dev/null | grep -c -- "$2")" -lt "$3" ]; do
         i=$((i + 1)); [ $i -gt $(( ${4:-60} * 10 )) ] && { cat "$LUO_SHARE/clients-$1.log"; fail "clients $1: fewer than $3 lines '$2'"; }
         sleep 0.1
     done

@@ -2,7 +2,6 @@
 # memfd-roundtrip -- one live update of a memfd, driven by our own kernel layer in Bun.
 # Boot 1 (LUO_STAGE=1): guest/memfd-roundtrip.ts stage1 preserves the memfd and kexecs.
 # Boot 2 (LUO_STAGE=2): guest/memfd-roundtrip.ts stage2 verifies it and prints VERIFIED.
-set -e
 bun="$REPO/node_modules/.bin/bun"
 prog="$REPO/tests/vm/guest/memfd-roundtrip.ts"
 case "$LUO_STAGE/$LUO_BOOT" in
