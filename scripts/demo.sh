@@ -70,7 +70,7 @@ awk '
         printf "  %-44s %9s   %s\n", name, s == "" ? "-" : sprintf("%.2f s", s), how
     }
     END {
-        print "  Summary                                           time   measured by"
+        printf "  %-44s %9s   %s\n", "Summary", "time", "measured by"
         row("fill the store", t["fill"], "kvstore, boot 1")
         row("preserve (START_PRESERVATION -> READY)", t["preserve"], "kvstore, boot 1")
         row("barrier (luoctl kexec -> reboot(KEXEC))", kexec && jump ? jump - kexec : "", "console: \"$ luoctl kexec\" -> \"Starting new kernel\"")

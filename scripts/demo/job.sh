@@ -11,7 +11,8 @@ say() { echo "DEMO: $*"; }
 indent() { while IFS= read -r line; do echo "DEMO:     $line"; done; }
 fail() {
     say "FAILED: $*"
-    echo "---- luod log (boot $LUO_BOOT) ----"; tail -n 30 "$LUO_SHARE/luod-boot$LUO_BOOT.log" 2>/dev/null
+    say "the end of luod's log (boot $LUO_BOOT):"
+    tail -n 20 "$LUO_SHARE/luod-boot$LUO_BOOT.log" 2>/dev/null | cut -c1-200 | indent
     exit 1
 }
 luoctl() { hostrun "$BIN/luoctl" "$@"; }
@@ -42,9 +43,9 @@ if [ "$LUO_STAGE" = 1 ]; then
     start_luod
     say "Starting the application: kvstore, a key-value store kept in a memfd ($ENTRIES entries)"
     hostrun "$BUN" "$APP" --state "$STATE" --entries "$ENTRIES" 2>&1 | tee /tmp/kvstore.log &
-    i=0
+    app=$! i=0
     until grep -q "subscribed to luod" /tmp/kvstore.log 2>/dev/null; do
-        grep -q "ERROR" /tmp/kvstore.log 2>/dev/null && fail "kvstore could not start"
+        kill -0 $app 2>/dev/null || fail "kvstore exited"
         i=$((i + 1)); [ $i -le 3000 ] || fail "kvstore did not subscribe within 300 s"
         sleep 0.1
     done
@@ -57,7 +58,7 @@ if [ "$LUO_STAGE" = 1 ]; then
     fail "luoctl kexec returned: the machine did not jump"
 fi
 
-say "Boot 2: the new kernel is up: Linux $(uname -r), kernel uptime $(cut -d' ' -f1 /proc/uptime) s; the kernel log says:"
+say "Boot 2: the new kernel is up: Linux $(uname -r), kernel uptime $(cut -d' ' -f1 /proc/uptime) s"
 dmesg | grep -E "luo: Retrieved live update data|KHO: exec from" | sed 's/^/dmesg: /' | indent
 start_luod
 grep -m1 "live-update boot:" "$LUO_SHARE/luod-boot$LUO_BOOT.log" | sed 's/^<[0-9]>/luod log: /' | indent

@@ -66,6 +66,11 @@ export interface BrokerOptions {
   log: Logger;
   /** The kernel luod loaded for the jump (null: none). Read at KEXEC time. */
   nextKernel: () => NextKernel | null;
+  /**
+   * Wait this long between "every client READY" and the commit (fault drills: it opens the
+   * window in which luod can be killed, or the loaded kernel removed, after the barrier).
+   */
+  commitDelayMs?: number;
   now?: () => number;
 }
 
@@ -250,7 +255,13 @@ export class Broker {
     this.committing = true;
     u.timings.all_ready_ms = this.now() - u.t0;
     // Leave the promise chain: commit may end in reboot(), which never returns on success.
-    queueMicrotask(() => this.commit(u));
+    const delay = this.opts.commitDelayMs ?? 0;
+    if (delay > 0) {
+      this.log.notice(`update ${u.attempt}: every client is READY; committing in ${delay} ms (--commit-delay)`);
+      setTimeout(() => this.update === u && this.commit(u), delay);
+    } else {
+      queueMicrotask(() => this.commit(u));
+    }
   }
 
   private commit(u: Update): void {

@@ -29,6 +29,8 @@ export interface DaemonConfig {
   clientGid: number | null;
   socketMode: number;
   maxConnections: number;
+  /** Pause between every client READY and the commit (fault drills); 0 in production. */
+  commitDelayMs: number;
   verbose: boolean;
 }
 
@@ -43,6 +45,7 @@ export async function luodMain(args: string[]): Promise<number> {
     .option("--client-group <group>", "group allowed to subscribe and claim (besides root); also the socket's group")
     .option("--socket-mode <octal>", "mode of the socket file (default 0660 with a client group, else 0600)")
     .option("--max-connections <n>", "connections beyond this are refused", { default: 256 })
+    .option("--commit-delay <ms>", "wait between every client READY and the commit (fault drills)", { default: 0 })
     .option("--verbose", "log debug messages")
     .help()
     .version(VERSION);
@@ -79,9 +82,11 @@ function toConfig(o: Record<string, unknown>): DaemonConfig {
   if (!Number.isInteger(mode) || mode < 0 || mode > 0o777) throw new Error(`bad --socket-mode ${o.socketMode}`);
   const max = Number(o.maxConnections);
   if (!Number.isInteger(max) || max < 1) throw new Error(`bad --max-connections ${o.maxConnections}`);
+  const commitDelayMs = Number(o.commitDelay);
+  if (!Number.isInteger(commitDelayMs) || commitDelayMs < 0) throw new Error(`bad --commit-delay ${o.commitDelay}`);
   return {
     socket: String(o.socket), stateDir: String(o.stateDir), device: String(o.device),
-    adminGid, clientGid, socketMode: mode, maxConnections: max, verbose: !!o.verbose,
+    adminGid, clientGid, socketMode: mode, maxConnections: max, commitDelayMs, verbose: !!o.verbose,
   };
 }
 
@@ -99,7 +104,7 @@ export async function runDaemon(config: DaemonConfig, log: Logger, kernel: Kerne
   const restored = new RestoredSessions(kernel, files, log);
   const boot = restore(kernel, restored, log);
   const loader = new KernelLoader(kernel, files, log);
-  const broker = new Broker({ kernel, log, nextKernel: () => loader.loaded() });
+  const broker = new Broker({ kernel, log, nextKernel: () => loader.loaded(), commitDelayMs: config.commitDelayMs });
 
   const listenFd = listen(config, log);
   const loop = new EventLoop();

@@ -1,16 +1,20 @@
 // Test clients of luod, run in the VM guest with Bun from the host root:
 //   hostrun $REPO/node_modules/.bin/bun $REPO/tests/vm/guest/clients.ts MODE --ids a,b,c [options]
 //
-// preserve: one connection per id; SUBSCRIBE, then for every START_PRESERVATION put a memfd of
-//           --mib MiB with the id's own pattern into the session (token 1) and answer by --behave:
+// preserve: one connection per id. Each client fills a memfd of --mib MiB with the id's own
+//           pattern once and keeps it, like a real application keeps its working memory. It
+//           SUBSCRIBEs, and for every START_PRESERVATION preserves the memfd (token 1) into the
+//           session and answers by --behave:
 //             ready (default)  READY, then wait for the next update or the jump
 //             fail             FAIL
 //             silent           never answer (the deadline must abort the update)
 //             exit             READY, then exit the process at once (luod must hold the session)
+//           If luod goes away, the client reconnects and subscribes again.
 //           Every event is one line on stdout: "client <id>: <EVENT> ...".
 // claim:    after the jump, one connection per id: CLAIM, RETRIEVE_FD token 1, verify every byte,
 //           FINISH the session, FINISHED. Prints "VERIFIED <id> <bytes> bytes"; exits 1 on any error.
-import { LuoClient } from "../../../src/client";
+//           --behave die: exit right after CLAIMED, without FINISHED (a client killed mid-claim).
+import { LuoClient, LuoError } from "../../../src/client";
 import { preserveMemfd, retrieveMemfd, finishSession } from "../../../src/client/memfd";
 import { memfdCreate } from "../../../src/kernel/memfd";
 import { closeFd, readFull, writeFull, fileSize } from "../../../src/kernel/fd";
@@ -45,24 +49,50 @@ function pattern(id: string, bytes: number): Uint8Array {
 
 const say = (id: string, what: string) => console.log(`client ${id}: ${what}`);
 
+/** Connects, retrying while luod is (re)starting. */
+async function connect(): Promise<LuoClient> {
+  for (let i = 0; ; i++) {
+    try {
+      return await LuoClient.connect(socket);
+    } catch (e) {
+      if (i >= 600) throw e;
+      await Bun.sleep(100);
+    }
+  }
+}
+
 async function preserveOne(id: string): Promise<void> {
-  const client = await LuoClient.connect(socket);
-  await client.subscribe(id);
-  say(id, "SUBSCRIBED");
-  client.on("ABORTED", (msg) => say(id, `ABORTED ${JSON.stringify(msg.reason)}`));
+  const memfd = memfdCreate(`demo-${id}`);
+  writeFull(memfd, pattern(id, mib << 20), 0);
   for (;;) {
-    const { msg, fds } = await client.waitFor("START_PRESERVATION", { timeoutMs: 600_000 });
-    const sessionFd = fds[0];
-    const memfd = memfdCreate(`demo-${id}`);
-    writeFull(memfd, pattern(id, mib << 20), 0);
+    const client = await connect();
+    try {
+      await client.subscribe(id);
+      say(id, "SUBSCRIBED");
+      client.on("ABORTED", (msg) => say(id, `ABORTED ${JSON.stringify(msg.reason)}`));
+      for (;;) await preserveInto(client, id, memfd);
+    } catch (e) {
+      say(id, `DISCONNECTED ${(e as Error).message}`);
+    } finally {
+      client.close();
+    }
+    await Bun.sleep(100);
+  }
+}
+
+async function preserveInto(client: LuoClient, id: string, memfd: number): Promise<void> {
+  const { msg, fds } = await client.waitFor("START_PRESERVATION");
+  const sessionFd = fds[0];
+  try {
     preserveMemfd(sessionFd, memfd, TOKEN);
-    closeFd(memfd); // LUO holds its own reference after PRESERVE_FD
     say(id, `PRESERVED ${mib} MiB into ${msg.session}`);
     if (behave === "fail") {
       await client.fail("test client told to fail");
       say(id, "FAIL sent");
     } else if (behave === "silent") {
       say(id, "staying silent");
+      const { msg: aborted } = await client.waitFor("ABORTED"); // taken here, so no listener sees it
+      say(id, `ABORTED ${JSON.stringify(aborted.reason)}`);
     } else {
       await client.ready();
       say(id, "READY");
@@ -71,14 +101,25 @@ async function preserveOne(id: string): Promise<void> {
         process.exit(0);
       }
     }
-    closeFd(sessionFd); // luod holds its own copy until the jump
+  } catch (e) {
+    // the update ended (another client failed) while this one was still preserving: carry on
+    if (!(e instanceof LuoError && e.code === "EBUSY")) throw e;
+    say(id, `too late: ${e.message}`);
+  } finally {
+    // luod holds its own copy until the jump; ours would keep an aborted session alive, and the
+    // memfd cannot be preserved into the next session while this one lives (EBUSY, §3.3)
+    closeFd(sessionFd);
   }
 }
 
 async function claimOne(id: string): Promise<boolean> {
-  const client = await LuoClient.connect(socket);
+  const client = await connect();
   try {
     const { session, sessionFd } = await client.claim(id);
+    if (behave === "die") {
+      console.log(`CLAIMED ${id} from ${session}; dying before FINISHED`);
+      process.exit(3);
+    }
     const memfd = retrieveMemfd(sessionFd, TOKEN);
     const size = fileSize(memfd);
     const got = new Uint8Array(new ArrayBuffer(size));
@@ -112,6 +153,6 @@ if (mode === "preserve") {
   const results = await Promise.all(ids.map(claimOne));
   process.exit(results.every(Boolean) ? 0 : 1);
 } else {
-  console.error("usage: clients.ts preserve|claim --ids a,b [--mib N] [--behave ready|fail|silent|exit] [--socket P]");
+  console.error("usage: clients.ts preserve|claim --ids a,b [--mib N] [--behave ready|fail|silent|exit|die] [--socket P]");
   process.exit(2);
 }

@@ -60,3 +60,28 @@ load_next_kernel() {
 
 # unclaimed: how many restored sessions luod reports as unclaimed
 unclaimed() { luoctl status --json | grep -o '"state":"unclaimed"' | wc -l; }
+
+# wait_luod_log PATTERN COUNT [SECONDS]: until this boot's luod log has COUNT lines matching PATTERN
+wait_luod_log() {
+    i=0
+    while [ "$(cat "$LUO_SHARE/luod-boot$LUO_BOOT.log" 2>/dev/null | grep -c -- "$1")" -lt "$2" ]; do
+        i=$((i + 1)); [ $i -gt $(( ${3:-60} * 10 )) ] && fail "luod never logged '$1' $2 time(s)"
+        sleep 0.1
+    done
+}
+
+# count_lines NAME PATTERN: lines matching PATTERN in clients-NAME.log so far
+count_lines() { cat "$LUO_SHARE/clients-$1.log" 2>/dev/null | grep -c -- "$2"; }
+
+# kill_luod: SIGKILL, as a crash would
+kill_luod() { kill -9 "$LUOD_PID"; wait "$LUOD_PID" 2>/dev/null; rm -f "$SOCK"; }
+
+# kexec_in_background NAME [luoctl kexec args…]: luoctl kexec, its output in $LUO_SHARE/kexec-NAME.log
+kexec_in_background() {
+    name=$1; shift
+    hostrun "$BIN/luoctl" kexec "$@" > "$LUO_SHARE/kexec-$name.log" 2>&1 &
+    KEXEC_PID=$!
+}
+
+# kexec_result: waits for the background luoctl kexec; prints its exit code
+kexec_result() { wait "$KEXEC_PID"; echo $?; }
