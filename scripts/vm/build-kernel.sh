@@ -1,22 +1,30 @@
 #!/bin/bash
 # build-kernel.sh -- build an x86_64 bzImage with LUO + KHO, cached under ~/.cache.
 #
-# usage: build-kernel.sh         prints the path of the cached bzImage on stdout
+# usage: build-kernel.sh [FRAGMENT...]   prints the path of the cached bzImage on stdout
+#   FRAGMENT: more Kconfig fragments merged after luo.config (e.g. scripts/vm/luo-systemd.config,
+#   for the systemd VM tests); they must not contradict luo.config or each other.
 # env:   LUO_CACHE (default ~/.cache/luo-agent), JOBS (default: nproc), FORCE=1 to rebuild
 #
-# The cache key is (kernel version, the CONFIG_ lines of luo.config, gcc version, this recipe): a hit costs nothing.
+# The cache key is (kernel version, the CONFIG_ lines of the fragments, gcc version, this recipe): a hit
+# costs nothing. Without FRAGMENT arguments the key is the one of luo.config alone, as it always was.
 # The build is out of tree (make O=), so the unpacked source stays pristine and shared.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 CACHE=${LUO_CACHE:-$HOME/.cache/luo-agent}
-FRAG=$HERE/luo.config
+FRAGS=("$HERE/luo.config")
+for f in "$@"; do
+    [[ -f $f ]] || { echo "build-kernel: no such fragment: $f" >&2; exit 2; }
+    FRAGS+=("$(cd "$(dirname "$f")" && pwd)/$(basename "$f")")
+done
 JOBS=${JOBS:-$(nproc)}
 log() { echo "build-kernel: $*" >&2; }
 
 SRC=$("$HERE/kernel-source.sh")
 RECIPE="tinyconfig+luo.config+olddefconfig+bzImage v1"
+for f in "${FRAGS[@]:1}"; do RECIPE+=" +$(basename "$f")"; done
 KVER=$(make -s -C "$SRC" kernelversion 2>/dev/null)
-KEY=$( { echo "$RECIPE"; echo "$KVER"; grep -E '^CONFIG_' "$FRAG"; gcc --version | head -n 1; } | sha256sum | cut -c1-16)
+KEY=$( { echo "$RECIPE"; echo "$KVER"; cat "${FRAGS[@]}" | grep -E '^CONFIG_'; gcc --version | head -n 1; } | sha256sum | cut -c1-16)
 OUT=$CACHE/kernel/$KVER-$KEY
 if [[ -z ${FORCE:-} && -f $OUT/bzImage ]]; then
     log "cached: $OUT/bzImage"
@@ -28,7 +36,7 @@ log "building $KVER (key $KEY, -j$JOBS) in $OUT; this takes about 5 minutes on 2
 t0=$(date +%s)
 M=(make -s -C "$SRC" O="$OUT/obj" ARCH=x86_64)
 "${M[@]}" tinyconfig >/dev/null
-"$SRC/scripts/kconfig/merge_config.sh" -m -O "$OUT/obj" "$OUT/obj/.config" "$FRAG" >"$OUT/merge_config.log" 2>&1
+"$SRC/scripts/kconfig/merge_config.sh" -m -O "$OUT/obj" "$OUT/obj/.config" "${FRAGS[@]}" >"$OUT/merge_config.log" 2>&1
 "${M[@]}" olddefconfig >/dev/null
 
 # Every line of the fragment must survive olddefconfig, or the VM tests would test another kernel.
@@ -40,7 +48,7 @@ while IFS= read -r line; do
     else
         grep -qx "$sym=$val" "$OUT/obj/.config" || { log "MISSING: $line"; bad=1; }
     fi
-done < <(grep -E '^CONFIG_[A-Z0-9_]+=' "$FRAG")
+done < <(cat "${FRAGS[@]}" | grep -E '^CONFIG_[A-Z0-9_]+=')
 (( bad == 0 )) || { log "config check failed"; exit 1; }
 
 "${M[@]}" -j"$JOBS" bzImage >&2

@@ -41,6 +41,11 @@ export interface ConnectOptions {
   connectTimeoutMs?: number;
   /** Events kept for a later waitFor() when nobody consumed them. Default 64. */
   maxBufferedEvents?: number;
+  /**
+   * Reply timeout of every request that sets none (KEXEC excepted: it lasts as long as the
+   * update). Default 30000 ms, so that an application never hangs on a luod that stopped answering.
+   */
+  requestTimeoutMs?: number;
 }
 
 export interface RequestOptions {
@@ -199,6 +204,7 @@ export class LuoClient {
     readonly path: string,
     private readonly loop: EventLoop,
     private readonly maxBuffered: number,
+    private readonly requestTimeoutMs: number,
   ) {}
 
   /** Connects to luod. Rejects with LuoConnectError (code = errno name) when that fails. */
@@ -211,7 +217,7 @@ export class LuoClient {
       closeQuietly([fd]);
       throw e;
     }
-    const client: LuoClient = new LuoClient(path, loop, opts.maxBufferedEvents ?? 64);
+    const client: LuoClient = new LuoClient(path, loop, opts.maxBufferedEvents ?? 64, opts.requestTimeoutMs ?? 30_000);
     try {
       client.conn = new Connection(fd, loop, {
         onMessage: (msg, fds) => client.onMessage(msg, fds),
@@ -260,12 +266,13 @@ export class LuoClient {
         return;
       }
       if (!sent) return; // the connection closed: onClose rejected p already
-      if (opts.timeoutMs !== undefined) {
+      const timeoutMs = opts.timeoutMs ?? (obj.cmd === "KEXEC" ? undefined : this.requestTimeoutMs);
+      if (timeoutMs !== undefined) {
         const timer = setTimeout(() => {
           if (p.abandoned || !this.pending.includes(p)) return;
           p.abandoned = true;
-          reject(new LuoTimeoutError(`no reply to ${obj.cmd} within ${opts.timeoutMs} ms`));
-        }, opts.timeoutMs);
+          reject(new LuoTimeoutError(`no reply to ${obj.cmd} within ${timeoutMs} ms`));
+        }, timeoutMs);
         const settle = <T>(f: (x: T) => void) => (x: T) => {
           clearTimeout(timer);
           f(x);

@@ -118,6 +118,11 @@ export function formatStatus(r: Obj, now = Date.now(), style: Style = PLAIN): st
   if (isObj(r.previous_update)) {
     const p = r.previous_update;
     pairs.push(["last update", `#${str(p.attempt)} from ${str(p.from)} at ${str(p.createdAt ?? p.created_at)}`]);
+    // the barrier's timings, as luod recorded them before the jump (ms since the KEXEC request)
+    if (isObj(p.timings)) {
+      const t = Object.entries(p.timings).map(([k, v]) => `${k.replace(/_ms$/, "")} ${str(v)} ms`);
+      if (t.length) pairs.push(["  timings", t.join(", ")]);
+    }
   }
   const k = r.kernel;
   if (isObj(k)) {

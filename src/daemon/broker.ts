@@ -56,6 +56,9 @@ interface Update {
   timings: Record<string, number>;
   participants: Client[];
   internalFd: number | null;
+  readyCount: number;
+  /** A PROGRESS event is scheduled (they are coalesced: one per 100 ms at most). */
+  progressTimer: ReturnType<typeof setTimeout> | null;
   timer: ReturnType<typeof setTimeout>;
   ticker: ReturnType<typeof setInterval>;
   done: (o: KexecOutcome) => void;
@@ -71,11 +74,15 @@ export interface BrokerOptions {
    * window in which luod can be killed, or the loaded kernel removed, after the barrier).
    */
   commitDelayMs?: number;
+  /** Numbers update attempts; never repeats within a boot (it names the sessions). */
+  nextAttempt?: () => number;
   now?: () => number;
 }
 
 export class Broker {
   private readonly clients = new Map<string, Client>();
+  /** The same clients by connection: every request finds its client in O(1). */
+  private readonly byPeer = new Map<Peer, Client>();
   private update: Update | null = null;
   private committing = false;
   private lastAttempt = 0;
@@ -103,7 +110,9 @@ export class Broker {
     const mine = this.clientOf(peer);
     if (mine) throw new ProtocolError("EEXIST", `this connection is already subscribed as ${mine.id}`);
     const owner = { uid: peer.cred.uid, gid: peer.cred.gid, pid: peer.cred.pid, unit: peer.unit };
-    this.clients.set(id, { id, peer, owner, state: "subscribed", subscribedAt: new Date(this.now()), readyAt: null, session: null });
+    const client: Client = { id, peer, owner, state: "subscribed", subscribedAt: new Date(this.now()), readyAt: null, session: null };
+    this.clients.set(id, client);
+    this.byPeer.set(peer, client);
     this.log.info(`client ${id} subscribed (pid ${peer.cred.pid}, uid ${peer.cred.uid})`);
     return { id };
   }
@@ -115,8 +124,9 @@ export class Broker {
     if (c.state !== "ready") {
       c.state = "ready";
       c.readyAt = new Date(this.now());
-      this.log.info(`client ${c.id} is READY`);
-      this.progress();
+      this.update.readyCount++;
+      this.log.debug(`client ${c.id} is READY`);
+      this.progressSoon();
       this.maybeCommit();
     }
     return { id: c.id };
@@ -131,7 +141,7 @@ export class Broker {
   unsubscribe(peer: Peer): void {
     const c = this.requireClient(peer);
     if (this.update) throw new ProtocolError("EBUSY", "an update is in progress; send FAIL to stop it");
-    this.clients.delete(c.id);
+    this.forget(c);
     this.log.info(`client ${c.id} unsubscribed`);
   }
 
@@ -140,17 +150,18 @@ export class Broker {
     const c = this.clientOf(peer);
     if (!c) return;
     if (!this.update) {
-      this.clients.delete(c.id);
+      this.forget(c);
       this.log.info(`client ${c.id} disconnected`);
       return;
     }
-    if (c.state === "ready" || !this.update.participants.includes(c)) {
+    if (c.state === "ready") {
+      this.byPeer.delete(peer);
       c.peer = null;
       this.log.info(`client ${c.id} disconnected after READY; luod holds its session`);
       return;
     }
     this.abort("ECANCELED", `client ${c.id} disconnected before READY`);
-    this.clients.delete(c.id);
+    this.forget(c);
   }
 
   // ---- admin requests ------------------------------------------------------------------------
@@ -195,12 +206,12 @@ export class Broker {
         return Promise.reject(new ProtocolError("EINVAL", "the kernel luod loaded is no longer loaded (kexec unloaded by someone else): run `luoctl load` again"));
     }
     const t0 = this.now();
-    const attempt = (this.lastAttempt = Math.max(this.lastAttempt + 1, t0));
+    const attempt = this.opts.nextAttempt ? this.opts.nextAttempt() : ++this.lastAttempt;
     const participants = [...this.clients.values()];
     return new Promise<KexecOutcome>((resolve) => {
       const u: Update = {
         attempt, dryRun: opts.dryRun, admin, timeoutMs: opts.timeoutMs, deadline: t0 + opts.timeoutMs, t0,
-        timings: {}, participants, internalFd: null,
+        timings: {}, participants, internalFd: null, readyCount: 0, progressTimer: null,
         timer: setTimeout(() => this.onDeadline(), opts.timeoutMs),
         ticker: setInterval(() => this.progress(), 1000),
         done: resolve,
@@ -251,9 +262,12 @@ export class Broker {
 
   private maybeCommit(): void {
     const u = this.update;
-    if (!u || this.committing || u.participants.some((c) => c.state !== "ready")) return;
+    if (!u || this.committing || u.readyCount < u.participants.length) return;
     this.committing = true;
     u.timings.all_ready_ms = this.now() - u.t0;
+    if (u.progressTimer) clearTimeout(u.progressTimer);
+    u.progressTimer = null;
+    this.progress(); // the operator sees "n/n ready" before the jump
     // Leave the promise chain: commit may end in reboot(), which never returns on success.
     const delay = this.opts.commitDelayMs ?? 0;
     if (delay > 0) {
@@ -323,6 +337,7 @@ export class Broker {
   private finish(u: Update, outcome: KexecOutcome, reason: string): void {
     clearTimeout(u.timer);
     clearInterval(u.ticker);
+    if (u.progressTimer) clearTimeout(u.progressTimer);
     this.update = null;
     this.committing = false;
     for (const c of u.participants) {
@@ -331,12 +346,22 @@ export class Broker {
       c.state = "subscribed";
       c.readyAt = null;
       if (c.peer) c.peer.send({ event: "ABORTED", update: u.attempt, reason });
-      else this.clients.delete(c.id); // gone after READY: nothing left to subscribe
+      else this.forget(c); // gone after READY: nothing left to subscribe
     }
     if (u.internalFd !== null) this.closeQuietly(u.internalFd);
     if (outcome.ok) this.log.notice(`update ${u.attempt}: ${reason}`);
     else this.log.warning(`update ${u.attempt} aborted: ${reason}`);
     u.done(outcome);
+  }
+
+  /** READY events come in bursts (1000 clients): one PROGRESS per 100 ms is enough for a human. */
+  private progressSoon(): void {
+    const u = this.update;
+    if (!u?.admin || u.progressTimer) return;
+    u.progressTimer = setTimeout(() => {
+      u.progressTimer = null;
+      if (this.update === u) this.progress();
+    }, 100);
   }
 
   private progress(): void {
@@ -349,8 +374,12 @@ export class Broker {
   // ---- helpers -------------------------------------------------------------------------------
 
   private clientOf(peer: Peer): Client | undefined {
-    for (const c of this.clients.values()) if (c.peer === peer) return c;
-    return undefined;
+    return this.byPeer.get(peer);
+  }
+
+  private forget(c: Client): void {
+    this.clients.delete(c.id);
+    if (c.peer) this.byPeer.delete(c.peer);
   }
 
   private requireClient(peer: Peer): Client {

@@ -179,6 +179,11 @@ export interface CheckOptions {
    * inspectKernelImage().maxCmdlineLength). Exceeding it cannot be forced: the kernel says EINVAL.
    */
   maxLength?: number;
+  /**
+   * KHO is known to be on without `kho=` (the running kernel has LUO and no `kho=` either, so its
+   * build turns KHO on by default): then a missing `kho=on` is not worth a warning.
+   */
+  khoOnByDefault?: boolean;
 }
 
 /**
@@ -201,7 +206,7 @@ export function analyzeCmdline(cmdline: string, opts: CheckOptions = {}): Cmdlin
   const kho = earlyBool(cmdline, "kho");
   if (kho === false) {
     luo.push("the command line has kho=off: KHO (and with it liveupdate) would be off in the new kernel");
-  } else if (kho === undefined) {
+  } else if (kho === undefined && !opts.khoOnByDefault) {
     warnings.push("no kho=on in the command line: KHO must then be on by default in the new kernel (CONFIG_KEXEC_HANDOVER_ENABLE_DEFAULT=y)");
   }
   if (opts.force) warnings.push(...luo.map((m) => `${m} (forced)`));

@@ -58,7 +58,8 @@ export class KernelLoader {
     if (req.sha256 && req.sha256.toLowerCase() !== sha256)
       throw new ProtocolError("ENOEXEC", `kernel image SHA-256 is ${sha256}, expected ${req.sha256.toLowerCase()}`);
     const cmdline = normalizeCmdline(req.cmdline);
-    const { errors, warnings } = analyzeCmdline(cmdline, { force: req.force, maxLength: image.maxCmdlineLength });
+    const khoOnByDefault = this.kernel.devicePresent() && !/(^|\s)kho=/.test(readText("/proc/cmdline") ?? "kho=");
+    const { errors, warnings } = analyzeCmdline(cmdline, { force: req.force, maxLength: image.maxCmdlineLength, khoOnByDefault });
     if (errors.length) throw new ProtocolError("EINVAL", errors.join("; "));
     try {
       this.kernel.loadKernel(req.kernelFd, req.initrdFd, cmdline);

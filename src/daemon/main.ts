@@ -1,6 +1,5 @@
 // luod: command line, start-up (restore after a live-update boot, listen) and shutdown.
-import cac from "cac";
-import { existsSync, mkdirSync, chmodSync, chownSync, unlinkSync, readFileSync } from "node:fs";
+import { existsSync, mkdirSync, chmodSync, chownSync, unlinkSync } from "node:fs";
 import { dirname } from "node:path";
 import { VERSION } from "../version";
 import { createLogger, type Logger } from "./log";
@@ -17,9 +16,10 @@ import { unixListen, unixConnect } from "../kernel/unix";
 import { closeFd } from "../kernel/fd";
 import { SysError } from "../kernel/libc";
 import { sdNotify } from "../kernel/sdnotify";
-import { LIVEUPDATE_DEVICE } from "../kernel/liveupdate";
+import { oneLine } from "../wire/errors";
+import { parseArgs, readConfigFile, mergeSettings, helpText, resolveGroup, type Settings } from "./config";
 
-export const DEFAULT_SOCKET = "/run/luod/liveupdate.sock";
+export { DEFAULT_SOCKET } from "./config";
 
 export interface DaemonConfig {
   socket: string;
@@ -27,43 +27,34 @@ export interface DaemonConfig {
   device: string;
   adminGid: number | null;
   clientGid: number | null;
+  /** Group of the socket file (null: root's). */
+  socketGid: number | null;
   socketMode: number;
   maxConnections: number;
+  /** A connection with no accepted request after this long is closed; 0: never. */
+  firstRequestTimeoutMs: number;
   /** Pause between every client READY and the commit (fault drills); 0 in production. */
   commitDelayMs: number;
   verbose: boolean;
 }
 
 export async function luodMain(args: string[]): Promise<number> {
-  const cli = cac("luod");
-  cli
-    .usage("[options]\n\nThe Linux Live Update broker: keeps applications' memfds across a kexec (LUO).")
-    .option("--socket <path>", "listening socket", { default: DEFAULT_SOCKET })
-    .option("--state-dir <dir>", "state kept across luod restarts within one boot (tmpfs)", { default: "/run/luod" })
-    .option("--device <path>", "the LUO device", { default: LIVEUPDATE_DEVICE })
-    .option("--admin-group <group>", "group allowed to send admin requests (besides root)")
-    .option("--client-group <group>", "group allowed to subscribe and claim (besides root); also the socket's group")
-    .option("--socket-mode <octal>", "mode of the socket file (default 0660 with a client group, else 0600)")
-    .option("--max-connections <n>", "connections beyond this are refused", { default: 256 })
-    .option("--commit-delay <ms>", "wait between every client READY and the commit (fault drills)", { default: 0 })
-    .option("--verbose", "log debug messages")
-    .help()
-    .version(VERSION);
-  let opts: Record<string, unknown>;
-  try {
-    const parsed = cli.parse(["luod", "luod", ...args], { run: false });
-    if (parsed.options.help || parsed.options.version) return 0;
-    if (parsed.args.length) throw new Error(`unexpected argument: ${parsed.args[0]}`);
-    opts = parsed.options;
-  } catch (e) {
-    console.error(`luod: ${(e as Error).message}`);
-    return 2;
-  }
   let config: DaemonConfig;
   try {
-    config = toConfig(opts);
+    const parsed = parseArgs(args);
+    if (parsed.kind === "help") {
+      console.log(helpText(VERSION));
+      return 0;
+    }
+    if (parsed.kind === "version") {
+      console.log(`luod ${VERSION}`);
+      return 0;
+    }
+    const file = readConfigFile(parsed.configFile, parsed.explicitConfig);
+    config = toConfig(mergeSettings(file, parsed.flags));
   } catch (e) {
-    console.error(`luod: ${(e as Error).message}`);
+    // a bad flag or config file: one line, exit 2 (ConfigError), or whatever else failed there
+    console.error(`luod: ${oneLine((e as Error).message)}`);
     return 2;
   }
   const log = createLogger({ verbose: config.verbose });
@@ -75,27 +66,20 @@ export async function luodMain(args: string[]): Promise<number> {
   }
 }
 
-function toConfig(o: Record<string, unknown>): DaemonConfig {
-  const clientGid = o.clientGroup === undefined ? null : resolveGroup(String(o.clientGroup));
-  const adminGid = o.adminGroup === undefined ? null : resolveGroup(String(o.adminGroup));
-  const mode = o.socketMode === undefined ? (clientGid === null ? 0o600 : 0o660) : parseInt(String(o.socketMode), 8);
-  if (!Number.isInteger(mode) || mode < 0 || mode > 0o777) throw new Error(`bad --socket-mode ${o.socketMode}`);
-  const max = Number(o.maxConnections);
-  if (!Number.isInteger(max) || max < 1) throw new Error(`bad --max-connections ${o.maxConnections}`);
-  const commitDelayMs = Number(o.commitDelay);
-  if (!Number.isInteger(commitDelayMs) || commitDelayMs < 0) throw new Error(`bad --commit-delay ${o.commitDelay}`);
+/** Settings (names, defaults left open) to what runDaemon needs: gids and the socket's mode. */
+export function toConfig(s: Settings, groups: (g: string) => number = (g) => resolveGroup(g)): DaemonConfig {
+  const adminGid = s.adminGroup === null ? null : groups(s.adminGroup);
+  const clientGid = s.clientGroup === null ? null : groups(s.clientGroup);
+  const socketGid = s.socketGroup !== null ? groups(s.socketGroup) : clientGid ?? adminGid;
   return {
-    socket: String(o.socket), stateDir: String(o.stateDir), device: String(o.device),
-    adminGid, clientGid, socketMode: mode, maxConnections: max, commitDelayMs, verbose: !!o.verbose,
+    socket: s.socket, stateDir: s.stateDir, device: s.device,
+    adminGid, clientGid, socketGid,
+    socketMode: s.socketMode ?? (socketGid === null ? 0o600 : 0o660),
+    maxConnections: s.maxConnections,
+    firstRequestTimeoutMs: s.firstRequestTimeoutMs,
+    commitDelayMs: s.commitDelayMs,
+    verbose: s.verbose,
   };
-}
-
-/** A group name from /etc/group, or a numeric gid. */
-function resolveGroup(g: string): number {
-  if (/^\d+$/.test(g)) return Number(g);
-  const line = readFileSync("/etc/group", "utf8").split("\n").find((l) => l.split(":")[0] === g);
-  if (!line) throw new Error(`unknown group ${g}`);
-  return Number(line.split(":")[2]);
 }
 
 /** Starts luod and resolves with its exit code when it stops (SIGTERM/SIGINT). */
@@ -104,14 +88,18 @@ export async function runDaemon(config: DaemonConfig, log: Logger, kernel: Kerne
   const restored = new RestoredSessions(kernel, files, log);
   const boot = restore(kernel, restored, log);
   const loader = new KernelLoader(kernel, files, log);
-  const broker = new Broker({ kernel, log, nextKernel: () => loader.loaded(), commitDelayMs: config.commitDelayMs });
+  const broker = new Broker({ kernel, log, nextKernel: () => loader.loaded(), commitDelayMs: config.commitDelayMs,
+    nextAttempt: () => attemptCounter(files),
+  });
 
   const listenFd = listen(config, log);
-  const loop = new EventLoop();
+  // a bug in one callback must not take luod (and the session fds it holds) down: log it, serve on
+  const loop = new EventLoop({ onError: (e) => log.error(`event loop: ${(e as Error)?.stack ?? String(e)}`) });
   const server = new Server({
     listenFd, loop, broker, loader, restored, log,
     access: { adminGid: config.adminGid, clientGid: config.clientGid },
     maxConnections: config.maxConnections,
+    firstRequestTimeoutMs: config.firstRequestTimeoutMs,
     statusExtra: () => ({ boot, device: kernel.devicePresent() ? "present" : "absent" }),
   });
   const unclaimed = restored.unclaimed().length;
@@ -190,8 +178,9 @@ function listen(config: DaemonConfig, log: Logger): number {
   } finally {
     process.umask(umask);
   }
+  // group first, then mode: the socket is never open to a group it was not meant for
+  if (config.socketGid !== null) chownSync(config.socket, process.getuid?.() ?? 0, config.socketGid);
   chmodSync(config.socket, config.socketMode);
-  if (config.clientGid !== null) chownSync(config.socket, 0, config.clientGid);
   return fd;
 }
 
@@ -202,4 +191,14 @@ function notify(log: Logger, state: string): void {
   } catch (e) {
     log.warning(`sd_notify: ${(e as Error).message}`);
   }
+}
+
+/**
+ * The next update attempt number of this boot. Kept in the state dir so that a restarted luod
+ * never reuses one: the number is part of the session names (docs/protocol.md, Identity).
+ */
+function attemptCounter(files: StateFiles): number {
+  const next = (files.read<{ last: number }>("attempt")?.last ?? 0) + 1;
+  files.write("attempt", { last: next });
+  return next;
 }

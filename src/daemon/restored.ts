@@ -82,13 +82,16 @@ export class RestoredSessions {
   }
 
   /** Returns luod's copy of the session fd; the caller sends it (the wire layer dups it). */
-  claim(id: string, cred: { uid: number; pid: number }): { session: string; fd: number } {
+  claim(id: string, cred: { uid: number; pid: number; unit?: string | null }): { session: string; fd: number } {
     const s = this.sessions.get(id);
     if (!s || s.state === "finished" || s.state === "discarded")
       throw new ProtocolError("ENOENT", `nothing to claim for ${id}${s ? ` (it was ${s.state})` : ""}`);
-    // an id is not a password: only the uid that subscribed gets the session back
+    // an id is not a password: only the uid that subscribed gets the session back, and when both
+    // sides ran under systemd, only from the same unit
     if (cred.uid !== 0 && cred.uid !== s.uid)
       throw new ProtocolError("EPERM", `${id} belongs to uid ${s.uid}, not ${cred.uid}`);
+    if (cred.uid !== 0 && s.unit && cred.unit && cred.unit !== s.unit)
+      throw new ProtocolError("EPERM", `${id} belongs to unit ${s.unit}, not ${cred.unit}`);
     const held = this.held.get(id);
     if (held !== undefined) {
       s.claimedByPid = cred.pid;

@@ -1,19 +1,38 @@
-// The socket side of luod: accepts connections, authorizes each request from SO_PEERCRED, validates
-// it (src/wire) and hands it to the broker, the loader or the restored-session registry.
+// The socket side of luod: accepts connections, authorizes each request from the peer's
+// credentials (taken once, at accept: SO_PEERCRED + SO_PEERGROUPS), validates it (src/wire) and
+// hands it to the broker, the loader or the restored-session registry.
 // Bad input is answered with one error line; it never throws out of here and never disturbs others.
+//
+// Bounds (docs/daemon.md, "Who may do what" and docs/protocol.md, "Limits"):
+// - at most maxConnections connections; uid 0 gets ROOT_RESERVE more, so luoctl still works
+//   while clients (or a flood) fill the rest; beyond that a connection is closed at accept;
+// - at most MAX_STRANGERS connections from peers that may send nothing at all (every request
+//   would be EPERM): they cannot crowd out clients even when the socket mode lets them in;
+// - a connection that has no request accepted within firstRequestTimeoutMs is closed (a stalled
+//   or silent connection cannot hold a slot); once one request was accepted it may idle forever,
+//   as a subscriber waiting for the next update does;
+// - per connection, src/wire/connection.ts bounds the line, the fds and the unsent output.
 import { acceptConnection, peerCredentials } from "../kernel/unix";
 import { closeFd } from "../kernel/fd";
 import { EventLoop, EPOLLIN } from "../kernel/epoll";
 import { SysError } from "../kernel/libc";
 import { Connection } from "../wire/connection";
-import { parseRequest, expectedFds, okReply, errorReply, ADMIN_COMMANDS, type Request } from "../wire/messages";
-import { ProtocolError, oneLine } from "../wire/errors";
+import { parseRequest, expectedFds, okReply, errorReply, type Request } from "../wire/messages";
+import { ProtocolError, oneLine, type ErrorCode } from "../wire/errors";
 import type { Broker, Peer } from "./broker";
 import type { KernelLoader } from "./loader";
 import type { RestoredSessions } from "./restored";
-import { mayAct, unitOf, type AccessPolicy } from "./access";
+import { groupsOfPeer, ownsRestored, permits, rolesOf, unitOf, whyRefused, type AccessPolicy, type Roles } from "./access";
 import type { Logger } from "./log";
 import { VERSION } from "../version";
+
+/** Connections uid 0 may open beyond maxConnections (luoctl during a flood). */
+export const ROOT_RESERVE = 8;
+/** Connections kept at once from peers that have no role (every request is EPERM). */
+export const MAX_STRANGERS = 16;
+export const DEFAULT_FIRST_REQUEST_TIMEOUT_MS = 10_000;
+/** After accept4 fails (EMFILE, ENFILE, ENOMEM), wait this long before trying again. */
+const ACCEPT_BACKOFF_MS = 100;
 
 export interface ServerOptions {
   listenFd: number;
@@ -24,30 +43,64 @@ export interface ServerOptions {
   access: AccessPolicy;
   log: Logger;
   maxConnections: number;
+  /** Close a connection that has had no request accepted after this long; 0: never. Default 10 s. */
+  firstRequestTimeoutMs?: number;
   /** Extra fields for STATUS (boot kind, device state…). */
   statusExtra: () => Record<string, unknown>;
 }
 
 class ClientPeer implements Peer {
   readonly unit: string | null;
+  /** Set once a request passed validation and the permission check. */
+  engaged = false;
+  timer: ReturnType<typeof setTimeout> | null = null;
+  conn!: Connection;
   constructor(
     readonly serial: number,
     readonly cred: { pid: number; uid: number; gid: number },
-    readonly conn: Connection,
+    readonly roles: Roles,
   ) {
     this.unit = unitOf(cred.pid);
+  }
+  get stranger(): boolean {
+    return !this.roles.admin && !this.roles.client;
   }
   send(msg: object, fds?: number[]): boolean {
     return this.conn.send(msg, fds);
   }
 }
 
+export interface ServerStats {
+  /** Connections adopted. */
+  accepted: number;
+  /** Connections closed at accept: over a limit, or their credentials could not be read. */
+  refused: number;
+  /** Lines that became messages (valid or not as requests). */
+  requests: number;
+  /** Lines that could not be read as a message (invalid JSON or UTF-8, bad fds). */
+  invalid: number;
+  /** Requests answered with an error (invalid ones included). */
+  errors: number;
+  /** Requests refused with EPERM. */
+  denied: number;
+  /** Received fds that no request could take, closed at once. */
+  stray_fds: number;
+  /** Connections closed by the first-request timeout. */
+  timed_out: number;
+}
+
 export class Server {
   private readonly peers = new Set<ClientPeer>();
   private serial = 0;
-  readonly stats = { accepted: 0, refused: 0, requests: 0, errors: 0 };
+  private strangers = 0;
+  private closing = false;
+  private acceptRetry: ReturnType<typeof setTimeout> | null = null;
+  private lastAcceptWarning = 0;
+  readonly stats: ServerStats = { accepted: 0, refused: 0, requests: 0, invalid: 0, errors: 0, denied: 0, stray_fds: 0, timed_out: 0 };
+  private readonly firstRequestTimeoutMs: number;
 
   constructor(private readonly o: ServerOptions) {
+    this.firstRequestTimeoutMs = o.firstRequestTimeoutMs ?? DEFAULT_FIRST_REQUEST_TIMEOUT_MS;
     o.loop.watch(o.listenFd, EPOLLIN, () => this.acceptAll());
   }
 
@@ -56,6 +109,8 @@ export class Server {
   }
 
   close(): void {
+    this.closing = true;
+    if (this.acceptRetry) clearTimeout(this.acceptRetry);
     this.o.loop.unwatch(this.o.listenFd);
     for (const p of [...this.peers]) p.conn.close("luod is stopping");
   }
@@ -66,49 +121,102 @@ export class Server {
       try {
         fd = acceptConnection(this.o.listenFd);
       } catch (e) {
-        this.o.log.warning(`accept: ${(e as Error).message}`);
-        break;
+        // EMFILE and friends: the connection stays in the backlog, so re-arming now would wake us
+        // at once, forever. Try again a little later; warn at most once a second.
+        const now = Date.now();
+        if (now - this.lastAcceptWarning >= 1000) {
+          this.lastAcceptWarning = now;
+          this.o.log.warning(`accept: ${(e as Error).message}; retrying in ${ACCEPT_BACKOFF_MS} ms`);
+        }
+        this.acceptRetry = setTimeout(() => {
+          this.acceptRetry = null;
+          if (!this.closing) this.rearmListener();
+        }, ACCEPT_BACKOFF_MS);
+        return;
       }
       if (fd === null) break;
-      if (this.peers.size >= this.o.maxConnections) {
-        // a flood of connections must not exhaust luod's fds: refuse beyond the limit
-        this.stats.refused++;
-        closeFd(fd);
-        continue;
-      }
       this.adopt(fd);
     }
-    this.o.loop.rearm(this.o.listenFd, EPOLLIN);
+    this.rearmListener();
+  }
+
+  private rearmListener(): void {
+    try {
+      this.o.loop.rearm(this.o.listenFd, EPOLLIN);
+    } catch (e) {
+      if (!this.closing) this.o.log.error(`cannot watch the listening socket: ${(e as Error).message}`);
+    }
   }
 
   private adopt(fd: number): void {
-    let cred;
+    let cred: { pid: number; uid: number; gid: number };
+    let roles: Roles;
     try {
       cred = peerCredentials(fd);
+      roles = rolesOf(cred, groupsOfPeer(fd, cred), this.o.access);
     } catch (e) {
       this.o.log.warning(`SO_PEERCRED: ${(e as Error).message}`);
-      closeFd(fd);
+      this.stats.refused++;
+      closeQuietly(fd);
+      return;
+    }
+    const stranger = !roles.admin && !roles.client;
+    // a flood of connections must not exhaust luod's fds, nor lock root out
+    const limit = this.o.maxConnections + (cred.uid === 0 ? ROOT_RESERVE : 0);
+    if (this.peers.size >= limit || (stranger && this.strangers >= MAX_STRANGERS)) {
+      this.stats.refused++;
+      this.o.log.debug(`connection from pid ${cred.pid} (uid ${cred.uid}) refused: ${this.peers.size >= limit ? `${this.peers.size} connections open` : `${this.strangers} connections without any permission open`}`);
+      closeQuietly(fd);
+      return;
+    }
+    const peer = new ClientPeer(++this.serial, cred, roles);
+    try {
+      peer.conn = new Connection(fd, this.o.loop, {
+        onMessage: (msg, fds) => this.onMessage(peer, msg, fds),
+        onInvalid: (code, message, echo) => this.onInvalid(peer, code, message, echo),
+        onClose: (reason) => this.onClose(peer, reason),
+      });
+    } catch (e) {
+      this.o.log.warning(`cannot watch connection from pid ${cred.pid}: ${(e as Error).message}`);
+      this.stats.refused++;
+      closeQuietly(fd);
       return;
     }
     this.stats.accepted++;
-    const serial = ++this.serial;
-    let peer: ClientPeer;
-    const conn = new Connection(fd, this.o.loop, {
-      onMessage: (msg, fds) => this.onMessage(peer, msg, fds),
-      onClose: (reason) => this.onClose(peer, reason),
-    });
-    peer = new ClientPeer(serial, cred, conn);
     this.peers.add(peer);
+    if (peer.stranger) this.strangers++;
+    if (this.firstRequestTimeoutMs > 0) {
+      peer.timer = setTimeout(() => this.firstRequestTimedOut(peer), this.firstRequestTimeoutMs);
+      peer.timer.unref?.();
+    }
+  }
+
+  private firstRequestTimedOut(peer: ClientPeer): void {
+    peer.timer = null;
+    if (peer.engaged || !this.peers.has(peer)) return;
+    this.stats.timed_out++;
+    const why = `no request accepted within ${this.firstRequestTimeoutMs} ms`;
+    peer.send(errorReply(null, "ETIMEDOUT", `${why}; closing the connection`));
+    peer.conn.close(why);
   }
 
   private onClose(peer: ClientPeer, reason: string): void {
     if (!this.peers.delete(peer)) return;
+    if (peer.timer) clearTimeout(peer.timer);
+    if (peer.stranger) this.strangers--;
+    this.stats.stray_fds += peer.conn.strayFds;
     this.o.log.debug(`connection ${peer.serial} (pid ${peer.cred.pid}) closed: ${reason}`);
     try {
       this.o.broker.peerClosed(peer);
     } catch (e) {
       this.o.log.error(`while handling the close of connection ${peer.serial}: ${(e as Error).message}`);
     }
+  }
+
+  private onInvalid(peer: ClientPeer, code: ErrorCode, message: string, echo: { cmd?: string; tag?: string | number }): void {
+    this.stats.invalid++;
+    this.stats.errors++;
+    peer.send(errorReply(echo.cmd, code, message, echo.tag));
   }
 
   private onMessage(peer: ClientPeer, msg: Record<string, unknown>, fds: number[]): void {
@@ -128,12 +236,17 @@ export class Server {
       peer.send(errorReply(req.cmd, "EBADMSG", `${req.cmd} carries ${want} fd(s), got ${fds.length}`, req.tag));
       return;
     }
-    const role = ADMIN_COMMANDS.has(req.cmd) ? "admin" : "client";
-    if (!mayAct(role, peer.cred, this.o.access)) {
+    if (!permits(peer.roles, req.cmd)) {
       closeAll(fds);
       this.stats.errors++;
-      peer.send(errorReply(req.cmd, "EPERM", `uid ${peer.cred.uid} may not send ${req.cmd} (${role} request)`, req.tag));
+      this.stats.denied++;
+      peer.send(errorReply(req.cmd, "EPERM", whyRefused(peer.cred, req.cmd, this.o.access), req.tag));
       return;
+    }
+    if (!peer.engaged) {
+      peer.engaged = true;
+      if (peer.timer) clearTimeout(peer.timer);
+      peer.timer = null;
     }
     try {
       this.dispatch(peer, req, fds);
@@ -151,8 +264,13 @@ export class Server {
     const { broker, loader, restored } = this.o;
     const reply = (fields: Record<string, unknown> = {}) => peer.send(okReply(req.cmd, fields, req.tag));
     switch (req.cmd) {
-      case "SUBSCRIBE":
+      case "SUBSCRIBE": {
+        // a restored session waiting for its owner keeps its id: nobody else may take it meanwhile
+        const waiting = restored.list().find((r) => r.id === req.id && (r.state === "unclaimed" || r.state === "claimed"));
+        if (waiting && !ownsRestored(peer.cred, waiting))
+          throw new ProtocolError("EPERM", `${req.id} has a restored session of uid ${waiting.uid} waiting to be claimed`);
         return void reply({ ...broker.subscribe(peer, req.id), restored: restored.has(req.id) });
+      }
       case "READY":
         return void reply(broker.ready(peer, req.id));
       case "FAIL":
@@ -162,7 +280,7 @@ export class Server {
         broker.unsubscribe(peer);
         return void reply();
       case "CLAIM": {
-        const { session, fd } = restored.claim(req.id, peer.cred);
+        const { session, fd } = restored.claim(req.id, { ...peer.cred, unit: peer.unit });
         peer.send({ event: "CLAIMED", reply: "CLAIM", ok: true, id: req.id, session, fds: 1, ...(req.tag !== undefined ? { tag: req.tag } : {}) }, [fd]);
         return;
       }
@@ -170,7 +288,7 @@ export class Server {
         restored.finished(req.id, peer.cred);
         return void reply({ id: req.id });
       case "STATUS":
-        return void reply(this.status());
+        return void reply(this.status(peer));
       case "LIST":
         return void reply({ clients: broker.list() });
       case "LOAD": {
@@ -205,7 +323,7 @@ export class Server {
             const code = e instanceof ProtocolError || e instanceof SysError ? e.code : "EIO";
             peer.send(errorReply("KEXEC", code, oneLine((e as Error).message), req.tag));
           },
-        );
+        ).catch((e) => this.o.log.error(`replying to KEXEC: ${(e as Error).message}`)); // never an unhandled rejection
         return;
       }
       case "ABORT":
@@ -216,21 +334,38 @@ export class Server {
     }
   }
 
-  private status(): Record<string, unknown> {
+  /** The counters, with the stray fds of connections still open. */
+  liveStats(): ServerStats {
+    let strays = this.stats.stray_fds;
+    for (const p of this.peers) strays += p.conn.strayFds;
+    return { ...this.stats, stray_fds: strays };
+  }
+
+  /** Admins see everything; a client sees the same, but only its own uid's restored sessions. */
+  private status(peer: ClientPeer): Record<string, unknown> {
     const { broker, loader, restored } = this.o;
     const now = Date.now();
     const k = loader.loaded();
+    const admin = peer.roles.admin;
     return {
-      luod: { version: VERSION, pid: process.pid, connections: this.peers.size },
+      luod: { version: VERSION, pid: process.pid, connections: this.peers.size, ...(admin ? { stats: this.liveStats() } : {}) },
       ...broker.summary(),
       kernel: k ? { loaded: true, version: k.version, sha256: k.sha256, cmdline: k.cmdline, loaded_at: k.loadedAt } : { loaded: false },
-      restored: restored.list().map((s) => ({
+      restored: restored.list().filter((s) => admin || s.uid === peer.cred.uid).map((s) => ({
         id: s.id, session: s.session, state: s.state, uid: s.uid, unit: s.unit,
         age_s: Math.round((now - Date.parse(s.restoredAt)) / 1000),
       })),
       previous_update: restored.previous,
       ...this.o.statusExtra(),
     };
+  }
+}
+
+function closeQuietly(fd: number): void {
+  try {
+    closeFd(fd);
+  } catch {
+    // already closed
   }
 }
 

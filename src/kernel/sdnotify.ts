@@ -1,8 +1,9 @@
 // sd_notify(3) and sd_listen_fds(3) without libsystemd. node:dgram cannot do AF_UNIX datagrams
 // (bun-ffi.md §8), so the datagram goes through our own sendmsg.
+import { ptr } from "bun:ffi";
 import { closeFd, setCloexec } from "./fd.ts";
-import { SysError } from "./libc.ts";
-import { MessageIo, SCM_MAX_FD, unixDatagramSocket } from "./unix.ts";
+import { SysError, check, lastErrno, sys, Errno } from "./libc.ts";
+import { MessageIo, SCM_MAX_FD, socketPair, unixDatagramSocket } from "./unix.ts";
 
 const EAFNOSUPPORT = 97;
 const SD_LISTEN_FDS_START = 3;
@@ -42,6 +43,63 @@ export function sdNotify(state: string): boolean {
  */
 export function sdNotifyWithFds(state: string, fds: readonly number[]): boolean {
   return notify(state, fds);
+}
+
+/**
+ * sd_notify_barrier(3): sends "BARRIER=1" with one end of a socket pair and waits until the
+ * manager closed it, which it does after it has processed every earlier notification (so an
+ * FDSTORE=1 sent before is in the fd store when this returns true). False when NOTIFY_SOCKET is
+ * unset; throws SysError ETIMEDOUT when the manager did not answer within timeoutMs.
+ */
+export function sdNotifyBarrier(timeoutMs = 5000): boolean {
+  const [mine, theirs] = socketPair();
+  let sent: boolean;
+  try {
+    sent = notify("BARRIER=1", [theirs]);
+  } catch (e) {
+    closeFd(mine);
+    throw e;
+  } finally {
+    closeFd(theirs);
+  }
+  if (!sent) {
+    closeFd(mine);
+    return false;
+  }
+  try {
+    waitForHangup(mine, timeoutMs);
+  } finally {
+    closeFd(mine);
+  }
+  return true;
+}
+
+const EPOLL_CTL_ADD = 1;
+const EPOLL_CLOEXEC = 0o2000000;
+const EPOLLIN = 0x001;
+const EPOLLHUP = 0x010;
+const EPOLLRDHUP = 0x2000;
+
+/** Blocks until the peer of a stream socket is gone (EOF), at most timeoutMs. Nothing is ever written to it. */
+function waitForHangup(fd: number, timeoutMs: number): void {
+  const ep = check("epoll_create1", sys.epoll_create1(EPOLL_CLOEXEC));
+  try {
+    const ev = new DataView(new ArrayBuffer(12)); // struct epoll_event is packed on x86_64
+    ev.setUint32(0, EPOLLIN | EPOLLHUP | EPOLLRDHUP, true);
+    check("epoll_ctl(ADD)", sys.epoll_ctl(ep, EPOLL_CTL_ADD, fd, ptr(ev)));
+    const out = new DataView(new ArrayBuffer(12));
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const left = Math.max(0, deadline - Date.now());
+      const n = sys.epoll_wait(ep, ptr(out), 1, left);
+      if (n > 0) return; // readable = EOF: the only thing that can happen on this socket
+      if (n < 0 && lastErrno() === Errno.EINTR) continue;
+      if (n < 0) throw new SysError("epoll_wait", lastErrno());
+      throw new SysError("sd_notify BARRIER=1", Errno.ETIMEDOUT, `the service manager did not answer within ${timeoutMs} ms`);
+    }
+  } finally {
+    closeFd(ep);
+  }
 }
 
 /**

@@ -11,6 +11,8 @@ const SOCK_NONBLOCK = 0o4000;
 const SOCK_CLOEXEC = 0o2000000;
 const SOL_SOCKET = 1;
 const SO_PEERCRED = 17;
+const SO_PEERGROUPS = 59;
+const ERANGE = 34;
 const SCM_RIGHTS = 1;
 const SHUT_RDWR = 2;
 const F_GETFL = 3;
@@ -130,6 +132,26 @@ export function peerCredentials(fd: number): { pid: number; uid: number; gid: nu
   len.setUint32(0, 12, true);
   check("getsockopt(SO_PEERCRED)", sys.getsockopt(fd, SOL_SOCKET, SO_PEERCRED, ptr(cred), ptr(len)));
   return { pid: cred.getInt32(0, true), uid: cred.getUint32(4, true), gid: cred.getUint32(8, true) };
+}
+
+/**
+ * SO_PEERGROUPS (Linux 4.13): the peer's supplementary groups as of connect(), without the
+ * primary gid (that one is in SO_PEERCRED). Unlike /proc/PID/status it cannot race with the
+ * peer exiting and its pid being reused.
+ */
+export function peerGroups(fd: number): number[] {
+  for (let room = 64; ; room *= 4) {
+    const buf = new DataView(new ArrayBuffer(4 * room));
+    const len = new DataView(new ArrayBuffer(4));
+    len.setUint32(0, 4 * room, true);
+    if (sys.getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, ptr(buf), ptr(len)) === 0) {
+      const n = len.getUint32(0, true) / 4;
+      return Array.from({ length: n }, (_, i) => buf.getUint32(4 * i, true));
+    }
+    const e = lastErrno();
+    // ERANGE: more groups than room (len now holds the size needed); NGROUPS_MAX is 65536
+    if (e !== ERANGE || room >= 65536) throw new SysError("getsockopt(SO_PEERGROUPS)", e);
+  }
 }
 
 /** A connected AF_UNIX SOCK_STREAM pair, close-on-exec. */

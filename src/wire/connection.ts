@@ -41,6 +41,13 @@ export interface ConnectionHandler {
 export interface ConnectionOptions {
   /** Bytes of unsent output allowed before the peer counts as a slow consumer. Default 1 MiB. */
   maxQueuedBytes?: number;
+  /**
+   * Stop reading the peer's requests while more than this many bytes of output wait to be sent
+   * (default a quarter of maxQueuedBytes): a peer that sends faster than it reads is slowed
+   * down by its own socket buffer instead of making luod queue replies without bound. Reading
+   * resumes once the output drains below it.
+   */
+  readPauseBytes?: number;
   /** Line limit (tests lower it). Default MAX_LINE_BYTES. */
   maxLineBytes?: number;
   /** sendmsg/recvmsg buffers; default one shared instance per thread. */
@@ -80,6 +87,11 @@ export class Connection {
   private readonly framer: LineFramer;
   private readonly io: MessageIo;
   private readonly maxQueuedBytes: number;
+  private readonly readPauseBytes: number;
+  /** Set when more fds arrived for the pending partial line than a line may carry. */
+  private poisoned: string | null = null;
+  /** Complete lines wait in the framer because the output was backlogged. */
+  private linesWaiting = false;
   private readonly out: Outgoing[] = [];
   private outBytes = 0;
   private wantOut = false;
@@ -93,6 +105,7 @@ export class Connection {
     opts: ConnectionOptions = {},
   ) {
     this.maxQueuedBytes = opts.maxQueuedBytes ?? DEFAULT_MAX_QUEUED_BYTES;
+    this.readPauseBytes = opts.readPauseBytes ?? Math.floor(this.maxQueuedBytes / 4);
     this.framer = new LineFramer(opts.maxLineBytes ?? MAX_LINE_BYTES);
     this.io = opts.io ?? (sharedIo ??= new MessageIo());
     loop.watch(fd, READ_EVENTS, (events: number) => this.onReady(events));
@@ -178,16 +191,31 @@ export class Connection {
     this.inCallback = true;
     try {
       if (events & EPOLLOUT) this.flush();
+      if (this.closeReason === null && this.linesWaiting && !this.backlogged) this.processLines();
       if (this.closeReason === null && events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) this.readSome();
+      // a peer that hung up while we held its lines back: nothing more can be sent to it
+      if (this.closeReason === null && events & (EPOLLHUP | EPOLLERR) && (this.backlogged || this.linesWaiting)) {
+        this.shutdown("peer hung up without reading its replies", false);
+      }
     } finally {
       this.inCallback = false;
       if (this.closeReason === null) this.arm();
     }
   }
 
+  /** The peer does not read its replies (more than readPauseBytes unsent): take no more lines. */
+  private get backlogged(): boolean {
+    return this.wantOut && this.outBytes > this.readPauseBytes;
+  }
+
   private arm(): void {
+    // While lines wait, only EPOLLOUT matters (EPOLLHUP and EPOLLERR are always reported, so a
+    // peer that hangs up meanwhile is still seen). Lines waiting without output pending cannot
+    // happen; should it, EPOLLOUT fires at once and onReady processes them.
+    const hold = this.backlogged || this.linesWaiting;
+    const events = hold ? EPOLLOUT : READ_EVENTS | (this.wantOut ? EPOLLOUT : 0);
     try {
-      this.loop.rearm(this.fd, READ_EVENTS | (this.wantOut ? EPOLLOUT : 0));
+      this.loop.rearm(this.fd, events);
     } catch (e) {
       // the loop was closed under us (luod stopping): nothing will ever wake this connection
       this.shutdown(`event loop: ${e instanceof Error ? e.message : String(e)}`, false);
@@ -228,6 +256,7 @@ export class Connection {
 
   private readSome(): void {
     for (let i = 0; i < MAX_READS_PER_WAKE; i++) {
+      if (this.backlogged || this.linesWaiting) return; // the peer is not reading its replies: let its requests wait
       const fds: number[] = [];
       const n = this.io.receive(this.fd, fds);
       if (fds.length > 0) this.framer.pushFds(fds); // queued first: close() then closes them
@@ -250,46 +279,71 @@ export class Connection {
     }
   }
 
-  /** Turns the complete lines now buffered into messages, matches fds, then delivers them. */
+  /**
+   * Delivers the complete lines buffered, one at a time, in order, matching their fds. Stops while
+   * the output is backlogged (the peer does not read its replies): the rest of the lines and their
+   * fds wait in the framer, nothing more is read, and onReady resumes once the output drains.
+   * So a burst of small requests with large replies never piles up output, however it arrives.
+   */
   private processLines(): void {
-    const batch: Incoming[] = [];
+    this.linesWaiting = false;
     for (;;) {
+      if (this.closeReason !== null) return;
+      if (this.backlogged) {
+        this.linesWaiting = true;
+        return;
+      }
       let line: string | null;
       try {
         line = this.framer.nextLine();
       } catch (e) {
         this.dropQueuedFds(); // a line we cannot read may have carried fds: none can be trusted now
-        batch.push(this.invalid((e as Error).message, {}));
+        this.deliver(this.invalid((e as Error).message, {}));
         continue;
       }
       if (line === null) break;
+      if (this.poisoned !== null) {
+        // this line's fds were closed when they exceeded the limit: it cannot be served
+        const why = this.poisoned;
+        this.poisoned = null;
+        this.dropQueuedFds();
+        this.deliver(this.invalid(why, echoOfLine(line)));
+        continue;
+      }
       if (line.trim() === "") continue; // blank lines are ignored (handy with socat)
-      batch.push(this.lineToIncoming(line));
+      let item = this.lineToIncoming(line);
+      // fds still queued when nothing but blank lines follows belong to no line (framing.ts):
+      // they came with this line's bytes, so it is the request that carried more fds than it
+      // said (docs/protocol.md). Both its own fds and the strays are closed.
+      if (item.kind === "message" && this.framer.queuedFds > 0 && this.framer.onlyBlankPending) {
+        const strays = this.framer.drainFds();
+        this.strayFds += strays.length;
+        closeQuietly(strays);
+        closeQuietly(item.fds);
+        item = this.invalid(
+          `${strays.length} fd(s) arrived that no line claimed; closed (the line says "fds": ${item.fds.length})`,
+          echoOf(item.msg),
+        );
+      }
+      this.deliver(item);
     }
 
-    // fds left over with no partial line pending belong to no line (framing.ts): strays. They
-    // arrived with this batch's bytes, so the last line of the batch is the request that carried
-    // more fds than it said (docs/protocol.md).
+    // fds with no line at all (they came with blank lines only): strays
     if (!this.framer.hasPartialLine && this.framer.queuedFds > 0) {
       const strays = this.framer.drainFds();
       this.strayFds += strays.length;
       closeQuietly(strays);
-      const message = `${strays.length} fd(s) arrived that no line claimed; closed`;
-      const last = batch[batch.length - 1];
-      if (last?.kind === "message") {
-        closeQuietly(last.fds);
-        batch[batch.length - 1] = this.invalid(`${message} (the line says "fds": ${last.fds.length})`, echoOf(last.msg));
-      } else if (last === undefined) {
-        batch.push(this.invalid(message, {}));
-      }
+      this.deliver(this.invalid(`${strays.length} fd(s) arrived that no line claimed; closed`, {}));
+      if (this.closeReason !== null) return;
     }
 
-    for (const item of batch) {
-      if (this.closeReason !== null) {
-        if (item.kind === "message") closeQuietly(item.fds); // never handed over
-        continue;
-      }
-      this.deliver(item);
+    // A pending partial line may own at most MAX_FDS_PER_MESSAGE fds (they come with its first
+    // byte). More means a broken or hostile peer: close them now, so that no connection can pile
+    // up fds behind a line that never ends, and fail that line when it does end.
+    if (this.framer.hasPartialLine && this.framer.queuedFds > MAX_FDS_PER_MESSAGE) {
+      const n = this.framer.queuedFds;
+      this.dropQueuedFds();
+      this.poisoned = `${n} fd(s) arrived for one line, more than the ${MAX_FDS_PER_MESSAGE} a message may carry; closed`;
     }
 
     if (this.closeReason === null && this.framer.overLimit) {
@@ -338,6 +392,10 @@ export class Connection {
   }
 
   private deliver(item: Incoming): void {
+    if (this.closeReason !== null) {
+      if (item.kind === "message") closeQuietly(item.fds); // never handed over
+      return;
+    }
     try {
       if (item.kind === "message") {
         this.messagesIn++;
@@ -351,6 +409,16 @@ export class Connection {
       // A handler bug must not take the event loop down; this connection cannot be trusted now.
       this.shutdown(`internal error while handling a message: ${e instanceof Error ? e.message : String(e)}`, true);
     }
+  }
+}
+
+/** `cmd` and `tag` of a raw line, when it is a JSON object that has them. */
+function echoOfLine(line: string): { cmd?: string; tag?: Tag } {
+  try {
+    const msg: unknown = JSON.parse(line);
+    return isPlainObject(msg) ? echoOf(msg) : {};
+  } catch {
+    return {};
   }
 }
 

@@ -97,7 +97,21 @@ export class LineFramer {
     return this.end - this.start;
   }
 
-  /** Whether bytes of an incomplete line are buffered (fds queued then may still be claimed). */
+  /**
+   * Whether everything buffered is blank lines (whitespace ending in a newline), or nothing:
+   * fds still queued then belong to no later line.
+   */
+  get onlyBlankPending(): boolean {
+    if (this.end === this.start) return true;
+    if (this.buf[this.end - 1] !== NEWLINE) return false;
+    for (let i = this.start; i < this.end; i++) {
+      const c = this.buf[i];
+      if (c !== 0x20 && c !== 0x09 && c !== 0x0d && c !== NEWLINE) return false;
+    }
+    return true;
+  }
+
+  /** Whether bytes not yet returned as lines are buffered: a partial line, or complete lines not yet taken. */
   get hasPartialLine(): boolean {
     return this.end > this.start;
   }

@@ -129,3 +129,10 @@ describe("checkCmdline", () => {
     expect(checkCmdline("kho=on liveupdate=on a\0b", { force: true })).toEqual([expect.stringContaining("NUL")]);
   });
 });
+
+describe("kho warning", () => {
+  test("a command line without kho= is warned about, unless KHO is known to be on by default", () => {
+    expect(analyzeCmdline("liveupdate=on").warnings.join()).toContain("no kho=on");
+    expect(analyzeCmdline("liveupdate=on", { khoOnByDefault: true }).warnings).toEqual([]);
+  });
+});

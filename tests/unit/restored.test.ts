@@ -100,3 +100,12 @@ describe("restored sessions", () => {
     expect(after.previous?.attempt).toBe(7);
   });
 });
+
+describe("claim by unit", () => {
+  test("a non-root claimer from another systemd unit is EPERM, even with the right uid", () => {
+    const r = new RestoredSessions(kernel, files, quiet);
+    r.adoptManifest({ ...manifest, entries: [{ ...manifest.entries[0], unit: "vm-a.service" }] });
+    expect(() => r.claim("vm-a", { uid: 1000, pid: 20, unit: "other.service" })).toThrow(expect.objectContaining({ code: "EPERM" }));
+    expect(r.claim("vm-a", { uid: 1000, pid: 20, unit: "vm-a.service" }).session).toBe("luod:vm-a/7");
+  });
+});

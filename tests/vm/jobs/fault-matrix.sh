@@ -28,7 +28,7 @@ if [ "$LUO_STAGE" = 1 ]; then
     kexec_in_background r1 --timeout 60s
     wait_lines victim "staying silent" 1
     kill -9 "$CLIENTS_victim"; wait "$CLIENTS_victim" 2>/dev/null
-    [ "$(kexec_result)" = 1 ] || fail "R1: luoctl kexec should fail"
+    kexec_wait; [ "$KEXEC_RC" = 1 ] || fail "R1: luoctl kexec should fail"
     grep -q "victim-1 disconnected before READY" "$LUO_SHARE/kexec-r1.log" || fail "R1: luoctl does not say why"
     wait_lines good ABORTED 2 10
     pass "R1 a client killed before READY aborts the update; the host keeps running"
@@ -39,7 +39,7 @@ if [ "$LUO_STAGE" = 1 ]; then
     kexec_in_background r2 --timeout 60s
     wait_lines mute "staying silent" 1
     kill_luod
-    [ "$(kexec_result)" = 3 ] || fail "R2: luoctl kexec should report the lost daemon (exit 3)"
+    kexec_wait; [ "$KEXEC_RC" = 3 ] || fail "R2: luoctl kexec should report the lost daemon (exit 3)"
     kill "$CLIENTS_mute"; wait "$CLIENTS_mute" 2>/dev/null
     start_luod $LUOD_ARGS
     wait_lines good SUBSCRIBED 4 60
@@ -49,7 +49,7 @@ if [ "$LUO_STAGE" = 1 ]; then
     kexec_in_background r3 --timeout 60s
     wait_luod_log "committing in" 1
     kill_luod
-    [ "$(kexec_result)" = 3 ] || fail "R3: luoctl kexec should report the lost daemon (exit 3)"
+    kexec_wait; [ "$KEXEC_RC" = 3 ] || fail "R3: luoctl kexec should report the lost daemon (exit 3)"
     start_luod $LUOD_ARGS
     wait_lines good SUBSCRIBED 6 60
     pass "R3 luod killed after all READY: no jump, the clients keep their memory and subscribe again"
@@ -58,7 +58,7 @@ if [ "$LUO_STAGE" = 1 ]; then
     kexec_in_background r4 --timeout 60s
     wait_luod_log "committing in" 2
     hostrun "$BUN" "$REPO/tests/vm/guest/unload-kernel.ts" || fail "R4: unload"
-    [ "$(kexec_result)" = 1 ] || fail "R4: luoctl kexec should fail"
+    kexec_wait; [ "$KEXEC_RC" = 1 ] || fail "R4: luoctl kexec should fail"
     grep -q "EINVAL" "$LUO_SHARE/kexec-r4.log" || fail "R4: luoctl does not report the kernel's EINVAL"
     wait_lines good ABORTED 4 10
     luoctl status > /dev/null || fail "R4: luod is gone"

@@ -83,5 +83,6 @@ kexec_in_background() {
     KEXEC_PID=$!
 }
 
-# kexec_result: waits for the background luoctl kexec; prints its exit code
-kexec_result() { wait "$KEXEC_PID"; echo $?; }
+# kexec_wait: waits for the background luoctl kexec; its exit code in KEXEC_RC
+# (not a $(…) function: a subshell cannot wait for its parent's children)
+kexec_wait() { wait "$KEXEC_PID"; KEXEC_RC=$?; }

@@ -1,0 +1,95 @@
+// The floor of `luoctl status`: the smallest one-shot client a Bun binary can be. Blocking
+// connect, one write, blocking reads until the newline, print — no epoll worker, no cac, no
+// valibot. Compiled like dist/luo (bench/run.ts), so its whole-process time next to luoctl's shows
+// what luoctl adds on top of the runtime and luod's reply.
+//   luo-probe SOCKET            print the STATUS reply
+//   luo-probe SOCKET --time N   N fresh connections in this process; print µs per connect→reply
+//   luo-probe SOCKET --kexec-dry-run TIMEOUT_MS
+//                               a lean admin: KEXEC dry run, PROGRESS lines counted but not parsed,
+//                               prints {reply, progress_events, progress_bytes, wall_ms}. luoctl
+//                               parses and prints every PROGRESS; at 1000 clients luod then drops it
+//                               as a slow consumer, so the barrier numbers come from this one.
+import { ptr } from "bun:ffi";
+import { unixConnect } from "../src/kernel/unix";
+import { closeFd } from "../src/kernel/fd";
+import { sys } from "../src/kernel/libc";
+
+const socket = process.argv[2] ?? "/run/luod/liveupdate.sock";
+const req = new TextEncoder().encode('{"cmd":"STATUS"}\n');
+const reqBuf = new Uint8Array(new ArrayBuffer(req.length));
+reqBuf.set(req);
+const buf = new Uint8Array(new ArrayBuffer(65536));
+
+function once(): number {
+  const fd = unixConnect(socket);
+  try {
+    if (Number(sys.write(fd, ptr(reqBuf), reqBuf.length)) !== reqBuf.length) throw new Error("short write");
+    let n = 0;
+    for (;;) {
+      const r = Number(sys.read(fd, ptr(buf, n), buf.length - n));
+      if (r <= 0) throw new Error(`read: ${r}`);
+      n += r;
+      if (buf.subarray(0, n).includes(10)) return n;
+    }
+  } finally {
+    closeFd(fd);
+  }
+}
+
+/** Blocking reads until the KEXEC reply line; PROGRESS lines are only counted. */
+function kexecDryRun(timeoutMs: number): void {
+  const t0 = performance.now();
+  const fd = unixConnect(socket);
+  const line = new TextEncoder().encode(JSON.stringify({ cmd: "KEXEC", dry_run: true, timeout_ms: timeoutMs }) + "\n");
+  const out = new Uint8Array(new ArrayBuffer(line.length));
+  out.set(line);
+  if (Number(sys.write(fd, ptr(out), out.length)) !== out.length) throw new Error("short write");
+  const big = new Uint8Array(new ArrayBuffer(1 << 20));
+  let have = 0;
+  let events = 0;
+  let bytes = 0;
+  const dec = new TextDecoder();
+  for (;;) {
+    const r = Number(sys.read(fd, ptr(big, have), big.length - have));
+    if (r <= 0) {
+      console.log(JSON.stringify({ reply: null, error: `connection closed by luod (read ${r})`, progress_events: events, progress_bytes: bytes, wall_ms: performance.now() - t0 }));
+      process.exit(1);
+    }
+    bytes += r;
+    have += r;
+    let start = 0;
+    for (let nl = big.indexOf(10, start); nl >= 0 && nl < have; nl = big.indexOf(10, start)) {
+      // a reply starts with {"reply" (luod puts it first); anything else is an event
+      const head = dec.decode(big.subarray(start, Math.min(nl, start + 12)));
+      if (head.startsWith('{"reply"')) {
+        const reply = JSON.parse(dec.decode(big.subarray(start, nl)));
+        closeFd(fd);
+        console.log(JSON.stringify({ reply, progress_events: events, progress_bytes: bytes, wall_ms: performance.now() - t0 }));
+        process.exit(reply.ok ? 0 : 1);
+      }
+      events++;
+      start = nl + 1;
+    }
+    big.copyWithin(0, start, have);
+    have -= start;
+  }
+}
+
+const k = process.argv.indexOf("--kexec-dry-run");
+if (k > 0) kexecDryRun(Number(process.argv[k + 1] ?? 300_000));
+
+const i = process.argv.indexOf("--time");
+if (i > 0) {
+  const count = Number(process.argv[i + 1] ?? 100);
+  const us: number[] = [];
+  for (let k = 0; k < count; k++) {
+    const t = performance.now();
+    once();
+    us.push((performance.now() - t) * 1000);
+  }
+  us.sort((a, b) => a - b);
+  console.log(JSON.stringify({ count, p50_us: Math.round(us[count >> 1]!), p99_us: Math.round(us[Math.floor(count * 0.99)]!), min_us: Math.round(us[0]!) }));
+} else {
+  const n = once();
+  process.stdout.write(new TextDecoder().decode(buf.subarray(0, n)));
+}

@@ -1,0 +1,130 @@
+// luo-test-client: a luod client written as a systemd service (luo-test-client@<id>.service),
+// compiled by scripts/vm/systemd/run-job.sh with `bun build --compile` into its own binary.
+//
+//   luo-test-client --id ID [--mib N] [--socket PATH]
+//
+// At start: SUBSCRIBE. If luod says a session of ours came back from the previous kernel
+// (`restored`), CLAIM it, RETRIEVE_FD token 1, compare every byte with the id's pattern, FINISH,
+// FINISHED, and print "VERIFIED <id> <bytes> bytes from <session>" (or "MISMATCH ..."/"CLAIM
+// FAILED ..."; exit 1). Then READY=1 to systemd, and for every update: a memfd of N MiB with the
+// id's pattern goes into the session luod hands out (token 1), then READY to luod. STATUS= says
+// where it is. When luod goes away after READY (a kexec's shutdown, or luod killed), its session
+// lives on in luod's fd store: the client just waits to be stopped. Before READY it exits 1.
+import { LuoClient, LuoConnectionClosed, LuoError, preserveMemfd, retrieveMemfd, finishSession } from "../../../../src/client";
+import { memfdCreate } from "../../../../src/kernel/memfd";
+import { closeFd, readFull, writeFull, fileSize } from "../../../../src/kernel/fd";
+import { sdNotify } from "../../../../src/kernel/sdnotify";
+
+const TOKEN = 1n;
+const args = process.argv.slice(2);
+const opt = (name: string, fallback: string) => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 && i + 1 < args.length ? args[i + 1]! : fallback;
+};
+const id = opt("id", "");
+const mib = Number(opt("mib", "8"));
+const socket = opt("socket", "/run/luod/liveupdate.sock");
+if (!id || !Number.isInteger(mib) || mib < 0) {
+  console.error("usage: luo-test-client --id ID [--mib N] [--socket PATH]");
+  process.exit(2);
+}
+
+const say = (what: string) => console.log(`client ${id}: ${what}`);
+const status = (s: string) => {
+  try {
+    sdNotify(`STATUS=${s}`);
+  } catch {
+    /* not fatal */
+  }
+};
+
+/** The id's own content: xorshift32 seeded from the id (same as tests/vm/guest/clients.ts). */
+function pattern(bytes: number): Uint8Array {
+  const out = new Uint8Array(new ArrayBuffer(bytes));
+  const words = new Uint32Array(out.buffer, 0, bytes >>> 2);
+  let x = 2166136261;
+  for (const ch of id) x = Math.imul(x ^ ch.charCodeAt(0), 16777619) >>> 0;
+  x ||= 1;
+  for (let i = 0; i < words.length; i++) {
+    x ^= x << 13; x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5; x >>>= 0;
+    words[i] = x;
+  }
+  return out;
+}
+
+async function claim(client: LuoClient): Promise<boolean> {
+  try {
+    const { session, sessionFd } = await client.claim(id);
+    const memfd = retrieveMemfd(sessionFd, TOKEN);
+    const size = fileSize(memfd);
+    const got = new Uint8Array(new ArrayBuffer(size));
+    readFull(memfd, got, 0);
+    const want = pattern(mib << 20);
+    const same = size === want.length && Buffer.from(got.buffer).equals(Buffer.from(want.buffer));
+    finishSession(sessionFd);
+    closeFd(sessionFd);
+    closeFd(memfd);
+    await client.finished(id);
+    if (!same) {
+      say(`MISMATCH ${id}: ${size} bytes from ${session}, expected ${want.length} with the id's pattern`);
+      return false;
+    }
+    say(`VERIFIED ${id} ${size} bytes from ${session}`);
+    status(`verified ${size} bytes from ${session}`);
+    return true;
+  } catch (e) {
+    say(`CLAIM FAILED ${id}: ${(e as Error).message}`);
+    return false;
+  }
+}
+
+let ready = false;
+let client: LuoClient;
+try {
+  client = await LuoClient.connect(socket);
+} catch (e) {
+  say(`cannot connect to luod: ${(e as Error).message}`);
+  process.exit(1);
+}
+process.on("SIGTERM", () => {
+  say(ready ? "stopped after READY (luod holds the session)" : "stopped");
+  client.close();
+  process.exit(0);
+});
+
+const sub = await client.subscribe(id);
+say(`SUBSCRIBED (restored: ${sub.restored === true})`);
+if (sub.restored === true && !(await claim(client))) process.exit(1);
+sdNotify(`READY=1\nSTATUS=subscribed to luod as ${id}`);
+
+for (;;) {
+  let p;
+  try {
+    p = await client.waitForSession();
+  } catch (e) {
+    if (e instanceof LuoError && e.code === "ECANCELED") {
+      say(`ABORTED: ${e.message}`);
+      status(`subscribed; last update aborted`);
+      ready = false;
+      continue;
+    }
+    if (e instanceof LuoConnectionClosed && ready) {
+      say("luod went away after READY; the session is in luod's fd store, waiting to be stopped");
+      status("READY; luod went away (the session is in its fd store)");
+      await new Promise(() => {}); // until SIGTERM
+    }
+    say(`lost luod: ${(e as Error).message}`);
+    process.exit(1);
+  }
+  const memfd = memfdCreate(`luo-test-${id}`);
+  writeFull(memfd, pattern(mib << 20), 0);
+  preserveMemfd(p.sessionFd, memfd, TOKEN);
+  closeFd(memfd); // LUO holds its own reference after PRESERVE_FD
+  closeFd(p.sessionFd); // luod holds its own copy until the jump
+  await client.ready();
+  ready = true;
+  say(`PRESERVED ${mib} MiB into ${p.session}; READY`);
+  status(`READY for update ${p.update}: ${mib} MiB preserved in ${p.session}`);
+}
