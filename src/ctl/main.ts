@@ -607,7 +607,7 @@ async function cmdKexec(ctx: Ctx, _args: string[], opts: Record<string, unknown>
     clearLive();
     if (e instanceof LuoError && !(e instanceof LuoConnectionClosed) && !(e instanceof LuoConnectError)) {
       if (ctx.json) io.stdout(JSON.stringify(e.reply ? stripReply(e.reply) : { ok: false, error: { code: e.code, message: e.message } }) + "\n");
-      const what = rebooting ? "reboot failed, the host keeps running" : started ? "update aborted" : "cannot start the update";
+      const what = rebooting ? "the jump failed" : started ? "update aborted" : "cannot start the update";
       io.stderr(`luoctl: ${what}: ${oneLine(e.message)}${e.message.includes(e.code) ? "" : ` (${e.code})`}\n`);
       return EXIT_FAILED;
     }

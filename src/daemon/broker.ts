@@ -316,7 +316,7 @@ export class Broker {
     } catch (e) {
       // The freeze runs inside reboot(); on failure the kernel rolled everything back
       // (kernel-luo.md §3.5): report it and keep the host running. Never fall back to a cold reboot.
-      this.abort(errorCode(e, "EIO"), `reboot(LINUX_REBOOT_CMD_KEXEC) failed: ${(e as Error).message}; the host keeps running`);
+      this.abort(errorCode(e, "EIO"), `${(e as Error).message}; the host keeps running`);
     }
   }
 

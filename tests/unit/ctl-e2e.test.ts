@@ -314,11 +314,11 @@ describe("kexec", () => {
   test("REBOOTING then reboot() fails: exit 1", async () => {
     progressThen((peer) => {
       peer.send({ event: "REBOOTING", update: 5, timings: {} });
-      throw new FakeLuodError("EINVAL", "reboot(LINUX_REBOOT_CMD_KEXEC) failed: EINVAL; the host keeps running");
+      throw new FakeLuodError("EINVAL", "reboot(LINUX_REBOOT_CMD_KEXEC): EINVAL (Invalid argument); the host keeps running");
     });
     const r = await luoctl(["kexec"]);
     expect(r.code).toBe(1);
-    expect(r.err).toContain("luoctl: reboot failed, the host keeps running: reboot(LINUX_REBOOT_CMD_KEXEC) failed: EINVAL");
+    expect(r.err).toContain("luoctl: the jump failed: reboot(LINUX_REBOOT_CMD_KEXEC): EINVAL (Invalid argument); the host keeps running");
   });
 
   test("Ctrl-C sends ABORT and the update ends aborted", async () => {
