@@ -27,7 +27,8 @@ const opt = (name: string, fallback: string) => {
 // ---- the daemon half (a child process) ------------------------------------------------------
 
 async function daemon(socket: string, stateDir: string, restoreN: number): Promise<never> {
-  const { runDaemon } = await import("../src/daemon/main");
+  const { runDaemon, toConfig } = await import("../src/daemon/main");
+  const { DEFAULTS } = await import("../src/daemon/config");
   const { createLogger } = await import("../src/daemon/log");
   const { FakeKernel } = await import("../tests/support/fake-kernel");
   const { encodeManifest, MANIFEST_FORMAT, MANIFEST_VERSION } = await import("../src/daemon/manifest");
@@ -47,7 +48,7 @@ async function daemon(socket: string, stateDir: string, restoreN: number): Promi
     });
   }
   const code = await runDaemon(
-    { socket, stateDir, device: "/dev/null", adminGid: null, clientGid: null, socketMode: 0o600, maxConnections: 100_000, verbose: false },
+    toConfig({ ...DEFAULTS, socket, stateDir, device: "/dev/null", maxConnections: 100_000, verbose: false }),
     createLogger({ verbose: false }),
     kernel,
   );

@@ -76,6 +76,10 @@ export interface BrokerOptions {
   commitDelayMs?: number;
   /** Numbers update attempts; never repeats within a boot (it names the sessions). */
   nextAttempt?: () => number;
+  /** A client became READY (systemd.ts puts its session in the fd store). */
+  onReady?: (id: string) => void;
+  /** An update ended without a jump (systemd.ts unloads the kernel). */
+  onAbort?: (dryRun: boolean) => void;
   now?: () => number;
 }
 
@@ -126,6 +130,7 @@ export class Broker {
       c.readyAt = new Date(this.now());
       this.update.readyCount++;
       this.log.debug(`client ${c.id} is READY`);
+      this.opts.onReady?.(c.id);
       this.progressSoon();
       this.maybeCommit();
     }
@@ -247,14 +252,18 @@ export class Broker {
     }
     u.timings.sessions_created_ms = this.now() - u.t0;
     const deadline = new Date(u.deadline).toISOString();
+    // Every session is recorded before the first send: a send can close a connection (slow
+    // consumer), which aborts the update, and the abort must find every fd to release.
     u.participants.forEach((c, i) => {
       c.session = { name: names[i], fd: fds[i] };
       c.state = "preserving";
-      const peer = c.peer;
-      if (!peer) return;
-      peer.send({ event: "PRESERVATION_REQUEST", update: u.attempt, timeout_ms: u.timeoutMs, deadline });
-      peer.send({ event: "START_PRESERVATION", id: c.id, session: names[i], update: u.attempt, fds: 1 }, [fds[i]]);
     });
+    for (const c of u.participants) {
+      if (this.update !== u) return; // aborted by a send that closed a connection
+      c.peer?.send({ event: "PRESERVATION_REQUEST", update: u.attempt, timeout_ms: u.timeoutMs, deadline });
+      c.peer?.send({ event: "START_PRESERVATION", id: c.id, session: c.session!.name, update: u.attempt, fds: 1 }, [c.session!.fd]);
+    }
+    if (this.update !== u) return;
     u.timings.fds_sent_ms = this.now() - u.t0;
     this.progress();
     this.maybeCommit();
@@ -352,6 +361,7 @@ export class Broker {
     if (outcome.ok) this.log.notice(`update ${u.attempt}: ${reason}`);
     else this.log.warning(`update ${u.attempt} aborted: ${reason}`);
     u.done(outcome);
+    if (!outcome.ok) this.opts.onAbort?.(u.dryRun);
   }
 
   /** READY events come in bursts (1000 clients): one PROGRESS per 100 ms is enough for a human. */

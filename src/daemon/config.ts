@@ -40,6 +40,8 @@ export interface Settings {
   firstRequestTimeoutMs: number;
   /** Pause between every client READY and the commit (fault drills); 0 in production. */
   commitDelayMs: number;
+  /** How the jump is made: luod's own reboot(), `systemctl kexec` with the fd store, or pick (docs/systemd.md). */
+  kexecMode: "auto" | "direct" | "systemd";
   verbose: boolean;
 }
 
@@ -106,6 +108,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: "maxConnections", flag: "max-connections", arg: "N", schema: CountValue, help: "connections beyond this are closed at once; root gets 8 more (default 256)" },
   { key: "firstRequestTimeoutMs", flag: "first-request-timeout", arg: "DURATION", schema: DurationValue, help: "close a connection that has no request accepted within this time, 0 never (default 10s)" },
   { key: "commitDelayMs", flag: "commit-delay", arg: "MS", schema: MillisecondsValue, help: "wait between every client READY and the commit, for fault drills (default 0)" },
+  { key: "kexecMode", flag: "kexec-mode", arg: "MODE", schema: v.picklist(["auto", "direct", "systemd"], "must be auto, direct or systemd"), help: "direct: luod calls reboot(KEXEC); systemd: the fd store and `systemctl kexec`; auto: systemd when run by systemd >= 261 with an fd store (default auto)" },
   { key: "verbose", flag: "verbose", schema: FlagValue, help: "log debug messages" },
 ];
 
@@ -120,6 +123,7 @@ export const DEFAULTS: Readonly<Settings> = {
   maxConnections: 256,
   firstRequestTimeoutMs: 10_000,
   commitDelayMs: 0,
+  kexecMode: "auto",
   verbose: false,
 };
 

@@ -18,6 +18,7 @@ import { SysError } from "../kernel/libc";
 import { sdNotify } from "../kernel/sdnotify";
 import { oneLine } from "../wire/errors";
 import { parseArgs, readConfigFile, mergeSettings, helpText, resolveGroup, type Settings } from "./config";
+import { SystemdHandoff, type KexecMode } from "./systemd";
 
 export { DEFAULT_SOCKET } from "./config";
 
@@ -35,6 +36,8 @@ export interface DaemonConfig {
   firstRequestTimeoutMs: number;
   /** Pause between every client READY and the commit (fault drills); 0 in production. */
   commitDelayMs: number;
+  /** direct, systemd or auto (default): docs/systemd.md */
+  kexecMode?: KexecMode;
   verbose: boolean;
 }
 
@@ -78,19 +81,26 @@ export function toConfig(s: Settings, groups: (g: string) => number = (g) => res
     maxConnections: s.maxConnections,
     firstRequestTimeoutMs: s.firstRequestTimeoutMs,
     commitDelayMs: s.commitDelayMs,
+    kexecMode: s.kexecMode,
     verbose: s.verbose,
   };
 }
 
 /** Starts luod and resolves with its exit code when it stops (SIGTERM/SIGINT). */
 export async function runDaemon(config: DaemonConfig, log: Logger, kernel: KernelPort): Promise<number> {
+  // the fd store ($LISTEN_FDS) and the jump through systemd (src/daemon/systemd.ts)
+  const systemd = new SystemdHandoff({ requested: config.kexecMode ?? "auto", stateDir: config.stateDir, log });
+  kernel = systemd.wrap(kernel);
   const files = new StateFiles(config.stateDir);
   const restored = new RestoredSessions(kernel, files, log);
   const boot = restore(kernel, restored, log);
   const loader = new KernelLoader(kernel, files, log);
   const broker = new Broker({ kernel, log, nextKernel: () => loader.loaded(), commitDelayMs: config.commitDelayMs,
     nextAttempt: () => attemptCounter(files),
+    onReady: (id) => systemd.clientReady(id),
+    onAbort: (dryRun) => systemd.aborted(dryRun),
   });
+  systemd.start({ broker, restored, loader, boot });
 
   const listenFd = listen(config, log);
   // a bug in one callback must not take luod (and the session fds it holds) down: log it, serve on
@@ -103,14 +113,15 @@ export async function runDaemon(config: DaemonConfig, log: Logger, kernel: Kerne
     statusExtra: () => ({ boot, device: kernel.devicePresent() ? "present" : "absent" }),
   });
   const unclaimed = restored.unclaimed().length;
-  log.notice(`luod ${VERSION} listening on ${config.socket}; ${boot.kind}${unclaimed ? `, ${unclaimed} session(s) to claim` : ""}`);
+  log.notice(`luod ${VERSION} listening on ${config.socket}; ${boot.kind}${unclaimed ? `, ${unclaimed} session(s) to claim` : ""}; kexec mode ${systemd.mode} (${systemd.why})`);
   notify(log, `READY=1\nSTATUS=listening; ${boot.kind}${unclaimed ? `; ${unclaimed} unclaimed` : ""}\nMAINPID=${process.pid}`);
 
   return await new Promise<number>((resolve) => {
     const stop = (sig: string) => {
       log.notice(`${sig}: stopping`);
       notify(log, "STOPPING=1");
-      broker.shutdown();
+      // after `systemctl kexec` was accepted the update is not aborted: the fd store carries it
+      if (!systemd.stop()) broker.shutdown();
       server.close();
       restored.closeAll();
       loop.close();

@@ -302,15 +302,17 @@ export class Connection {
         continue;
       }
       if (line === null) break;
+      const blank = line.trim() === ""; // blank lines are ignored (handy with socat)
       if (this.poisoned !== null) {
-        // this line's fds were closed when they exceeded the limit: it cannot be served
+        // this line's fds were closed when they exceeded the limit: it cannot be served (a blank
+        // line gets no reply, as always; the fds were counted as strays either way)
         const why = this.poisoned;
         this.poisoned = null;
         this.dropQueuedFds();
-        this.deliver(this.invalid(why, echoOfLine(line)));
+        if (!blank) this.deliver(this.invalid(why, echoOfLine(line)));
         continue;
       }
-      if (line.trim() === "") continue; // blank lines are ignored (handy with socat)
+      if (blank) continue;
       let item = this.lineToIncoming(line);
       // fds still queued when nothing but blank lines follows belong to no line (framing.ts):
       // they came with this line's bytes, so it is the request that carried more fds than it
@@ -328,14 +330,9 @@ export class Connection {
       this.deliver(item);
     }
 
-    // fds with no line at all (they came with blank lines only): strays
-    if (!this.framer.hasPartialLine && this.framer.queuedFds > 0) {
-      const strays = this.framer.drainFds();
-      this.strayFds += strays.length;
-      closeQuietly(strays);
-      this.deliver(this.invalid(`${strays.length} fd(s) arrived that no line claimed; closed`, {}));
-      if (this.closeReason !== null) return;
-    }
+    // fds with no line to charge (they came with blank lines only): closed and counted, without
+    // a reply, since every reply answers one line
+    if (!this.framer.hasPartialLine && this.framer.queuedFds > 0) this.dropQueuedFds();
 
     // A pending partial line may own at most MAX_FDS_PER_MESSAGE fds (they come with its first
     // byte). More means a broken or hostile peer: close them now, so that no connection can pile

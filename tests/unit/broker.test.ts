@@ -171,6 +171,22 @@ describe("an update", () => {
   });
 });
 
+describe("a connection lost while luod hands out sessions", () => {
+  test("aborts the update and releases every session, also those not sent yet", async () => {
+    const a = subscribed("vm-a");
+    subscribed("vm-b");
+    // a's socket is full: the wire layer closes the connection during the send
+    a.send = (msg: object) => {
+      if ((msg as { event?: string }).event === "PRESERVATION_REQUEST") broker.peerClosed(a);
+      return false;
+    };
+    const outcome = (await broker.kexec(null, { timeoutMs: 5000, dryRun: false })) as Extract<KexecOutcome, { ok: false }>;
+    expect(outcome.code).toBe("ECANCELED");
+    expect(kernel.outgoing.size).toBe(0);
+    expect(broker.phase).toBe("idle");
+  });
+});
+
 describe("refusals", () => {
   test("an id held by another connection is EEXIST", () => {
     subscribed("vm-a");

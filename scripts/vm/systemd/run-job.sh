@@ -1,7 +1,8 @@
 #!/bin/bash
 # run-job.sh -- run one job in a VM whose PID 1 is systemd 262 (Debian sid), on our LUO kernel.
 #
-# usage: run-job.sh JOB.sh [-e K=V]... [-m MEM] [-t TIMEOUT_SEC] [-c CPUS] [-a KERNEL_ARGS] [-v]
+# usage: run-job.sh JOB.sh [-e K=V]... [-p FILE]... [-m MEM] [-t TIMEOUT_SEC] [-c CPUS] [-a KERNEL_ARGS] [-v]
+#   -p FILE  also copy FILE into the payload (e.g. tests/vm/jobs/systemd-lib.sh)
 #
 # 1. gets what it needs, each cached: packages (../deps.sh all + debootstrap), the kernel
 #    (../build-kernel.sh luo-systemd.config), the root file system (mkrootfs.sh), and builds the
@@ -22,13 +23,14 @@ export LC_ALL=C
 HERE=$(cd "$(dirname "$0")" && pwd)
 VM=$(cd "$HERE/.." && pwd)
 REPO=$(cd "$HERE/../../.." && pwd -P)
-usage() { sed -n 2,20p "$0" >&2; exit 2; }
+usage() { sed -n 2,21p "$0" >&2; exit 2; }
 log() { echo "run-job(systemd): $*" >&2; }
 
-JOB= ENVS=() MEM=2G CPUS=2 TMO=600 APPEND= ECHO=
+JOB= ENVS=() FILES=() MEM=2G CPUS=2 TMO=600 APPEND= ECHO=
 while (( $# )); do
     case $1 in
     -e) (( $# >= 2 )) && [[ $2 == [A-Za-z_]*=* ]] || usage; ENVS+=("$2"); shift 2 ;;
+    -p) [[ -f ${2:-} ]] || usage; FILES+=("$2"); shift 2 ;;
     -m) MEM=$2; shift 2 ;;
     -t) TMO=$2; shift 2 ;;
     -c) CPUS=$2; shift 2 ;;
@@ -55,6 +57,7 @@ W=$(cd "$W" && pwd -P)
 cp "$KERNEL" "$W/share/boot/bzImage"
 cp "$REPO/dist/luo" "$W/share/payload/luo"
 cp "$REPO/luod.service" "$HERE/guest/luo-test-client@.service" "$W/share/payload/"
+(( ${#FILES[@]} )) && cp "${FILES[@]}" "$W/share/payload/"
 # the test client: src/client compiled into its own binary (~100 MB, like dist/luo), cached by content
 CKEY=$( { cat "$HERE/guest/client.ts"; find "$REPO/src" -name '*.ts' -print0 | LC_ALL=C sort -z | xargs -0 cat;
           "$REPO/node_modules/.bin/bun" --version; } | sha256sum | cut -c1-16)
@@ -63,7 +66,7 @@ CLIENT=$CACHE/test-client/luo-test-client-$CKEY
 if [[ ! -x $CLIENT ]]; then
     mkdir -p "$CACHE/test-client"
     ( cd "$REPO" && node_modules/.bin/bun build --compile --minify --no-compile-autoload-dotenv \
-        --no-compile-autoload-bunfig "$HERE/guest/client.ts" --outfile "$CLIENT.tmp" >&2 )
+        --no-compile-autoload-bunfig "$HERE/guest/client.ts" src/kernel/epoll-worker.ts --outfile "$CLIENT.tmp" >&2 )
     mv "$CLIENT.tmp" "$CLIENT"
     find "$CACHE/test-client" -name 'luo-test-client-*' ! -path "$CLIENT" -delete
 fi

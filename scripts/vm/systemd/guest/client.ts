@@ -1,7 +1,7 @@
 // luo-test-client: a luod client written as a systemd service (luo-test-client@<id>.service),
 // compiled by scripts/vm/systemd/run-job.sh with `bun build --compile` into its own binary.
 //
-//   luo-test-client --id ID [--mib N] [--socket PATH]
+//   luo-test-client --id ID [--mib N] [--socket PATH] [--silent]
 //
 // At start: SUBSCRIBE. If luod says a session of ours came back from the previous kernel
 // (`restored`), CLAIM it, RETRIEVE_FD token 1, compare every byte with the id's pattern, FINISH,
@@ -10,6 +10,7 @@
 // id's pattern goes into the session luod hands out (token 1), then READY to luod. STATUS= says
 // where it is. When luod goes away after READY (a kexec's shutdown, or luod killed), its session
 // lives on in luod's fd store: the client just waits to be stopped. Before READY it exits 1.
+// --silent: never preserves nor answers (the READY deadline must abort the update).
 import { LuoClient, LuoConnectionClosed, LuoError, preserveMemfd, retrieveMemfd, finishSession } from "../../../../src/client";
 import { memfdCreate } from "../../../../src/kernel/memfd";
 import { closeFd, readFull, writeFull, fileSize } from "../../../../src/kernel/fd";
@@ -24,6 +25,7 @@ const opt = (name: string, fallback: string) => {
 const id = opt("id", "");
 const mib = Number(opt("mib", "8"));
 const socket = opt("socket", "/run/luod/liveupdate.sock");
+const silent = args.includes("--silent");
 if (!id || !Number.isInteger(mib) || mib < 0) {
   console.error("usage: luo-test-client --id ID [--mib N] [--socket PATH]");
   process.exit(2);
@@ -117,6 +119,12 @@ for (;;) {
     }
     say(`lost luod: ${(e as Error).message}`);
     process.exit(1);
+  }
+  if (silent) {
+    say(`got ${p.session}; staying silent`);
+    status(`silent in update ${p.update}`);
+    closeFd(p.sessionFd);
+    continue;
   }
   const memfd = memfdCreate(`luo-test-${id}`);
   writeFull(memfd, pattern(mib << 20), 0);

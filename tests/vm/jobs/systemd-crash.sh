@@ -1,0 +1,51 @@
+#!/bin/bash
+# systemd-crash -- luod killed (SIGKILL) after every client is READY, restarted by systemd, then
+# the kexec: every client's data still comes back, although the clients never preserve again.
+#
+# boot 1: luod with commit-delay = 8000 (/etc/luod.conf: a window between "all READY" and the
+#         commit, for the fault); two clients READY, their sessions in luod's fd store; luod is
+#         SIGKILLed in the window (luoctl kexec reports the lost daemon); systemd restarts luod,
+#         which gets the two outgoing sessions back from $LISTEN_FDS and carries them; the
+#         clients, who lost luod after READY, do nothing more. Then luoctl kexec again: the
+#         manifest lists the carried sessions, systemd kexecs.
+# boot 2: the clients claim and verify every byte.
+. "$LUO_SHARE/payload/systemd-lib.sh"
+
+if [ "$LUO_STAGE" = 1 ]; then
+    echo "commit-delay = 8000" > /etc/luod.conf
+    setup_stage1
+
+    step "luoctl kexec; SIGKILL luod once every client is READY"
+    luoctl kexec --timeout 60s > /run/kexec-1.log 2>&1 &
+    kexec1=$!
+    until_ok 60 "luod: every client READY, committing" has_message 0 5 "committing in"
+    show systemd-analyze fdstore luod.service
+    [ "$(fdstore_count)" = "$(echo $CLIENTS | wc -w)" ] || fail "the READY sessions are not in luod's fd store"
+    pid=$(systemctl show -p MainPID --value luod.service)
+    echo "JOB: kill -9 luod (pid $pid)"
+    kill -9 "$pid"
+    wait $kexec1
+    rc=$?
+    show cat /run/kexec-1.log
+    [ $rc = 3 ] || fail "luoctl kexec should have lost luod (exit 3), got $rc"
+
+    step "systemd restarts luod; the sessions are still in its fd store"
+    until_ok 30 "luod restarted" sh -c "[ \$(systemctl show -p NRestarts --value luod.service) -ge 1 ] && systemctl is-active luod.service"
+    until_ok 10 "the restarted luod carries the READY sessions" has_message 0 5 "carrying $(echo $CLIENTS | wc -w) READY session(s)"
+    show systemctl --no-pager status luod.service
+    show systemd-analyze fdstore luod.service
+    for c in $CLIENTS; do
+        journalctl -b -u "luo-test-client@$c.service" -o cat --no-pager | grep -q "luod went away after READY" ||
+            fail "client $c did not see luod go away after READY"
+    done
+    pass "luod killed after every client was READY: systemd restarted it and it still holds every session"
+
+    step "luoctl kexec again (no client subscribed: only the carried sessions)"
+    luoctl kexec --timeout 60s
+    rc=$?
+    echo "JOB: luoctl kexec exited $rc; systemd is shutting down for the kexec"
+    sleep 120
+    fail "still running 120 s after luoctl kexec: no kexec"
+fi
+
+verify_stage2

@@ -1,0 +1,37 @@
+#!/bin/bash
+# systemd-kexec -- luod as a real service under systemd 262, through a real `systemctl kexec`.
+#
+# boot 1: install luod + luod.service, two client services with 8 MiB memfds each (Type=notify);
+#         STATUS= and the journal priorities are checked; an update that times out (a silent
+#         client) is aborted: its staged sessions leave the fd store and the kernel is unloaded;
+#         then luoctl load + luoctl kexec: the sessions go into luod's fd store, luod asks systemd
+#         to kexec, systemd stops every unit in order and carries the fd store through the kexec.
+# boot 2: systemd hands the sessions back to luod; the clients claim and verify every byte.
+. "$LUO_SHARE/payload/systemd-lib.sh"
+
+if [ "$LUO_STAGE" = 1 ]; then
+    setup_stage1
+
+    step "an aborted update: a silent client makes the READY deadline pass"
+    mkdir -p /etc/systemd/system/luo-test-client@mute.service.d
+    printf '[Service]\nEnvironment=LUO_TEST_ARGS=--silent\nRestart=no\n' > /etc/systemd/system/luo-test-client@mute.service.d/silent.conf
+    systemctl daemon-reload
+    systemctl start luo-test-client@mute.service || fail "the silent client did not start"
+    luoctl kexec --timeout 5s && fail "luoctl kexec should fail: a client stays silent"
+    until_ok 10 "the aborted update's sessions left the fd store" sh -c "[ \$(systemd-analyze fdstore luod.service --no-legend | grep -c .) = 0 ]"
+    [ "$(cat /sys/kernel/kexec_loaded)" = 0 ] || fail "the kernel is still loaded after the abort"
+    has_message 0 5 "unloaded the next kernel" || fail "luod did not say it unloaded the kernel"
+    systemctl stop luo-test-client@mute.service
+    pass "an aborted update in systemd mode empties the fd store and unloads the kernel"
+
+    step "luoctl load again, luoctl kexec through systemd"
+    luoctl load "$LUO_SHARE/boot/bzImage" --reuse-cmdline || fail "luoctl load"
+    show luoctl status
+    luoctl kexec --timeout 60s
+    rc=$?
+    echo "JOB: luoctl kexec exited $rc; systemd is shutting down for the kexec"
+    sleep 120
+    fail "still running 120 s after luoctl kexec: no kexec"
+fi
+
+verify_stage2

@@ -1,0 +1,97 @@
+# systemd-lib.sh -- helpers of the systemd VM jobs (tests/vm/jobs/systemd-*.sh), sourced with
+#   . /mnt/share/payload/systemd-lib.sh
+# The jobs run under bash in a Debian sid guest whose PID 1 is systemd 262, as root, once per boot
+# (scripts/vm/systemd/run-job.sh). luod and the test clients are real services there.
+P=$LUO_SHARE/payload
+CLIENTS=${CLIENTS:-vm-1 vm-2}
+MIB=${MIB:-8}
+
+up() { cut -d' ' -f1 /proc/uptime; }
+step() { echo; echo "JOB[boot $LUO_BOOT]: $* (t=$(up)s)"; }
+pass() { echo "JOB: PASS $*"; }
+fail() {
+    echo "JOB: FAIL $*"
+    echo "---- systemctl status ----"
+    systemctl --no-pager --full status luod.service 'luo-test-client@*' 2>&1 | tail -n 60
+    echo "---- journal: luod and the clients ----"
+    journalctl -b --no-pager -o short-monotonic -u luod.service -u 'luo-test-client@*' 2>&1 | tail -n 80
+    exit 1
+}
+units() { for c in $CLIENTS; do printf 'luo-test-client@%s.service ' "$c"; done; }
+
+# until TIMEOUT_S DESCRIPTION COMMAND...: retry COMMAND every 0.5 s
+until_ok() {
+    local t=$1 what=$2 i=0
+    shift 2
+    until "$@" >/dev/null 2>&1; do
+        i=$((i + 1)); [ $i -gt $((t * 2)) ] && fail "timed out after ${t}s: $what"
+        sleep 0.5
+    done
+}
+
+# the compiled binary and the units, as an administrator would install them (docs/systemd.md)
+install_luod() {
+    install -m 755 "$P/luo" /usr/local/bin/luo
+    ln -sf luo /usr/local/bin/luod
+    ln -sf luo /usr/local/bin/luoctl
+    install -m 755 "$P/luo-test-client" /usr/local/bin/luo-test-client
+    install -m 644 "$P/luod.service" "$P/luo-test-client@.service" /etc/systemd/system/
+    sed -i "s/^Environment=LUO_TEST_MIB=.*/Environment=LUO_TEST_MIB=$MIB/" /etc/systemd/system/luo-test-client@.service
+    systemctl daemon-reload
+}
+
+# the STATUS= line luod last sent, as `systemctl status` shows it
+luod_status() { systemctl show -p StatusText --value luod.service; }
+
+# fd store entries of luod.service (rows of systemd-analyze fdstore, header excluded)
+fdstore_count() { systemd-analyze fdstore luod.service --no-legend 2>/dev/null | grep -c . ; }
+
+# luod's journal of this boot as JSON lines, one per message
+luod_journal_json() { journalctl -b "${1:-0}" -u luod.service -o json --no-pager; }
+
+# has_message BOOT PRIORITY TEXT: luod logged TEXT with syslog PRIORITY in boot BOOT (0, -1)
+has_message() { luod_journal_json "$1" | grep -F "$3" | grep -q "\"PRIORITY\":\"$2\""; }
+
+show() { echo "\$ $*"; "$@" 2>&1 | sed 's/^/  /'; }
+
+# boot 1: luod and the clients as services, the kernel loaded
+setup_stage1() {
+    step "install luod ($(du -m "$P/luo" | cut -f1) MB) and the test client; enable luod.service"
+    install_luod
+    systemctl enable --now luod.service || fail "luod.service did not start"
+    show systemctl --no-pager show -p FileDescriptorStoreMax -p FileDescriptorStorePreserve -p NotifyAccess -p Type luod.service
+    step "start the clients: $(units)"
+    # Type=notify: each start returns when the client has subscribed to luod
+    systemctl enable --now $(units) || fail "the clients did not start"
+    until_ok 20 "luod's STATUS shows the clients" sh -c "systemctl show -p StatusText --value luod.service | grep -q '$(echo $CLIENTS | wc -w) client(s) subscribed'"
+    show systemctl --no-pager status luod.service
+    systemctl --no-pager status luod.service | grep -q 'Status: "idle, systemd mode' || fail "systemctl status shows no STATUS line of luod"
+    has_message 0 5 "kexec mode systemd" || fail "no notice-priority start message of luod in the journal"
+    pass "luod runs as a Type=notify service in systemd mode; STATUS and journal priorities are there"
+    step "luoctl load (this kernel, no initramfs, this boot's command line)"
+    luoctl load "$LUO_SHARE/boot/bzImage" --reuse-cmdline || fail "luoctl load"
+}
+
+# boot 2: the clients claim (they do it when they start); every byte must be there
+verify_stage2() {
+    step "after the kexec: luod and the clients started by systemd"
+    until_ok 120 "luod.service active" systemctl is-active luod.service
+    for u in $(units); do
+        until_ok 120 "$u active (claimed and verified)" systemctl is-active "$u"
+    done
+    for c in $CLIENTS; do
+        journalctl -b -u "luo-test-client@$c.service" --no-pager -o cat | grep "VERIFIED $c $((MIB << 20)) bytes" ||
+            fail "client $c did not verify its data"
+    done
+    show systemctl --no-pager status luod.service
+    show luoctl status
+    [ "$(luoctl status --json | grep -o '"state":"unclaimed"' | wc -l)" = 0 ] || fail "sessions left unclaimed"
+    has_message 0 5 "systemd handed back" || fail "luod did not get its sessions from the fd store"
+    has_message 0 5 "live-update boot" || fail "luod did not restore the manifest"
+    until_ok 10 "the fd store emptied after the claims" sh -c "[ \$(systemd-analyze fdstore luod.service --no-legend | grep -c .) = 0 ]"
+    echo "the previous boot's luod, from the journal (priority in brackets):"
+    journalctl -b -1 -u luod.service -o json --no-pager | sed -nE 's/.*"PRIORITY":"([0-7])".*"MESSAGE":"([^"]*)".*/  [\1] \2/p; s/.*"MESSAGE":"([^"]*)".*"PRIORITY":"([0-7])".*/  [\2] \1/p' | tail -n 15
+    has_message -1 5 "systemd accepted the kexec" || fail "the previous boot's journal lacks luod's kexec request"
+    show busctl get-property org.freedesktop.systemd1 /org/freedesktop/systemd1 org.freedesktop.systemd1.Manager KExecCount
+    pass "every client claimed its ${MIB} MiB intact after the kexec through systemd"
+}
