@@ -96,8 +96,12 @@ async function restorePhase(n: number): Promise<LuodProcess> {
   const swarm = new Swarm(SOCK, bytes, loop);
   const luod = await startLuod({ bin, socket: SOCK, stateDir: STATE_DIR, log: `/tmp/luod-boot${boot}.log`, pollMs: 1 });
   const listening = luod.listeningAt;
+  const cpuListening = threadCpu(luod.pid);
+  const self0 = selfCpuMs();
   await swarm.claim(ids("c", n));
   const allHeld = performance.now();
+  const cpuHeld = threadCpu(luod.pid);
+  const selfCpu = selfCpuMs() - self0;
   const good = await swarm.finishAll();
   const finished = performance.now();
   const errors = swarm.errors.slice(0, 5);
@@ -111,6 +115,13 @@ async function restorePhase(n: number): Promise<LuodProcess> {
       all_held_ms: round(allHeld - luod.spawnedAt),
       claims_ms: round(allHeld - listening),
       finish_ms: round(finished - allHeld),
+      first_claimed_ms: round(swarm.firstRestoredAt - luod.spawnedAt),
+      all_connected_ms: round(swarm.allConnectedAt - luod.spawnedAt),
+      cpu_ms: {
+        luod_start: cpuDelta({}, cpuListening),
+        luod_claims: cpuDelta(cpuListening, cpuHeld),
+        clients: round(selfCpu),
+      },
       verified: good,
       errors,
     },

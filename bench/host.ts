@@ -23,6 +23,8 @@ interface Hyperfine {
   median_ms: number;
   min_ms: number;
   max_ms: number;
+  /** user + system CPU time, mean (hyperfine only): steadier than wall time on a busy machine. */
+  cpu_ms?: number;
 }
 
 /** Whole-process wall time of a command: hyperfine when installed, else our own loop. */
@@ -35,7 +37,7 @@ async function timeCommand(cmd: string[], runs: number, warmup = 5): Promise<Hyp
       const j = (await Bun.file(out).json()).results[0];
       rmSync(dir, { recursive: true, force: true });
       const ms = (s: number) => round(s * 1000, 2);
-      return { tool: "hyperfine", runs: j.times.length, mean_ms: ms(j.mean), stddev_ms: ms(j.stddev), median_ms: ms(j.median), min_ms: ms(j.min), max_ms: ms(j.max) };
+      return { tool: "hyperfine", runs: j.times.length, mean_ms: ms(j.mean), stddev_ms: ms(j.stddev), median_ms: ms(j.median), min_ms: ms(j.min), max_ms: ms(j.max), cpu_ms: ms(j.user + j.system) };
     }
     rmSync(dir, { recursive: true, force: true });
   }
@@ -135,6 +137,7 @@ export async function hostBench(o: HostOptions) {
     const version = await timeCommand([luoctl, "--version"], 30);
     const probeBin = `${o.bin}/luo-probe`;
     const probe = existsSync(probeBin) ? await timeCommand([probeBin, socket], 50) : null;
+    const probeClient = existsSync(probeBin) ? await timeCommand([probeBin, socket, "--client"], 50) : null;
     const probeInprocess = existsSync(probeBin) ? JSON.parse((await run([probeBin, socket, "--time", "500"])).stdout) : null;
     o.log(`host: luoctl status ${status.mean_ms} ± ${status.stddev_ms} ms (${status.tool})`);
     const persistent = await persistentClient(socket, luod);
@@ -165,6 +168,7 @@ export async function hostBench(o: HostOptions) {
       luoctl_status_json: statusJson,
       luoctl_version: version,
       probe,
+      probe_client: probeClient,
       probe_inprocess: probeInprocess,
       persistent,
       with_clients: { n: o.clients, subscribe_ms: round(subscribeMs), rss: withClients, luoctl_status: statusWithClients, errors: swarm.errors.slice(0, 5) },

@@ -3,6 +3,7 @@
 // valibot. Compiled like dist/luo (bench/run.ts), so its whole-process time next to luoctl's shows
 // what luoctl adds on top of the runtime and luod's reply.
 //   luo-probe SOCKET            print the STATUS reply
+//   luo-probe SOCKET --client   the same through LuoClient (what luoctl uses)
 //   luo-probe SOCKET --time N   N fresh connections in this process; print µs per connect→reply
 //   luo-probe SOCKET --kexec-dry-run TIMEOUT_MS
 //                               a lean admin: KEXEC dry run, PROGRESS lines counted but not parsed,
@@ -73,6 +74,18 @@ function kexecDryRun(timeoutMs: number): void {
     big.copyWithin(0, start, have);
     have -= start;
   }
+}
+
+// The same one-shot STATUS through LuoClient (src/client: an EventLoop, i.e. an epoll Worker
+// thread, per client), loaded only here: its whole-process time minus the blocking probe's is
+// what the client library's machinery costs a one-shot command.
+if (process.argv.includes("--client")) {
+  const { LuoClient } = await import("../src/client");
+  const c = await LuoClient.connect(socket);
+  const r = await c.request({ cmd: "STATUS" });
+  process.stdout.write(JSON.stringify(r) + "\n");
+  c.close();
+  process.exit(0);
 }
 
 const k = process.argv.indexOf("--kexec-dry-run");

@@ -82,7 +82,22 @@ function readVm(workdir: string): Json {
     .map((f) => JSON.parse(readFileSync(join(dir, f), "utf8")))
     .sort((a, b) => a.boot - b.boot);
   const serial = existsSync(join(workdir, "serial.log")) ? readFileSync(join(workdir, "serial.log"), "utf8") : "";
-  const rebooting = [...serial.matchAll(/\{"ok":true,"event":"REBOOTING".*\}/g)].map((m) => JSON.parse(m[0]));
+  // luoctl's REBOOTING line (luod's timings up to reboot()) lands in the console of the boot that
+  // jumped, when the serial port got it out before the jump: keyed by that boot's number
+  const rebooting: Record<number, Json> = {};
+  let boot = 0;
+  for (const line of serial.split("\n")) {
+    const b = /BENCH: boot (\d+) stage/.exec(line);
+    if (b) boot = Number(b[1]);
+    const m = /\{"ok":true,"event":"REBOOTING".*\}/.exec(line);
+    if (m) {
+      try {
+        rebooting[boot] = JSON.parse(m[0]);
+      } catch {
+        // cut short by the jump
+      }
+    }
+  }
   return { workdir, boots, rebooting };
 }
 
@@ -131,7 +146,7 @@ export function summarize(r: Json): Json {
     if (!b.restore) continue;
     const re = b.restore;
     const prevBoot = vm!.boots.find((x: Json) => x.boot === b.boot - 1);
-    const rb = (vm!.rebooting as Json[]).find((x) => x.timings && prevBoot && x.update === re.previous_update?.attempt) ?? null;
+    const rb = Array.isArray(vm!.rebooting) ? null : ((vm!.rebooting as Record<number, Json>)[b.boot - 1] ?? null);
     s.restore.push({
       n: re.n,
       luod_total: re.luod.all_held_ms,
@@ -143,6 +158,8 @@ export function summarize(r: Json): Json {
       real_kexec_source: rb ? "REBOOTING event" : "previous_update (manifest)",
       floor_real_barrier: prevBoot?.kexec_prepare?.floor_barrier?.manifest_preserved_ms ?? null,
       luod_rss: re.luod_rss,
+      cpu: re.luod.cpu_ms ?? null,
+      first_claimed: re.luod.first_claimed_ms ?? null,
     });
   }
   return s;
@@ -173,11 +190,18 @@ function markdown(r: Json): string {
   }
   if (s.restore.length) {
     out.push(`### Restore: luod spawned after the live-update boot → every client holds its memfd (ms, one sample per kexec)\n`);
-    out.push(`| clients | luod total | of which start → listening | listening → all held | floor (RETRIEVE_SESSION + RETRIEVE_FD) | ratio total | ratio claims only | real kexec: luod timings | verified |`);
-    out.push(`|---:|---:|---:|---:|---:|---:|---:|---|---|`);
+    out.push(`| clients | luod total | of which start → listening | listening → all held | floor (RETRIEVE_SESSION + RETRIEVE_FD) | ratio total | ratio claims only | CPU ms luod claims / clients | verified |`);
+    out.push(`|---:|---:|---:|---:|---:|---:|---:|---:|---|`);
+    for (const x of s.restore) {
+      out.push(`| ${x.n} | ${fmt(x.luod_total)} | ${fmt(x.luod_listening)} | ${fmt(x.luod_claims)} | ${fmt(x.floor)} | ${ratio(x.luod_total, x.floor)} | ${ratio(x.luod_claims, x.floor)} | ${x.cpu ? `${fmt(x.cpu.luod_claims?.total, 0)} / ${fmt(x.cpu.clients, 0)}` : "–"} | ${x.verified} |`);
+    }
+    out.push("");
+    out.push(`The real kexecs of the chain (the barrier before each restore above), luod's own timings (ms since the KEXEC request; from luoctl's REBOOTING line on the console when it got out before the jump, else from \`previous_update\` in the manifest, which ends at manifest_ms):\n`);
+    out.push(`| clients | luod timings | floor barrier (held sessions) | source |`);
+    out.push(`|---:|---|---:|---|`);
     for (const x of s.restore) {
       const t = x.real_kexec_timings ? Object.entries(x.real_kexec_timings).map(([k, v]) => `${k.replace(/_ms$/, "")} ${v}`).join(", ") : "–";
-      out.push(`| ${x.n} | ${fmt(x.luod_total)} | ${fmt(x.luod_listening)} | ${fmt(x.luod_claims)} | ${fmt(x.floor)} | ${ratio(x.luod_total, x.floor)} | ${ratio(x.luod_claims, x.floor)} | ${t} | ${x.verified} |`);
+      out.push(`| ${x.n} | ${t} | ${fmt(x.floor_real_barrier)} | ${x.real_kexec_source} |`);
     }
     out.push("");
   }
@@ -186,10 +210,11 @@ function markdown(r: Json): string {
     out.push(`### Control path (this host)\n`);
     out.push(`| what | result |`);
     out.push(`|---|---|`);
-    const hf = (x: Json) => `${x.mean_ms} ± ${x.stddev_ms} ms (median ${x.median_ms}, ${x.min_ms}–${x.max_ms}; ${x.tool}, ${x.runs} runs)`;
+    const hf = (x: Json) => `${x.mean_ms} ± ${x.stddev_ms} ms (median ${x.median_ms}, ${x.min_ms}–${x.max_ms}${x.cpu_ms !== undefined ? `; CPU ${x.cpu_ms} ms` : ""}; ${x.tool}, ${x.runs} runs)`;
     out.push(`| \`luoctl status\`, whole process | ${hf(h.luoctl_status)} |`);
     out.push(`| \`luoctl status --json\` | ${hf(h.luoctl_status_json)} |`);
-    if (h.probe) out.push(`| minimal Bun one-shot client (bench/probe.ts), whole process | ${hf(h.probe)} |`);
+    if (h.probe) out.push(`| minimal Bun one-shot client, blocking I/O (bench/probe.ts), whole process | ${hf(h.probe)} |`);
+    if (h.probe_client) out.push(`| the same through LuoClient (epoll Worker thread), whole process | ${hf(h.probe_client)} |`);
     out.push(`| \`luoctl --version\` (runtime start, no request) | ${hf(h.luoctl_version)} |`);
     if (h.probe_inprocess) out.push(`| fresh connection → STATUS reply, in process | p50 ${h.probe_inprocess.p50_us} µs, p99 ${h.probe_inprocess.p99_us} µs |`);
     out.push(`| persistent client, one STATUS at a time | ${p.sequential.per_s} req/s; RTT p50 ${p.sequential.rtt_p50_us} µs, p99 ${p.sequential.rtt_p99_us} µs; luod CPU ${p.sequential.luod_cpu_us_per_request} µs/req |`);

@@ -80,6 +80,9 @@ export class Swarm {
   /** Members whose SUBSCRIBE was answered ok / who hold their restored memfd. */
   subscribed = 0;
   restored = 0;
+  /** performance.now() of the first CLAIMED, and when claim() had connected every client. */
+  firstRestoredAt = 0;
+  allConnectedAt = 0;
   private waiters: { pred: () => boolean; resolve: () => void; reject: (e: Error) => void }[] = [];
   private readonly ownLoop: boolean;
 
@@ -130,6 +133,7 @@ export class Swarm {
       const m = this.add(id, -1);
       m.conn.send({ cmd: "CLAIM", id });
     }
+    this.allConnectedAt = performance.now();
     await this.until(() => this.restored >= this.members.length, timeoutMs, "CLAIMED + RETRIEVE_FD");
   }
 
@@ -211,7 +215,7 @@ export class Swarm {
       const sessionFd = fds[0]!;
       m.sessionFd = sessionFd;
       m.restoredFd = this.kernel ? retrieveFd(sessionFd, TOKEN) : dupFd(sessionFd);
-      this.restored++;
+      if (this.restored++ === 0) this.firstRestoredAt = performance.now();
       return this.check();
     } else if (msg.reply === "SUBSCRIBE") {
       if (msg.ok) {

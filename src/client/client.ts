@@ -21,6 +21,7 @@ import { EventLoop } from "../kernel/epoll";
 import { closeFd } from "../kernel/fd";
 import { Errno, SysError } from "../kernel/libc";
 import { Connection } from "../wire/connection";
+import { MAX_REPLY_BYTES } from "../wire/framing";
 import { LuoConnectError, LuoConnectionClosed, LuoError, LuoTimeoutError } from "./errors";
 
 export const DEFAULT_SOCKET = "/run/luod/liveupdate.sock";
@@ -223,7 +224,7 @@ export class LuoClient {
         onMessage: (msg, fds) => client.onMessage(msg, fds),
         onInvalid: (code, message) => client.fatal(new LuoError(code, `invalid message from luod: ${message}`)),
         onClose: (reason) => client.onClose(reason),
-      });
+      }, { maxLineBytes: MAX_REPLY_BYTES });
     } catch (e) {
       closeQuietly([fd]);
       loop.close();

@@ -140,7 +140,8 @@ export class RestoredSessions {
       }
     } catch (e) {
       // ENOENT: the kernel no longer has it (finished elsewhere); the record goes either way
-      if (!(e instanceof SysError && e.code === "ENOENT")) {
+      // (ENOENT from opening the device is another matter: LUO is missing, the record stays)
+      if (!(e instanceof SysError && e.code === "ENOENT" && e.op.startsWith("RETRIEVE_SESSION"))) {
         const code = e instanceof SysError ? e.code : "EIO";
         throw new ProtocolError(code, `cannot discard ${s.session}: ${(e as Error).message}`);
       }

@@ -17,6 +17,7 @@ import { closeFd } from "../kernel/fd";
 import { EventLoop, EPOLLIN } from "../kernel/epoll";
 import { SysError } from "../kernel/libc";
 import { Connection } from "../wire/connection";
+import { MAX_REPLY_BYTES } from "../wire/framing";
 import { parseRequest, expectedFds, okReply, errorReply, type Request } from "../wire/messages";
 import { ProtocolError, oneLine, type ErrorCode } from "../wire/errors";
 import type { Broker, Peer } from "./broker";
@@ -175,7 +176,7 @@ export class Server {
         onMessage: (msg, fds) => this.onMessage(peer, msg, fds),
         onInvalid: (code, message, echo) => this.onInvalid(peer, code, message, echo),
         onClose: (reason) => this.onClose(peer, reason),
-      });
+      }, { maxSendLineBytes: MAX_REPLY_BYTES, maxQueuedBytes: 2 * MAX_REPLY_BYTES, readPauseBytes: 256 * 1024 });
     } catch (e) {
       this.o.log.warning(`cannot watch connection from pid ${cred.pid}: ${(e as Error).message}`);
       this.stats.refused++;

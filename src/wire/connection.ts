@@ -48,8 +48,10 @@ export interface ConnectionOptions {
    * resumes once the output drains below it.
    */
   readPauseBytes?: number;
-  /** Line limit (tests lower it). Default MAX_LINE_BYTES. */
+  /** Limit of a received line (tests lower it). Default MAX_LINE_BYTES. */
   maxLineBytes?: number;
+  /** Limit of a sent line. Default maxLineBytes (luod: MAX_REPLY_BYTES). */
+  maxSendLineBytes?: number;
   /** sendmsg/recvmsg buffers; default one shared instance per thread. */
   io?: MessageIo;
 }
@@ -85,6 +87,7 @@ export class Connection {
   messagesOut = 0;
 
   private readonly framer: LineFramer;
+  private readonly maxSendLineBytes: number;
   private readonly io: MessageIo;
   private readonly maxQueuedBytes: number;
   private readonly readPauseBytes: number;
@@ -107,6 +110,7 @@ export class Connection {
     this.maxQueuedBytes = opts.maxQueuedBytes ?? DEFAULT_MAX_QUEUED_BYTES;
     this.readPauseBytes = opts.readPauseBytes ?? Math.floor(this.maxQueuedBytes / 4);
     this.framer = new LineFramer(opts.maxLineBytes ?? MAX_LINE_BYTES);
+    this.maxSendLineBytes = opts.maxSendLineBytes ?? this.framer.maxLineBytes;
     this.io = opts.io ?? (sharedIo ??= new MessageIo());
     loop.watch(fd, READ_EVENTS, (events: number) => this.onReady(events));
   }
@@ -137,7 +141,7 @@ export class Connection {
     const said = (obj as { fds?: unknown }).fds ?? 0;
     if (said !== fds.length) throw new RangeError(`message says "fds": ${String(said)} but ${fds.length} fds are attached`);
     if (fds.length > MAX_FDS_PER_MESSAGE) throw new RangeError(`at most ${MAX_FDS_PER_MESSAGE} fds per message`);
-    const data = encodeLine(obj, this.framer.maxLineBytes);
+    const data = encodeLine(obj, this.maxSendLineBytes);
     const dups: number[] = [];
     try {
       for (const fd of fds) dups.push(dupFd(fd));

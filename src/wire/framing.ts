@@ -14,8 +14,13 @@
 //   closed at once (drainFds) — a later line cannot claim them, its fds come with its own bytes.
 import { ProtocolError } from "./errors";
 
-/** A line is at most this many bytes, including its newline. */
+/** A request line (peer → luod) is at most this many bytes, including its newline. */
 export const MAX_LINE_BYTES = 65536;
+/**
+ * A line luod sends is at most this many bytes: LIST and STATUS grow with the number of clients
+ * (about 180 bytes each), so luod's replies get a larger limit than requests (about 10 000 clients).
+ */
+export const MAX_REPLY_BYTES = 2 * 1024 * 1024;
 /** A message carries at most this many fds. */
 export const MAX_FDS_PER_MESSAGE = 2;
 

@@ -18,7 +18,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { spawnSync } from "node:child_process";
 import { startDaemon, openFdCount, type Daemon } from "../support/binary";
-import { RawPeer } from "../integration/raw-peer";
+import { RawPeer, settledFdCount } from "../integration/raw-peer";
 import { memfdCreate } from "../../src/kernel/memfd";
 import { closeFd, openFile, writeFull, O_RDONLY, O_RDWR, O_NONBLOCK, O_CLOEXEC } from "../../src/kernel/fd";
 import { Errno } from "../../src/kernel/libc";
@@ -260,8 +260,7 @@ beforeAll(async () => {
   const p = RawPeer.connect(luod.socket);
   await p.request({ cmd: "STATUS" });
   p.close();
-  await Bun.sleep(50);
-  baselineFds = openFdCount(luod.proc.pid);
+  baselineFds = await settledFdCount(luod.proc.pid);
   baselineRssKib = rssKib(luod.proc.pid);
 });
 

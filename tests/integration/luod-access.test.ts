@@ -145,6 +145,14 @@ describe.skipIf(!enabled)("luod with --admin-group and --client-group", () => {
     expect(owner[0]!.code).not.toBe("EPERM");
   });
 
+  test("luod keeps at most 16 connections at once from uids that may do nothing", () => {
+    const groups = ["--clear-groups"];
+    const r = spawnSync("setpriv", [`--reuid=${STRANGER.uid}`, `--regid=${STRANGER.uid}`, ...groups, BUN, PEER, luod.socket, "--hold", "30"], { encoding: "utf8", timeout: 30_000, cwd: REPO });
+    expect(JSON.parse(r.stdout)).toEqual({ opened: 30, closed: 14 });
+    // a client is still served
+    expect(asPeer(CLIENT, luod.socket, [{ cmd: "STATUS" }])[0]!.ok).toBe(true);
+  });
+
   test("luoctl as a uid outside both groups exits 1 with one EPERM line", () => {
     const r = luoctlAs(STRANGER, ["--socket", luod.socket, "list"]);
     expect(r.code).toBe(1);

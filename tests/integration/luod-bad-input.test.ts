@@ -4,7 +4,7 @@
 import { describe, expect, test, beforeAll, afterAll } from "bun:test";
 import { rmSync } from "node:fs";
 import { startDaemon, openFdCount, type Daemon } from "../support/binary";
-import { RawPeer } from "./raw-peer";
+import { RawPeer, settledFdCount } from "./raw-peer";
 import { memfdCreate } from "../../src/kernel/memfd";
 import { closeFd, openFile, O_RDONLY, O_CLOEXEC } from "../../src/kernel/fd";
 
@@ -44,7 +44,7 @@ const code = (r: Record<string, unknown> | null) => (r?.error as { code?: string
 beforeAll(async () => {
   luod = await startDaemon(["--device", "/nonexistent/liveupdate", "--config", "/dev/null", "--max-connections", "64"]);
   await status();
-  baseline = openFdCount(luod.proc.pid);
+  baseline = await settledFdCount(luod.proc.pid);
 });
 afterAll(async () => {
   await luod?.stop();

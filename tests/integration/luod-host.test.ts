@@ -4,6 +4,7 @@ import { describe, expect, test, beforeAll, afterAll } from "bun:test";
 import { readFileSync } from "node:fs";
 import { startDaemon, run, requireBinary, LUO, type Daemon } from "../support/binary";
 import { LuoClient } from "../../src/client";
+import { RawPeer } from "./raw-peer";
 
 let luod: Daemon;
 beforeAll(async () => {
@@ -74,4 +75,30 @@ describe("luod without a LUO kernel", () => {
     expect(r.code).not.toBe(0);
     expect(r.stderr).toContain("already listening");
   });
+});
+
+describe("many clients", () => {
+  test("LIST of 500 subscribers with 48-byte ids is one reply larger than a request line may be", async () => {
+    const many = await startDaemon(["--device", "/nonexistent/liveupdate", "--max-connections", "600"]);
+    const peers: RawPeer[] = [];
+    try {
+      for (let i = 0; i < 500; i++) {
+        const p = RawPeer.connect(many.socket);
+        peers.push(p);
+        const reply = await p.request({ cmd: "SUBSCRIBE", id: `vm-${String(i).padStart(45, "0")}` });
+        expect(reply?.ok).toBe(true);
+      }
+      const admin = await LuoClient.connect(many.socket);
+      try {
+        const list = await admin.list();
+        expect(list.clients).toHaveLength(500);
+        expect(JSON.stringify(list).length).toBeGreaterThan(65536);
+      } finally {
+        admin.close();
+      }
+    } finally {
+      for (const p of peers) p.close();
+      await many.stop();
+    }
+  }, 30_000);
 });

@@ -3,7 +3,10 @@
 // REQUESTS is a JSON array of requests; a request with `"attach": n` is sent with n memfds (for
 // LOAD: they hold a few bytes of text, never a kernel). Each request goes on a connection of its
 // own; one JSON line per request is printed: {"cmd", "ok", "code"?, "message"?}.
+//   … peer-client.ts SOCKET --hold N   opens N connections at once, waits, and prints how many
+//                                      luod closed: {"opened", "closed"}
 import { LuoClient, LuoError } from "../../src/client";
+import { RawPeer } from "./raw-peer";
 import { memfdCreate } from "../../src/kernel/memfd";
 import { writeFull, closeFd } from "../../src/kernel/fd";
 
@@ -11,6 +14,17 @@ const [socket, raw] = process.argv.slice(2);
 if (!socket || !raw) {
   console.error("usage: peer-client.ts SOCKET 'JSON array of requests'");
   process.exit(2);
+}
+if (raw === "--hold") {
+  const peers = Array.from({ length: Number(process.argv[4]) }, () => RawPeer.connect(socket));
+  await Bun.sleep(300);
+  let closed = 0;
+  for (const p of peers) {
+    p.pump();
+    if (p.eof) closed++;
+  }
+  console.log(JSON.stringify({ opened: peers.length, closed }));
+  process.exit(0);
 }
 const requests = JSON.parse(raw) as ({ cmd: string; attach?: number } & Record<string, unknown>)[];
 

@@ -1,12 +1,12 @@
 // A deliberately dumb peer for luod's bad-input tests and the protocol fuzzer: writes whatever
 // bytes and fds it is told to (no framing rules applied), reads what luod answers, and notices
 // when luod closes the connection. Non-blocking; the async helpers poll with short sleeps.
+import { readdirSync } from "node:fs";
 import { MessageIo, unixConnect } from "../../src/kernel/unix";
 import { closeFd } from "../../src/kernel/fd";
 import { Errno } from "../../src/kernel/libc";
 
 const encoder = new TextEncoder();
-const decoder = new TextDecoder();
 /** One MessageIo for every RawPeer of this thread (they are used one call at a time). */
 let sharedIo: MessageIo | null = null;
 
@@ -20,6 +20,8 @@ export class RawPeer {
   private partial = "";
   private closed = false;
   private readonly io: MessageIo;
+  /** Per peer: a streaming decoder keeps a split UTF-8 sequence until its next read. */
+  private readonly decoder = new TextDecoder();
 
   private constructor(readonly fd: number) {
     this.io = sharedIo ??= new MessageIo({ bufferSize: 1 << 16, maxFds: 64 });
@@ -72,7 +74,7 @@ export class RawPeer {
         break;
       }
       total += n;
-      const text = this.partial + decoder.decode(this.io.buffer.subarray(0, n), { stream: true });
+      const text = this.partial + this.decoder.decode(this.io.buffer.subarray(0, n), { stream: true });
       const parts = text.split("\n");
       this.partial = parts.pop()!;
       for (const p of parts) this.lines.push(p);
@@ -115,4 +117,17 @@ export class RawPeer {
     this.closed = true;
     closeFd(this.fd);
   }
+}
+
+/** A process's open fd count once it has not changed for 100 ms (closes are processed asynchronously). */
+export async function settledFdCount(pid: number): Promise<number> {
+  const count = () => readdirSync(`/proc/${pid}/fd`).length;
+  let last = count();
+  for (let same = 0; same < 5; ) {
+    await Bun.sleep(20);
+    const n = count();
+    same = n === last ? same + 1 : 0;
+    last = n;
+  }
+  return last;
 }

@@ -93,7 +93,7 @@ R=$ST/root
 "
 # a file system of 2 GiB with room for the binaries the tests copy in (~250 MB)
 rm -f "$IMG.tmp"
-"${SUDO[@]}" mke2fs -q -t ext4 -L luo-root -E root_owner=0:0 -d "$R" "$IMG.tmp" 2G
+"${SUDO[@]}" mke2fs -q -t ext4 -L luo-root -E root_owner=0:0 -d "$R" "$IMG.tmp" 2G >&2
 "${SUDO[@]}" chown "$(id -u):$(id -g)" "$IMG.tmp"
 mv "$IMG.tmp" "$IMG"
 log "built $IMG ($(du -m --apparent-size "$IMG" | cut -f1) MB apparent, $(du -m "$IMG" | cut -f1) MB used) in $((SECONDS - t0))s"

@@ -7,7 +7,9 @@
 #         SIGKILLed in the window (luoctl kexec reports the lost daemon); systemd restarts luod,
 #         which gets the two outgoing sessions back from $LISTEN_FDS and carries them; the
 #         clients, who lost luod after READY, do nothing more. Then luoctl kexec again: the
-#         manifest lists the carried sessions, systemd kexecs.
+#         manifest lists the carried sessions, luod asks systemd to kexec; a delay inhibitor
+#         holds logind back while luod is SIGKILLed once more; the restarted luod sees the kexec
+#         coming and only waits; the inhibitor goes, systemd kexecs.
 # boot 2: the clients claim and verify every byte.
 . "$LUO_SHARE/payload/systemd-lib.sh"
 
@@ -40,12 +42,29 @@ if [ "$LUO_STAGE" = 1 ]; then
     done
     pass "luod killed after every client was READY: systemd restarted it and it still holds every session"
 
-    step "luoctl kexec again (no client subscribed: only the carried sessions)"
-    luoctl kexec --timeout 60s
-    rc=$?
-    echo "JOB: luoctl kexec exited $rc; systemd is shutting down for the kexec"
+    step "luoctl kexec again (no client subscribed: only the carried sessions), logind held by a delay inhibitor"
+    systemd-inhibit --what=shutdown --mode=delay --who=luo-test --why="hold the kexec while luod is killed" sleep 600 &
+    inhibitor=$!
+    until_ok 10 "the delay inhibitor" sh -c "systemd-inhibit --list --no-legend | grep -q luo-test"
+    luoctl kexec --timeout 60s > /run/kexec-2.log 2>&1 &
+    kexec2=$!
+    until_ok 60 "luod asked systemd to kexec" has_message 0 5 "systemd accepted the kexec"
+    show systemctl --no-pager status luod.service
+    systemctl --no-pager status luod.service | grep -q 'Status: "kexec requested from systemd' || fail "no STATUS line for the requested kexec"
+    show systemd-analyze fdstore luod.service
+    pid=$(systemctl show -p MainPID --value luod.service)
+    echo "JOB: kill -9 luod (pid $pid) while logind delays the kexec"
+    kill -9 "$pid"
+    wait $kexec2
+    show cat /run/kexec-2.log
+    until_ok 30 "luod restarted again" sh -c "[ \$(systemctl show -p NRestarts --value luod.service) -ge 2 ] && systemctl is-active luod.service"
+    until_ok 10 "the restarted luod waits for the kexec" has_message 0 5 "restarted while systemd's kexec is under way"
+    show systemctl --no-pager status luod.service
+    pass "luod killed while systemd's kexec was delayed: the restarted luod keeps the sessions and waits"
+    echo "JOB: releasing the inhibitor; systemd goes on with the kexec"
+    kill $inhibitor
     sleep 120
-    fail "still running 120 s after luoctl kexec: no kexec"
+    fail "still running 120 s after the inhibitor went: no kexec"
 fi
 
 verify_stage2

@@ -1,0 +1,22 @@
+// luod as a real systemd service (systemd 262, Debian sid) through a real `systemctl kexec`:
+// two client services get their memfds back; STATUS= and journal priorities; an aborted update
+// empties the fd store and unloads the kernel. Job: tests/vm/jobs/systemd-kexec.sh.
+import { expect, test } from "bun:test";
+import { join } from "node:path";
+import { logLines } from "./vm";
+import { runSystemdJob, SYSTEMD_VM_TEST_TIMEOUT_MS, systemdVmAvailable } from "./systemd-vm";
+
+test.skipIf(!systemdVmAvailable())(
+  "systemd 262: luoctl kexec goes through systemctl kexec and the fd store; both clients verify their data",
+  async () => {
+    const { rc, log } = await runSystemdJob(join(import.meta.dir, "jobs/systemd-kexec.sh"));
+    expect(logLines(log, /Status: "idle, systemd mode/).length).toBeGreaterThanOrEqual(1);
+    expect(logLines(log, "JOB: PASS an aborted update in systemd mode")).toHaveLength(1);
+    // systemd-shutdown on the old kernel: the fd store went into the kexec
+    expect(logLines(log, /Serialized \d+ fd store entries for LUO/).length).toBeGreaterThanOrEqual(1);
+    for (const id of ["vm-1", "vm-2"]) expect(logLines(log, `VERIFIED ${id} 8388608 bytes`)).toHaveLength(1);
+    expect(logLines(log, "JOB: PASS every client claimed")).toHaveLength(1);
+    expect(rc).toBe(0);
+  },
+  SYSTEMD_VM_TEST_TIMEOUT_MS,
+);
