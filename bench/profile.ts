@@ -32,6 +32,22 @@ async function daemon(socket: string, stateDir: string, restoreN: number): Promi
   const { createLogger } = await import("../src/daemon/log");
   const { FakeKernel } = await import("../tests/support/fake-kernel");
   const { encodeManifest, MANIFEST_FORMAT, MANIFEST_VERSION } = await import("../src/daemon/manifest");
+  if (process.env.BENCH_PATCH_SAVE === "1") {
+    // What-if (bench only, src/ untouched): coalesce state-file writes, at most one per name per
+    // 50 ms, the last content wins. Shows the gain of batching RestoredSessions.save().
+    const { StateFiles } = await import("../src/daemon/state-files");
+    const write = StateFiles.prototype.write;
+    const pending = new Map<string, { self: unknown; data: unknown }>();
+    StateFiles.prototype.write = function (this: InstanceType<typeof StateFiles>, name: string, data: unknown) {
+      const first = !pending.has(name);
+      pending.set(name, { self: this, data });
+      if (first) setTimeout(() => {
+        const p = pending.get(name)!;
+        pending.delete(name);
+        write.call(p.self as InstanceType<typeof StateFiles>, name, p.data);
+      }, 50);
+    } as typeof write;
+  }
   const kernel = new FakeKernel();
   if (restoreN > 0) {
     const at = new Date().toISOString();

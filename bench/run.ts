@@ -3,13 +3,16 @@
 //
 //   node_modules/.bin/bun bench/run.ts [--json] [--clients 1,10,100,1000] [--reps 5]
 //        [--skip-vm] [--skip-host] [--bytes 4096] [--mem 3G] [--vm-timeout 3000]
-//        [--out FILE] [--from FILE] [--vm-dir DIR]
+//        [--out FILE] [--from FILE] [--vm-dir DIR] [--luo FILE] [--sweep LIST] [--chain LIST]
 //
 //   --clients   client counts; the VM part does a dry-run sweep and a chain of real kexecs over them
 //   --reps      repetitions per data point (plus one cold run, reported apart)
 //   --out       where to save the raw results (default .vm/bench-results/<time>.json)
 //   --from      print the tables of a saved result instead of measuring
 //   --vm-dir    take the VM part from a finished run's work dir instead of booting one
+//   --luo       the binary to measure (default dist/luo), e.g. an A/B build of a proposed fix
+//   --sweep, --chain   override --clients for the dry-run sweep / the chain of real kexecs
+//               ("" skips it), e.g. --sweep "" --chain 100,1000 measures restores only
 //
 // It uses dist/luo as built (`node_modules/.bin/bun scripts/build-binary.ts`), copied to a private
 // directory first so that a rebuild during the run cannot change the binary under it. The guest
@@ -32,6 +35,8 @@ if (flag("help") || flag("h")) {
 }
 const json = flag("json");
 const clients = opt("clients", "1,10,100,1000").split(",").filter(Boolean).map(Number);
+const sweep = opt("sweep", clients.join(","));
+const chain = opt("chain", clients.join(","));
 const reps = Number(opt("reps", "5"));
 const bytes = Number(opt("bytes", "4096"));
 const log = (s: string) => console.error(s);
@@ -43,7 +48,7 @@ type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-ex
 const COMPILE = ["build", "--compile", "--minify", "--bytecode", "--format=esm", "--no-compile-autoload-dotenv", "--no-compile-autoload-bunfig"];
 
 async function prepare(dir: string): Promise<void> {
-  const dist = join(root, "dist", "luo");
+  const dist = resolve(opt("luo", join(root, "dist", "luo")));
   if (!existsSync(dist)) throw new Error(`${dist} is missing: build it with \`node_modules/.bin/bun scripts/build-binary.ts\``);
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
@@ -60,8 +65,8 @@ async function prepare(dir: string): Promise<void> {
 async function vmBench(bin: string, workdir: string): Promise<Json> {
   const t0 = performance.now();
   const env = {
-    BENCH_BIN: join(bin, "luo-bench"), LUO_DIST: bin, BENCH_COUNTS: clients.join(","), BENCH_REPS: String(reps),
-    BENCH_CHAIN: clients.join(","), BENCH_BYTES: String(bytes),
+    BENCH_BIN: join(bin, "luo-bench"), LUO_DIST: bin, BENCH_COUNTS: sweep, BENCH_REPS: String(reps),
+    BENCH_CHAIN: chain, BENCH_BYTES: String(bytes),
   };
   const cmd = [join(root, "scripts/vm/run-job.sh"), join(root, "bench/vm-job.sh"), "-m", opt("mem", "3G"), "-t", opt("vm-timeout", "3000"),
     ...Object.entries(env).flatMap(([k, v]) => ["-e", `${k}=${v}`])];
@@ -262,7 +267,7 @@ async function main(): Promise<number> {
     const stamp = new Date().toISOString().replace(/[:.]/g, "-");
     const bin = join(root, ".vm", `bench-bin-${process.pid}`);
     await prepare(bin);
-    r = { date: new Date().toISOString(), machine: machine(), clients, reps, bytes, git: (await run(["git", "-C", root, "rev-parse", "--short", "HEAD"])).stdout.trim() };
+    r = { date: new Date().toISOString(), machine: machine(), clients, reps, bytes, luo: resolve(opt("luo", join(root, "dist", "luo"))), git: (await run(["git", "-C", root, "rev-parse", "--short", "HEAD"])).stdout.trim() };
     try {
       if (!flag("skip-host")) {
         r.host = await hostBench({ bin, clients: Math.max(...clients), reps, log });

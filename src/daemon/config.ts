@@ -13,6 +13,8 @@
 // the same valibot schema. Pure except for reading the file (and its stat): group names are
 // resolved to gids by the caller (resolveGroup), so this module stays testable.
 import * as v from "valibot";
+import cac from "cac";
+import { protectOptionValues, lastValue, unmark } from "../cli-options";
 import { readFileSync, statSync } from "node:fs";
 import { spawnSync } from "node:child_process";
 
@@ -231,36 +233,62 @@ export type ParsedArgs =
  * `--help`, `-v`, `--version`, `--config FILE`. Throws ConfigError for anything else.
  */
 export function parseArgs(args: readonly string[]): ParsedArgs {
-  const flags: Partial<Record<SettingKey, unknown>> = {};
-  let configFile = DEFAULT_CONFIG_FILE;
-  let explicitConfig = false;
-  for (let i = 0; i < args.length; i++) {
-    const arg = args[i]!;
-    if (arg === "-h" || arg === "--help") return { kind: "help" };
-    if (arg === "-v" || arg === "--version") return { kind: "version" };
-    if (!arg.startsWith("--")) throw new ConfigError(`unexpected argument ${JSON.stringify(arg)} (see luod --help)`);
-    const eq = arg.indexOf("=");
-    const name = arg.slice(2, eq < 0 ? undefined : eq);
-    let value: string | undefined = eq < 0 ? undefined : arg.slice(eq + 1);
-    if (name === "config") {
-      value ??= args[++i];
-      if (value === undefined || value === "") throw new ConfigError("--config needs a file");
-      configFile = value;
-      explicitConfig = true;
-      continue;
-    }
-    const spec = BY_FLAG.get(name);
-    if (!spec) throw new ConfigError(`unknown option --${name} (see luod --help)`);
-    if (spec.arg === undefined) {
-      value ??= "true";
-    } else if (value === undefined) {
-      value = args[++i];
-      if (value === undefined) throw new ConfigError(`--${name} needs a value (${spec.arg})`);
-    }
-    flags[spec.key] = checkValue(spec, value, "--");
+  const cli = cac("luod");
+  cli.option("--config <file>", "config file");
+  for (const o of OPTIONS) cli.option(o.arg ? `--${o.flag} <${o.arg}>` : `--${o.flag}`, o.help, o.arg ? { type: [String] } : undefined);
+  cli.option("-h, --help", "this help").option("-v, --version", "the version");
+  const valueFlags = new Set(["config", ...OPTIONS.filter((o) => o.arg).map((o) => o.flag)]);
+  // `--verbose=no`: mri would read the switch as set and "no" as an argument; check it here
+  const switches = new Map(OPTIONS.filter((o) => !o.arg).map((o) => [o.flag, o]));
+  const words = args.flatMap((arg) => {
+    const m = /^--([a-z-]+)=(.*)$/s.exec(arg);
+    const spec = m && switches.get(m[1]!);
+    if (!spec) return [arg];
+    return checkValue(spec, m[2]!, "--") === true ? [`--${spec.flag}`] : [];
+  });
+  let parsed: ReturnType<typeof cli.parse>;
+  try {
+    parsed = cli.parse(["luod", "luod", ...protectOptionValues(words, valueFlags)], { run: false });
+  } catch (e) {
+    throw new ConfigError(`${(e as Error).message} (see luod --help)`);
   }
-  return { kind: "run", configFile, explicitConfig, flags: flags as Partial<Settings> };
+  const o = parsed.options as Record<string, unknown>;
+  if (o.help) return { kind: "help" };
+  if (o.version) return { kind: "version" };
+  if (parsed.args.length) throw new ConfigError(`unexpected argument ${JSON.stringify(unmark(String(parsed.args[0])))} (see luod --help)`);
+  // without subcommands cac accepts any option: refuse the unknown ones (a typo must not be ignored)
+  const known = new Set(["--", "config", "help", "h", "version", "v", ...OPTIONS.map((x) => camelCase(x.flag))]);
+  const unknown = Object.keys(o).find((k) => !known.has(k));
+  if (unknown) throw new ConfigError(`unknown option ${unknown.length > 1 ? "--" : "-"}${kebabCase(unknown)} (see luod --help)`);
+
+  const flags: Partial<Record<SettingKey, unknown>> = {};
+  for (const spec of OPTIONS) {
+    const raw = o[camelCase(spec.flag)];
+    if (raw === undefined) continue;
+    const value = spec.arg === undefined ? "true" : valueOf(raw, spec.flag, "a value");
+    if (value !== undefined) flags[spec.key] = checkValue(spec, value, "--");
+  }
+  const config = valueOf(o.config, "config", "a file");
+  if (config === "") throw new ConfigError("--config needs a file");
+  return {
+    kind: "run",
+    configFile: config ?? DEFAULT_CONFIG_FILE,
+    explicitConfig: config !== undefined,
+    flags: flags as Partial<Settings>,
+  };
 }
+
+/** The last value of a value-taking option; a missing value is a ConfigError. */
+function valueOf(raw: unknown, flag: string, what: string): string | undefined {
+  try {
+    return lastValue(raw, flag);
+  } catch {
+    throw new ConfigError(`--${flag} needs ${what}`);
+  }
+}
+
+const camelCase = (flag: string) => flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+const kebabCase = (key: string) => key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
 
 /** Defaults < config file < flags. */
 export function mergeSettings(file: Partial<Settings>, flags: Partial<Settings>): Settings {
