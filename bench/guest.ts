@@ -106,7 +106,12 @@ async function restorePhase(n: number): Promise<LuodProcess> {
   const finished = performance.now();
   const errors = swarm.errors.slice(0, 5);
   await swarm.closeAll();
-  const st = await request(loop, SOCK, { cmd: "STATUS" });
+  let st: Record<string, unknown> = {};
+  try {
+    st = await request(loop, SOCK, { cmd: "STATUS" });
+  } catch (e) {
+    st = { status_error: (e as Error).message };
+  }
   const floor = floorRestore();
   result.restore = {
     n,
@@ -127,6 +132,7 @@ async function restorePhase(n: number): Promise<LuodProcess> {
     },
     floor,
     previous_update: st.previous_update ?? null,
+    status_error: st.status_error ?? (st.ok === false ? st.error : null),
     luod_rss: rssOf(luod.pid),
   };
   result.luod_start = { listening_ms: round(listening - luod.spawnedAt), boot_kind: (st.boot as { kind?: string } | undefined)?.kind ?? null };

@@ -86,6 +86,9 @@ export async function stopLuod(l: LuodProcess): Promise<void> {
   await l.proc.exited;
 }
 
+/** Replies (STATUS, LIST) may be long: luod allows 2 MiB (src/wire/framing.ts MAX_REPLY_BYTES). */
+export const REPLY_LIMIT = 4 * 1024 * 1024;
+
 /** One request on a fresh connection; resolves with the first reply line. */
 export function request(loop: EventLoop, socket: string, obj: Record<string, unknown>, timeoutMs = 60_000): Promise<Record<string, unknown>> {
   return new Promise((resolve, reject) => {
@@ -97,7 +100,7 @@ export function request(loop: EventLoop, socket: string, obj: Record<string, unk
         if (msg.reply !== undefined) finish(null, msg);
       },
       onClose: (reason) => finish(new Error(`${String(obj.cmd)}: connection closed: ${reason}`)),
-    });
+    }, { maxLineBytes: REPLY_LIMIT });
     function finish(err: Error | null, msg?: Record<string, unknown>) {
       if (done) return;
       done = true;

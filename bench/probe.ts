@@ -19,7 +19,7 @@ const socket = process.argv[2] ?? "/run/luod/liveupdate.sock";
 const req = new TextEncoder().encode('{"cmd":"STATUS"}\n');
 const reqBuf = new Uint8Array(new ArrayBuffer(req.length));
 reqBuf.set(req);
-const buf = new Uint8Array(new ArrayBuffer(65536));
+const buf = new Uint8Array(new ArrayBuffer(4 << 20)); // STATUS after a big restore is long
 
 function once(): number {
   const fd = unixConnect(socket);

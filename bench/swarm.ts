@@ -181,7 +181,7 @@ export class Swarm {
         if (reason !== "bench done") this.errors.push(`${id}: connection closed: ${reason}`);
         this.check();
       },
-    });
+    }, { maxLineBytes: 4 * 1024 * 1024 });
     this.members.push(m);
     return m;
   }

@@ -2,7 +2,8 @@
 # test.sh -- the whole test suite: build the binary, make sure the VM can run, run every test,
 # and end with one plain line "N passed, N failed[, N skipped]" taken from bun's own counts.
 # usage: npm test [-- bun-test-args…]   e.g. npm test -- tests/unit
-# env:   LUO_SKIP_VM=1 skips the VM tests (they then show up as skipped, never as passed).
+# env:   LUO_SKIP_VM=1 skips the VM tests (they then show up as skipped, never as passed);
+#        LUO_SKIP_SYSTEMD_VM=1 skips only the two systemd VM tests (same).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BUN=node_modules/.bin/bun
@@ -10,9 +11,16 @@ BUN=node_modules/.bin/bun
 
 "$BUN" scripts/build-binary.ts || exit 1
 if [[ -z ${LUO_SKIP_VM:-} ]]; then
-    scripts/vm/deps.sh || exit 1
-    # build (or find in ~/.cache) the LUO kernel before the tests start, so no test times out on it
+    # get (or find in ~/.cache) everything the VMs boot before the tests start, so that no test
+    # spends its time building: the LUO kernel, and for the systemd tests a second kernel
+    # (luo-systemd.config) and a Debian sid root filesystem with systemd
+    scripts/vm/deps.sh all || exit 1
     scripts/vm/build-kernel.sh >/dev/null || exit 1
+    if [[ -z ${LUO_SKIP_SYSTEMD_VM:-} ]]; then
+        scripts/vm/deps.sh systemd || exit 1
+        scripts/vm/build-kernel.sh scripts/vm/luo-systemd.config >/dev/null || exit 1
+        scripts/vm/systemd/mkrootfs.sh >/dev/null || exit 1
+    fi
 fi
 
 log=$(mktemp)

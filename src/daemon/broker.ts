@@ -318,7 +318,7 @@ export class Broker {
       return;
     }
     u.timings.reboot_called_ms = this.now() - u.t0;
-    this.log.notice(`update ${u.attempt}: all ${u.participants.length} client(s) READY, manifest preserved; sync + reboot(KEXEC)`);
+    this.log.notice(`update ${u.attempt}: all ${u.participants.length} client(s) READY, manifest preserved; jumping into the loaded kernel`);
     u.admin?.send({ event: "REBOOTING", update: u.attempt, timings: { ...u.timings } });
     try {
       this.kernel.syncAndReboot();

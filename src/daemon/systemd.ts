@@ -125,6 +125,8 @@ export interface SystemdOps {
   /** RETRIEVE_FD(token) + read + FINISH of an incoming session fd (the fd stays open). */
   readBlob(sessionFd: number, token: bigint, name: string): Uint8Array;
   close(fd: number): void;
+  /** Ends the process (after a requested jump, once luod has stopped). */
+  exit(code: number): void;
   env: Record<string, string | undefined>;
 }
 
@@ -157,6 +159,7 @@ export const realOps: SystemdOps = {
     }
   },
   close: (fd) => closeFd(fd),
+  exit: (code) => process.exit(code),
   env: process.env,
 };
 
@@ -376,11 +379,17 @@ export class SystemdHandoff {
     }
   }
 
-  /** SIGTERM/SIGINT. Returns true when a jump is under way: the update must not be aborted then. */
+  /**
+   * SIGTERM/SIGINT. Returns true when a jump is under way: the update must not be aborted then.
+   * The broker's update then stays "committing" with its timers running, so once the caller's
+   * stop sequence is done (next turn of the loop) the process exits by itself: the fd store
+   * holds everything, and systemd is waiting for luod to go.
+   */
   stop(): boolean {
     this.stopping = true;
     if (this.statusTimer) clearInterval(this.statusTimer);
     this.statusTimer = null;
+    if (this.jumping) setTimeout(() => this.ops.exit(0), 0);
     return this.jumping;
   }
 
@@ -657,6 +666,6 @@ export function statusLine(mode: string, parts: DaemonParts, counts: { incoming:
   const k = parts.loader.loaded();
   return (
     `idle, ${mode} mode, ${parts.boot.kind}: ${s.clients.subscribed} client(s) subscribed, ${unclaimed} restored session(s) to claim` +
-    `${counts.carried ? `, ${counts.carried} carried session(s)` : ""}, ${k ? `next kernel ${k.version} loaded` : "no kernel loaded"}`
+    `${counts.carried ? `, ${counts.carried} carried session(s)` : ""}, ${k ? `next kernel ${k.version.split(" ")[0]} loaded` : "no kernel loaded"}`
   );
 }

@@ -62,6 +62,8 @@ class FakeManager implements SystemdOps {
   }
   readBlob(_fd: number, _token: bigint, name: string) { return this.blobs.get(name)!; }
   close(fd: number) { closeFd(fd); }
+  exits: number[] = [];
+  exit(code: number) { this.exits.push(code); }
   stores() { return this.messages.filter((m) => m.state.startsWith("FDSTORE=1")).map((m) => /FDNAME=(.*)/.exec(m.state)![1]); }
   removes() { return this.messages.filter((m) => m.state.startsWith("FDSTOREREMOVE=1")).map((m) => /FDNAME=(.*)/.exec(m.state)![1]); }
   /** An fd as systemd would pass it in $LISTEN_FDS. */
@@ -158,9 +160,11 @@ describe("systemd mode, before the jump", () => {
     expect(mgr.commands.at(-1)).toEqual(["systemctl", "kexec", "--no-wall", "--no-ask-password"]);
     expect(d.sd.jumpInProgress).toBe(true);
     expect(d.broker.phase).toBe("committing");
-    // SIGTERM from the shutdown: main.ts must not abort the update now
+    // SIGTERM from the shutdown: main.ts must not abort the update now, and luod exits by itself
     expect(d.sd.stop()).toBe(true);
     expect(mgr.removes()).toEqual([]);
+    await tick();
+    expect(mgr.exits).toEqual([0]);
   });
 
   test("an aborted update takes its sessions out of the fd store and unloads the kernel", async () => {

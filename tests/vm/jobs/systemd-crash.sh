@@ -45,7 +45,7 @@ if [ "$LUO_STAGE" = 1 ]; then
     step "luoctl kexec again (no client subscribed: only the carried sessions), logind held by a delay inhibitor"
     systemd-inhibit --what=shutdown --mode=delay --who=luo-test --why="hold the kexec while luod is killed" sleep 600 &
     inhibitor=$!
-    until_ok 10 "the delay inhibitor" sh -c "systemd-inhibit --list --no-legend | grep -q luo-test"
+    until_ok 10 "the delay inhibitor" sh -c "systemd-inhibit --list | grep -q luo-test"
     luoctl kexec --timeout 60s > /run/kexec-2.log 2>&1 &
     kexec2=$!
     until_ok 60 "luod asked systemd to kexec" has_message 0 5 "systemd accepted the kexec"

@@ -43,8 +43,8 @@ install_luod() {
 # the STATUS= line luod last sent, as `systemctl status` shows it
 luod_status() { systemctl show -p StatusText --value luod.service; }
 
-# fd store entries of luod.service (rows of systemd-analyze fdstore, header excluded)
-fdstore_count() { systemd-analyze fdstore luod.service --no-legend 2>/dev/null | grep -c . ; }
+# how many fds luod.service has in its fd store
+fdstore_count() { systemctl show -p NFileDescriptorStore --value luod.service; }
 
 # luod's journal of this boot as JSON lines, one per message
 luod_journal_json() { journalctl -b "${1:-0}" -u luod.service -o json --no-pager; }
@@ -88,7 +88,7 @@ verify_stage2() {
     [ "$(luoctl status --json | grep -o '"state":"unclaimed"' | wc -l)" = 0 ] || fail "sessions left unclaimed"
     has_message 0 5 "systemd handed back" || fail "luod did not get its sessions from the fd store"
     has_message 0 5 "live-update boot" || fail "luod did not restore the manifest"
-    until_ok 10 "the fd store emptied after the claims" sh -c "[ \$(systemd-analyze fdstore luod.service --no-legend | grep -c .) = 0 ]"
+    until_ok 10 "the fd store emptied after the claims" sh -c "[ \$(systemctl show -p NFileDescriptorStore --value luod.service) = 0 ]"
     echo "the previous boot's luod, from the journal (priority in brackets):"
     journalctl -b -1 -u luod.service -o json --no-pager | sed -nE 's/.*"PRIORITY":"([0-7])".*"MESSAGE":"([^"]*)".*/  [\1] \2/p; s/.*"MESSAGE":"([^"]*)".*"PRIORITY":"([0-7])".*/  [\2] \1/p' | tail -n 15
     has_message -1 5 "systemd accepted the kexec" || fail "the previous boot's journal lacks luod's kexec request"
