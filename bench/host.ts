@@ -41,9 +41,14 @@ async function timeCommand(cmd: string[], runs: number, warmup = 5): Promise<Hyp
     }
     rmSync(dir, { recursive: true, force: true });
   }
-  for (let i = 0; i < warmup; i++) await run(cmd);
+  const once = async () => {
+    const r = await run(cmd);
+    if (r.code !== 0) throw new Error(`${cmd.join(" ")}: exit ${r.code}: ${r.stderr.trim().slice(0, 200)}`);
+    return r.ms;
+  };
+  for (let i = 0; i < warmup; i++) await once();
   const xs: number[] = [];
-  for (let i = 0; i < runs; i++) xs.push((await run(cmd)).ms);
+  for (let i = 0; i < runs; i++) xs.push(await once());
   const mean = xs.reduce((a, b) => a + b, 0) / xs.length;
   const sd = Math.sqrt(xs.reduce((a, b) => a + (b - mean) ** 2, 0) / xs.length);
   const s = stats(xs)!;

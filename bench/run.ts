@@ -54,7 +54,7 @@ async function prepare(dir: string): Promise<void> {
   mkdirSync(dir, { recursive: true });
   copyFileSync(dist, join(dir, "luo"));
   for (const name of ["luod", "luoctl"]) symlinkSync("luo", join(dir, name));
-  for (const [out, entries] of [["luo-bench", ["bench/guest.ts", "src/kernel/epoll-worker.ts"]], ["luo-probe", ["bench/probe.ts"]]] as const) {
+  for (const [out, entries] of [["luo-bench", ["bench/guest.ts", "src/kernel/epoll-worker.ts"]], ["luo-probe", ["bench/probe.ts", "src/kernel/epoll-worker.ts"]]] as const) {
     const r = await run([process.execPath, ...COMPILE, ...entries, "--outfile", join(dir, out)].map(String));
     if (r.code !== 0) throw new Error(`compiling ${out}: ${r.stderr}`);
   }

@@ -65,7 +65,7 @@ export class RestoredSessions {
     const at = this.now().toISOString();
     this.previous = { attempt: m.attempt, createdAt: m.createdAt, from: m.kernel.from, timings: m.timings };
     for (const e of m.entries) this.sessions.set(e.id, fromEntry(e, at));
-    this.save();
+    this.flush(); // at once: the kernel's manifest is consumed, this file is the only record left
   }
 
   list(): RestoredSession[] {
@@ -77,8 +77,13 @@ export class RestoredSessions {
   }
 
   has(id: string): boolean {
+    return this.waiting(id) !== null;
+  }
+
+  /** The restored session of `id` while it is unclaimed or claimed (O(1): SUBSCRIBE asks per client). */
+  waiting(id: string): RestoredSession | null {
     const s = this.sessions.get(id);
-    return !!s && (s.state === "unclaimed" || s.state === "claimed");
+    return s && (s.state === "unclaimed" || s.state === "claimed") ? s : null;
   }
 
   /** Returns luod's copy of the session fd; the caller sends it (the wire layer dups it). */
@@ -104,6 +109,13 @@ export class RestoredSessions {
     try {
       fd = this.kernel.retrieveSession(s.session);
     } catch (e) {
+      // EINVAL: already retrieved in this boot and still open; our record is one step behind
+      // (luod was killed right after a CLAIM): its client holds the only copy
+      if (e instanceof SysError && e.code === "EINVAL" && e.op.startsWith("RETRIEVE_SESSION")) {
+        this.transition(s, "claimed");
+        this.save();
+        throw new ProtocolError("EBUSY", `${id} was claimed before luod restarted; its client holds the only copy`);
+      }
       const code = e instanceof SysError ? e.code : "EIO";
       throw new ProtocolError(code, `cannot retrieve ${s.session}: ${(e as Error).message}`);
     }
@@ -152,6 +164,7 @@ export class RestoredSessions {
   }
 
   closeAll(): void {
+    if (this.saveScheduled) this.flush();
     for (const id of [...this.held.keys()]) this.dropHeld(id);
   }
 
@@ -171,9 +184,31 @@ export class RestoredSessions {
     s.changedAt = this.now().toISOString();
   }
 
+  /**
+   * Mirrors the registry to the state file, once per event-loop turn: a burst of 1000 CLAIMs
+   * writes the file once, not 1000 times (the whole file each time: quadratic). A luod killed
+   * inside that turn leaves a record one step behind; claim() recognises such a session.
+   */
   private save(): void {
+    if (this.saveScheduled) return;
+    this.saveScheduled = true;
+    setImmediate(() => {
+      try {
+        this.flush();
+      } catch (e) {
+        // a full or vanished state dir must not take luod down: it still holds the sessions
+        this.log.error(`writing the restored-session record: ${(e as Error).message}`);
+      }
+    });
+  }
+
+  /** Writes the state file now (also at shutdown, and by tests). */
+  flush(): void {
+    this.saveScheduled = false;
     this.files.write<RestoredFile>("restored", { previous: this.previous, sessions: this.list() });
   }
+
+  private saveScheduled = false;
 }
 
 function fromEntry(e: ManifestEntry, at: string): RestoredSession {

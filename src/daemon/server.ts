@@ -267,10 +267,10 @@ export class Server {
     switch (req.cmd) {
       case "SUBSCRIBE": {
         // a restored session waiting for its owner keeps its id: nobody else may take it meanwhile
-        const waiting = restored.list().find((r) => r.id === req.id && (r.state === "unclaimed" || r.state === "claimed"));
+        const waiting = restored.waiting(req.id);
         if (waiting && !ownsRestored(peer.cred, waiting))
           throw new ProtocolError("EPERM", `${req.id} has a restored session of uid ${waiting.uid} waiting to be claimed`);
-        return void reply({ ...broker.subscribe(peer, req.id), restored: restored.has(req.id) });
+        return void reply({ ...broker.subscribe(peer, req.id), restored: waiting !== null });
       }
       case "READY":
         return void reply(broker.ready(peer, req.id));

@@ -90,9 +90,10 @@ describe("restored sessions", () => {
     expect(() => r.discard("vm-a")).toThrow(expect.objectContaining({ code: "EBUSY" }));
   });
 
-  test("a luod restarted in the same boot still knows every unclaimed session", () => {
+  test("a luod restarted in the same boot still knows every unclaimed session", async () => {
     const r = adopted();
     r.claim("vm-a", { uid: 1000, pid: 20 });
+    await new Promise((done) => setImmediate(done)); // the state file is written once per turn
     const after = new RestoredSessions(kernel, new StateFiles(dir), quiet);
     expect(after.loadFromState()).toBe(true);
     expect(after.unclaimed().map((s) => s.id)).toEqual(["vm-b"]);
@@ -107,5 +108,29 @@ describe("claim by unit", () => {
     r.adoptManifest({ ...manifest, entries: [{ ...manifest.entries[0], unit: "vm-a.service" }] });
     expect(() => r.claim("vm-a", { uid: 1000, pid: 20, unit: "other.service" })).toThrow(expect.objectContaining({ code: "EPERM" }));
     expect(r.claim("vm-a", { uid: 1000, pid: 20, unit: "vm-a.service" }).session).toBe("luod:vm-a/7");
+  });
+});
+
+describe("the state file", () => {
+  test("a burst of claims in one turn writes it once; a restart one step behind gets EBUSY, not a crash", async () => {
+    let writes = 0;
+    const counting = new StateFiles(dir);
+    const write = counting.write.bind(counting);
+    counting.write = (name, data) => {
+      writes++;
+      write(name, data);
+    };
+    const r = new RestoredSessions(kernel, counting, quiet);
+    r.adoptManifest(manifest);
+    writes = 0;
+    r.claim("vm-a", { uid: 1000, pid: 20 });
+    r.claim("vm-b", { uid: 1001, pid: 21 });
+    expect(writes).toBe(0);
+    // luod killed now: the file still says unclaimed, the kernel says retrieved (EINVAL)
+    const after = new RestoredSessions(kernel, new StateFiles(dir), quiet);
+    after.loadFromState();
+    expect(() => after.claim("vm-a", { uid: 1000, pid: 22 })).toThrow(expect.objectContaining({ code: "EBUSY" }));
+    await new Promise((done) => setImmediate(done));
+    expect(writes).toBe(1);
   });
 });
