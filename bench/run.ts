@@ -18,7 +18,7 @@
 // directory first so that a rebuild during the run cannot change the binary under it. The guest
 // driver (bench/guest.ts) and the status probe (bench/probe.ts) are compiled there too.
 import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { join, relative, resolve } from "node:path";
 import { hostBench } from "./host";
 import { machine, run, stats, round, type Stats } from "./lib";
 
@@ -103,7 +103,8 @@ function readVm(workdir: string): Json {
       }
     }
   }
-  return { workdir, boots, rebooting };
+  // relative to the repository: saved results must not name this machine's paths
+  return { workdir: relative(resolve(import.meta.dir, ".."), workdir), boots, rebooting };
 }
 
 // ---- report --------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 // The LUO uAPI of Linux 7.2 (include/uapi/linux/liveupdate.h): /dev/liveupdate and its six ioctls.
-// Facts and section numbers refer to /work/shared/docs/kernel-luo.md.
+// Facts and section numbers refer to ../shared/docs/kernel-luo.md (the project's kernel notes).
 import { realpathSync } from "node:fs";
 import { ptr } from "bun:ffi";
 import { closeFd, findFdHolders, O_CLOEXEC, O_RDWR } from "./fd.ts";
