@@ -18,9 +18,9 @@
 // buffered events are closed if the buffer overflows or the client closes.
 import { unixConnect } from "../kernel/unix";
 import { EventLoop } from "../kernel/epoll";
-import { closeFd } from "../kernel/fd";
 import { Errno, SysError } from "../kernel/libc";
 import { Connection } from "../wire/connection";
+import { LuoRequests, closeQuietly } from "./requests";
 import { MAX_REPLY_BYTES } from "../wire/framing";
 import { LuoConnectError, LuoConnectionClosed, LuoError, LuoTimeoutError } from "./errors";
 
@@ -180,17 +180,9 @@ interface Waiter {
 /** Internal consumers that see events before waiters and listeners (kexec progress). */
 type Interceptor = (msg: Message, fds: number[]) => boolean;
 
-const closeQuietly = (fds: readonly number[]) => {
-  for (const fd of fds) {
-    try {
-      closeFd(fd);
-    } catch {
-      // already closed
-    }
-  }
-};
 
-export class LuoClient {
+
+export class LuoClient extends LuoRequests {
   private readonly pending: Pending[] = [];
   private readonly waiters: Waiter[] = [];
   private readonly listeners = new Map<string, Set<EventListener>>();
@@ -206,7 +198,9 @@ export class LuoClient {
     private readonly loop: EventLoop,
     private readonly maxBuffered: number,
     private readonly requestTimeoutMs: number,
-  ) {}
+  ) {
+    super();
+  }
 
   /** Connects to luod. Rejects with LuoConnectError (code = errno name) when that fails. */
   static async connect(path: string = DEFAULT_SOCKET, opts: ConnectOptions = {}): Promise<LuoClient> {
@@ -284,12 +278,7 @@ export class LuoClient {
     });
   }
 
-  /** Like call(), but resolves with the reply only; fds that came with it are closed. */
-  async request(obj: Message & { cmd: string }, fds: readonly number[] = [], opts: RequestOptions = {}): Promise<Message> {
-    const r = await this.call(obj, fds, opts);
-    closeQuietly(r.fds);
-    return r.msg;
-  }
+
 
   /**
    * Listen to events (`"PROGRESS"`, `"ABORTED"`…, or `"*"` for all). Events a waitFor() takes
@@ -413,32 +402,6 @@ export class LuoClient {
 
   // ---- admin requests -------------------------------------------------------------------------
 
-  status(opts?: RequestOptions): Promise<StatusReply> {
-    return this.request({ cmd: "STATUS" }, [], opts) as Promise<StatusReply>;
-  }
-
-  list(opts?: RequestOptions): Promise<ListReply> {
-    return this.request({ cmd: "LIST" }, [], opts) as Promise<ListReply>;
-  }
-
-  /** LOAD: luod verifies and loads the kernel (and initrd) from these fds; you keep your fds. */
-  load(o: LoadOptions, opts?: RequestOptions): Promise<LoadReply> {
-    const fds = [o.kernelFd];
-    if (o.initrdFd !== undefined && o.initrdFd !== null) fds.push(o.initrdFd);
-    const req: Message & { cmd: string } = { cmd: "LOAD", cmdline: o.cmdline, initrd: fds.length === 2 };
-    if (o.force) req.force = true;
-    if (o.sha256 !== undefined) req.sha256 = o.sha256;
-    return this.request(req, fds, opts) as Promise<LoadReply>;
-  }
-
-  unload(opts?: RequestOptions): Promise<Message> {
-    return this.request({ cmd: "UNLOAD" }, [], opts);
-  }
-
-  check(opts?: RequestOptions): Promise<CheckReply> {
-    return this.request({ cmd: "CHECK" }, [], opts) as Promise<CheckReply>;
-  }
-
   /**
    * KEXEC. Resolves when a dry run completes, or once luod sent REBOOTING and the connection went
    * away (the machine is jumping; on a real jump this process usually vanishes first). Rejects
@@ -480,16 +443,6 @@ export class LuoClient {
         throw e;
       },
     );
-  }
-
-  /** ABORT: the reply says whether an update was running (`aborted`). */
-  abort(reason?: string, opts?: RequestOptions): Promise<AbortReply> {
-    return this.request(reason === undefined ? { cmd: "ABORT" } : { cmd: "ABORT", reason }, [], opts) as Promise<AbortReply>;
-  }
-
-  /** DISCARD: free an unclaimed restored session. */
-  discard(id: string, opts?: RequestOptions): Promise<Message> {
-    return this.request({ cmd: "DISCARD", id }, [], opts);
   }
 
   // ---- dispatch -------------------------------------------------------------------------------
@@ -611,7 +564,7 @@ function codeOf(e: unknown, fallback: string): string {
   return typeof c === "string" && /^E[A-Z0-9]+$/.test(c) ? c : fallback;
 }
 
-async function connectWithRetry(path: string, timeoutMs: number): Promise<number> {
+export async function connectWithRetry(path: string, timeoutMs: number): Promise<number> {
   const until = Date.now() + timeoutMs;
   for (let delay = 5; ; delay = Math.min(delay * 2, 100)) {
     try {

@@ -6,6 +6,8 @@ export {
   type StatusReply, type ListReply, type LoadReply, type CheckReply, type AbortReply, type ClientInfo, type RestoredInfo, type UpdateInfo,
 } from "./client";
 export { LuoError, LuoConnectError, LuoConnectionClosed, LuoTimeoutError } from "./errors";
+export { OneShotClient } from "./oneshot";
+export { LuoRequests } from "./requests";
 export {
   preserveMemfd, retrieveMemfd, finishSession, sessionName, createMemfd,
   closeFd, dupFd, fileSize, readFull, writeFull, ftruncate, addSeals, getSeals,

@@ -21,6 +21,8 @@ import { cac, type CAC, type Command } from "cac";
 import { closeSync, fstatSync, openSync, readFileSync, writeSync } from "node:fs";
 import { VERSION } from "../version";
 import { DEFAULT_SOCKET, LuoClient } from "../client/client";
+import { OneShotClient } from "../client/oneshot";
+import type { LuoRequests } from "../client/requests";
 import { LuoConnectError, LuoConnectionClosed, LuoError } from "../client/errors";
 import { isValidId } from "../wire/ids";
 import { KEXEC_TIMEOUT_MAX_MS, KEXEC_TIMEOUT_MIN_MS } from "../wire/messages";
@@ -42,7 +44,10 @@ export interface CtlIo {
   stderrIsTTY: boolean;
   env: Record<string, string | undefined>;
   readProcCmdline(): string;
+  /** A connection with an event loop (kexec: progress events). */
   connect(path: string): Promise<LuoClient>;
+  /** A blocking one-request connection for the quick commands (default: connect). */
+  connectOnce?(path: string): Promise<LuoRequests>;
   /** Installs a SIGINT handler for the duration of `kexec`; returns its remover. */
   onInterrupt(handler: () => void): () => void;
   now(): number;
@@ -71,6 +76,7 @@ export function defaultIo(): CtlIo {
     env: process.env,
     readProcCmdline: () => readFileSync("/proc/cmdline", "utf8"),
     connect: (path) => LuoClient.connect(path),
+    connectOnce: (path) => OneShotClient.connect(path),
     onInterrupt(handler) {
       process.on("SIGINT", handler);
       return () => process.off("SIGINT", handler);
@@ -376,8 +382,9 @@ function emit(ctx: Ctx, reply: Record<string, unknown>, human: () => string): vo
   else ctx.io.stdout(human() + "\n");
 }
 
-async function withClient<T>(ctx: Ctx, f: (c: LuoClient) => Promise<T>): Promise<T> {
-  const c = await ctx.io.connect(ctx.socket);
+/** One quick request: a blocking connection, no event loop (luoctl's startup matters). */
+async function withClient<T>(ctx: Ctx, f: (c: LuoRequests) => Promise<T>): Promise<T> {
+  const c = await (ctx.io.connectOnce ? ctx.io.connectOnce(ctx.socket) : ctx.io.connect(ctx.socket));
   try {
     return await f(c);
   } finally {

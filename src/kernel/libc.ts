@@ -54,6 +54,7 @@ const lib = dlopen("libc.so.6", {
   epoll_ctl: { args: ["i32", "i32", "i32", "ptr"], returns: "i32" },
   epoll_wait: { args: ["i32", "ptr", "i32", "i32"], returns: "i32" },
   eventfd: { args: ["u32", "i32"], returns: "i32" },
+  poll: { args: ["ptr", "u64", "i32"], returns: "i32" },
 });
 
 /** Raw libc symbols. For src/kernel/* only: everything else uses the typed wrappers. */

@@ -348,3 +348,27 @@ export class MessageIo {
 export function unixDatagramSocket(): number {
   return unixSocket(SOCK_DGRAM, true);
 }
+
+const POLLIN = 0x1;
+const POLLOUT = 0x4;
+/** struct pollfd (8 B): int fd | short events | short revents. One per thread, reused. */
+const pollFd = new DataView(new ArrayBuffer(8));
+
+/**
+ * Blocks until `fd` is readable (or writable), or `timeoutMs` passes: true when ready (a hang-up
+ * or error counts as ready: the next read reports it), false on timeout. For one-shot tools that
+ * need no event loop (luoctl's quick commands); EINTR restarts with the time left.
+ */
+export function waitFd(fd: number, want: "read" | "write", timeoutMs: number): boolean {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    pollFd.setInt32(0, fd, true);
+    pollFd.setInt16(4, want === "read" ? POLLIN : POLLOUT, true);
+    pollFd.setInt16(6, 0, true);
+    const left = Math.max(0, until - Date.now());
+    const rc = rcOrErrno(sys.poll(ptr(pollFd), 1, Math.min(left, 2 ** 31 - 1)));
+    if (rc === -Errno.EINTR) continue;
+    if (rc < 0) throw new SysError("poll", -rc);
+    return rc > 0;
+  }
+}

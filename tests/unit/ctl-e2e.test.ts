@@ -4,6 +4,7 @@ import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { LuoClient } from "../../src/client/client";
 import { FakeLuod, FakeLuodError } from "../../src/client/fake-luod";
 import { fileSize, readFull } from "../../src/client";
 import { luoctlMain, type CtlIo } from "../../src/ctl/main";
@@ -31,10 +32,16 @@ async function luoctl(args: string[], overrides: Partial<CtlIo> = {}) {
     env: {},
     readProcCmdline: () => "BOOT_IMAGE=/boot/vmlinuz-7.2.12 root=/dev/vda ro kho=on\n",
     onInterrupt: () => () => {},
+    connectOnce: inProcess,
     ...overrides,
   });
   return { code, out: out.join(""), err: err.join("") };
 }
+
+// The fake luod runs in this very process: luoctl's blocking one-shot client would wait on it
+// while starving it, so here the quick commands go through the event-loop client. The one-shot
+// path is tested against the real luod in a separate process (tests/integration).
+const inProcess = (path: string) => LuoClient.connect(path);
 
 const STATUS = {
   luod: { version: "0.1.0", pid: 42, connections: 1 },
@@ -85,6 +92,7 @@ describe("status / list", () => {
     const out: string[] = [];
     const code = await luoctlMain(["status"], {
       stdout: (t) => void out.push(t), stderr: () => {}, env: { LUOD_SOCKET: fake.path }, stdoutIsTTY: false, stderrIsTTY: false,
+      connectOnce: inProcess,
     });
     expect(code).toBe(0);
     expect(out.join("")).toMatch(/phase:\s+idle/);

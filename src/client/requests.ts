@@ -1,0 +1,69 @@
+// The requests every kind of luod connection can make, over one abstract call(): LuoClient
+// (event loop: subscriptions, events, KEXEC progress) and OneShotClient (blocking, one request:
+// luoctl's quick commands) share them, so a request is built in one place only.
+import type {
+  AbortReply, CheckReply, ListReply, LoadOptions, LoadReply, Message, Received, RequestOptions, StatusReply,
+} from "./client";
+import { closeFd } from "../kernel/fd";
+
+export abstract class LuoRequests {
+  /**
+   * Sends a request and resolves with its reply and any fds that came with it (yours to close).
+   * A reply with `ok: false` rejects with LuoError(error.code, error.message).
+   */
+  abstract call(obj: Message & { cmd: string }, fds?: readonly number[], opts?: RequestOptions): Promise<Received>;
+
+  abstract close(): void;
+
+  /** Like call(), but resolves with the reply only; fds that came with it are closed. */
+  async request(obj: Message & { cmd: string }, fds: readonly number[] = [], opts: RequestOptions = {}): Promise<Message> {
+    const r = await this.call(obj, fds, opts);
+    closeQuietly(r.fds);
+    return r.msg;
+  }
+  status(opts?: RequestOptions): Promise<StatusReply> {
+    return this.request({ cmd: "STATUS" }, [], opts) as Promise<StatusReply>;
+  }
+
+  list(opts?: RequestOptions): Promise<ListReply> {
+    return this.request({ cmd: "LIST" }, [], opts) as Promise<ListReply>;
+  }
+
+  /** LOAD: luod verifies and loads the kernel (and initrd) from these fds; you keep your fds. */
+  load(o: LoadOptions, opts?: RequestOptions): Promise<LoadReply> {
+    const fds = [o.kernelFd];
+    if (o.initrdFd !== undefined && o.initrdFd !== null) fds.push(o.initrdFd);
+    const req: Message & { cmd: string } = { cmd: "LOAD", cmdline: o.cmdline, initrd: fds.length === 2 };
+    if (o.force) req.force = true;
+    if (o.sha256 !== undefined) req.sha256 = o.sha256;
+    return this.request(req, fds, opts) as Promise<LoadReply>;
+  }
+
+  unload(opts?: RequestOptions): Promise<Message> {
+    return this.request({ cmd: "UNLOAD" }, [], opts);
+  }
+
+  check(opts?: RequestOptions): Promise<CheckReply> {
+    return this.request({ cmd: "CHECK" }, [], opts) as Promise<CheckReply>;
+  }
+
+  /** ABORT: the reply says whether an update was running (`aborted`). */
+  abort(reason?: string, opts?: RequestOptions): Promise<AbortReply> {
+    return this.request(reason === undefined ? { cmd: "ABORT" } : { cmd: "ABORT", reason }, [], opts) as Promise<AbortReply>;
+  }
+
+  /** DISCARD: free an unclaimed restored session. */
+  discard(id: string, opts?: RequestOptions): Promise<Message> {
+    return this.request({ cmd: "DISCARD", id }, [], opts);
+  }
+}
+
+export function closeQuietly(fds: readonly number[]): void {
+  for (const fd of fds) {
+    try {
+      closeFd(fd);
+    } catch {
+      // already closed
+    }
+  }
+}
