@@ -29,22 +29,8 @@ done
 [[ -f $K && -f $I && -d $SHARE && -n $LOG ]] || { sed -n 2,20p "$0" >&2; exit 2; }
 log() { echo "run-vm: $*" >&2; }
 
-ACCEL=${ACCEL:-tcg}
 CMDLINE="console=ttyS0 liveupdate=on panic=-1"
-if [[ $ACCEL == tcg ]]; then
-    CPU=${CPU:-max}
-    # Under TCG the guest's TSC is the host's, but the kernel cannot verify it (vCPUs look
-    # unsynchronized, PIT calibration sometimes fails) and, having no ACPI/HPET, would fall
-    # back to the jiffies clocksource (4 ms clock resolution). So declare it reliable and
-    # pass the host's TSC frequency.
-    mhz=$( { dmesg 2>/dev/null || true; } | sed -nE 's/.*tsc: (Refined TSC clocksource calibration|Detected): ([0-9.]+) MHz.*/\2/p' | tail -n 1)
-    [[ -n $mhz ]] || mhz=$(sed -n 's/^cpu MHz[^:]*: *//p' /proc/cpuinfo | head -n 1)
-    khz=${TSC_KHZ:-$(awk -v m="$mhz" 'BEGIN { if (m > 0) printf "%d", m * 1000 }')}
-    CMDLINE+=" tsc=reliable${khz:+ tsc_early_khz=$khz}"
-else
-    CPU=${CPU:-host}
-fi
-[[ -n $APPEND ]] && CMDLINE+=" $APPEND"
+. "$(dirname "$0")/accel.sh"
 
 # sockets=N: the kernel has no ACPI and finds CPUs in SeaBIOS' MP table, which lists one per socket
 args=(-accel "$ACCEL" -cpu "$CPU" -M pc -smp "$CPUS,sockets=$CPUS" -m "$MEM"

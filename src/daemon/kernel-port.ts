@@ -1,7 +1,7 @@
 // What the broker needs from the kernel, as one small interface. The real implementation calls
 // src/kernel; unit tests plug in a fake (real memfds standing in for session fds), so the
 // broker's logic is tested fast on any host and proven on the real kernel in the VM.
-import { closeFd, dupFd, readFull, writeFull, fileSize } from "../kernel/fd";
+import { closeFd, dupFd, readWhole, writeFull } from "../kernel/fd";
 import { SysError, Errno } from "../kernel/libc";
 import {
   withLiveupdateDevice, createSession, retrieveSession, preserveFd, retrieveFd, finishSession,
@@ -63,9 +63,7 @@ export function realKernel(devicePath = LIVEUPDATE_DEVICE): KernelPort {
       try {
         const fd = retrieveFd(sessionFd, token, sessionName);
         try {
-          const data = new Uint8Array(new ArrayBuffer(fileSize(fd)));
-          readFull(fd, data, 0);
-          return data;
+          return readWhole(fd);
         } finally {
           closeFd(fd);
         }

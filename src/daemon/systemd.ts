@@ -42,7 +42,7 @@ import { StateFiles } from "./state-files";
 import { ProtocolError } from "../wire/errors";
 import { INTERNAL_SESSION, parseSessionName } from "../wire/ids";
 import { sdListenFds, sdNotify, sdNotifyBarrier, sdNotifyWithFds } from "../kernel/sdnotify";
-import { closeFd, fileSize, readFull } from "../kernel/fd";
+import { closeFd, readWhole } from "../kernel/fd";
 import { finishSession, getSessionName, retrieveFd } from "../kernel/liveupdate";
 
 export const KEXEC_MODES = ["auto", "direct", "systemd"] as const;
@@ -150,9 +150,7 @@ export const realOps: SystemdOps = {
   readBlob(sessionFd, token, name) {
     const fd = retrieveFd(sessionFd, token, name);
     try {
-      const data = new Uint8Array(new ArrayBuffer(fileSize(fd)));
-      readFull(fd, data, 0);
-      return data;
+      return readWhole(fd);
     } finally {
       closeFd(fd);
       finishSession(sessionFd, name);

@@ -104,6 +104,13 @@ export function fileSize(fd: number): number {
   return Number(st.getBigInt64(ST_SIZE_OFFSET, true));
 }
 
+/** The whole content of a file (a memfd) from offset 0, in a buffer of its size. */
+export function readWhole(fd: number): Uint8Array {
+  const data = new Uint8Array(new ArrayBuffer(fileSize(fd)));
+  readFull(fd, data, 0);
+  return data;
+}
+
 /**
  * What an fd points at, e.g. "/memfd:foo (deleted)", "socket:[123]",
  * "anon_inode:[luo_session] <name>" (kernel-luo.md §6; names may hold spaces/newlines).

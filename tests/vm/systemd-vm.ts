@@ -6,9 +6,8 @@
 // client binary (~2 s). Cached runs: ~1.5-3 min per test (two systemd boots under TCG).
 // Needs root or passwordless sudo (debootstrap) the first time. LUO_SKIP_VM=1 skips these tests
 // like every VM test; LUO_SKIP_SYSTEMD_VM=1 skips only these.
-import { mkdirSync, mkdtempSync, readFileSync } from "node:fs";
-import { basename, join, resolve } from "node:path";
-import { vmAvailable } from "./vm";
+import { join, resolve } from "node:path";
+import { runJobWith, vmAvailable } from "./vm";
 
 const REPO = resolve(import.meta.dir, "../..");
 const RUN_JOB = join(REPO, "scripts/vm/systemd/run-job.sh");
@@ -27,29 +26,7 @@ export function systemdVmAvailable(): boolean {
 }
 
 export async function runSystemdJob(jobPath: string, opts: { env?: Record<string, string>; timeoutSec?: number } = {}) {
-  const name = basename(jobPath).replace(/\.sh$/, "");
-  mkdirSync(join(REPO, ".vm"), { recursive: true });
-  const workDir = mkdtempSync(join(REPO, ".vm", `${name}-`));
-  const args = [RUN_JOB, resolve(jobPath), "-p", LIB, "-t", String(opts.timeoutSec ?? 600)];
+  const args = ["-p", LIB, "-t", String(opts.timeoutSec ?? 600)];
   for (const [k, v] of Object.entries(opts.env ?? {})) args.push("-e", `${k}=${v}`);
-  const proc = Bun.spawn(args, {
-    cwd: REPO,
-    env: { ...process.env, LUO_VM_WORKDIR: workDir },
-    stdin: "ignore",
-    stdout: "inherit",
-    stderr: "inherit",
-  });
-  const rc = await proc.exited;
-  let log = "";
-  try {
-    log = readFileSync(join(workDir, "serial.log"), "utf8");
-  } catch {
-    // no VM started: run-job.sh said why
-  }
-  if (rc !== 0) {
-    const lines = log.split("\n");
-    const userspace = rc === 124 || rc === 125 ? lines : lines.filter((l) => !/^\[\s*\d+\.\d+\] \[\s*\d+\.\d+\] /.test(l));
-    console.error(`tests/vm: ${name} exited ${rc}; last lines of ${workDir}/serial.log:\n${userspace.slice(-80).join("\n")}`);
-  }
-  return { rc, log, workDir };
+  return runJobWith(RUN_JOB, jobPath, args);
 }

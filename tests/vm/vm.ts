@@ -63,16 +63,23 @@ function qemuPresentOrInstallable(): boolean {
 
 /** Runs `scripts/vm/run-job.sh jobPath` in a new work dir under <repo>/.vm/. */
 export async function runVmJob(jobPath: string, opts: VmJobOptions = {}): Promise<VmJobResult> {
-  const name = basename(jobPath).replace(/\.sh$/, "");
-  mkdirSync(join(REPO, ".vm"), { recursive: true });
-  const workDir = mkdtempSync(join(REPO, ".vm", `${name}-`));
-  const args = [RUN_JOB, resolve(jobPath)];
+  const args: string[] = [];
   for (const [k, v] of Object.entries(opts.env ?? {})) args.push("-e", `${k}=${v}`);
   if (opts.memory) args.push("-m", opts.memory);
   if (opts.timeoutSec) args.push("-t", String(opts.timeoutSec));
+  return runJobWith(RUN_JOB, jobPath, args, opts.expectRc ?? 0);
+}
 
+/**
+ * Runs `runner jobPath args…` (a run-job.sh) in a new work dir under <repo>/.vm/ and reads the
+ * console log; when the exit code is not `expectRc`, prints the log's last lines.
+ */
+export async function runJobWith(runner: string, jobPath: string, args: string[], expectRc = 0): Promise<VmJobResult> {
+  const name = basename(jobPath).replace(/\.sh$/, "");
+  mkdirSync(join(REPO, ".vm"), { recursive: true });
+  const workDir = mkdtempSync(join(REPO, ".vm", `${name}-`));
   // run-job.sh's own output (kernel build progress, boot milestones) goes to our stderr.
-  const proc = Bun.spawn(args, {
+  const proc = Bun.spawn([runner, resolve(jobPath), ...args], {
     cwd: REPO,
     env: { ...process.env, LUO_VM_WORKDIR: workDir },
     stdin: "ignore",
@@ -86,7 +93,7 @@ export async function runVmJob(jobPath: string, opts: VmJobOptions = {}): Promis
   } catch {
     // no VM was started (setup failed): rc says why, run-job.sh printed it
   }
-  if (rc !== (opts.expectRc ?? 0)) {
+  if (rc !== expectRc) {
     // a timeout or a missing code (panic) needs the kernel's messages; otherwise userspace's
     const lines = log.split("\n");
     const shown = rc === 124 || rc === 125 ? lines : lines.filter((l) => !KERNEL_LINE.test(l));

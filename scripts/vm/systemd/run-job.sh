@@ -80,19 +80,9 @@ LOG=$W/serial.log
 log "job $JOB in $W (setup $((SECONDS - t0))s); rootfs $ROOTFS"
 
 # ---- QEMU (as ../run-vm.sh, with a root disk instead of an initramfs) ----------------------------
-ACCEL=${ACCEL:-tcg}
 CMDLINE="console=ttyS0 liveupdate=on panic=-1 root=/dev/vda rootfstype=ext4 rw init=/usr/lib/systemd/systemd"
 CMDLINE+=" systemd.show_status=1 systemd.log_color=0"
-if [[ $ACCEL == tcg ]]; then
-    CPU=${CPU:-max}
-    mhz=$( { dmesg 2>/dev/null || true; } | sed -nE 's/.*tsc: (Refined TSC clocksource calibration|Detected): ([0-9.]+) MHz.*/\2/p' | tail -n 1)
-    [[ -n $mhz ]] || mhz=$(sed -n 's/^cpu MHz[^:]*: *//p' /proc/cpuinfo | head -n 1)
-    khz=${TSC_KHZ:-$(awk -v m="$mhz" 'BEGIN { if (m > 0) printf "%d", m * 1000 }')}
-    CMDLINE+=" tsc=reliable${khz:+ tsc_early_khz=$khz}"
-else
-    CPU=${CPU:-host}
-fi
-[[ -n $APPEND ]] && CMDLINE+=" $APPEND"
+. "$VM/accel.sh"
 args=(-accel "$ACCEL" -cpu "$CPU" -M pc -smp "$CPUS,sockets=$CPUS" -m "$MEM"
     -nodefaults -no-user-config -display none -vga none -no-reboot
     -kernel "$W/share/boot/bzImage" -append "$CMDLINE"

@@ -15,6 +15,7 @@
 //           FINISH the session, FINISHED. Prints "VERIFIED <id> <bytes> bytes"; exits 1 on any error.
 //           --behave die: exit right after CLAIMED, without FINISHED (a client killed mid-claim).
 import { LuoClient, LuoError } from "../../../src/client";
+import { pattern } from "./pattern";
 import { preserveMemfd, retrieveMemfd, finishSession } from "../../../src/client/memfd";
 import { memfdCreate } from "../../../src/kernel/memfd";
 import { closeFd, readFull, writeFull, fileSize } from "../../../src/kernel/fd";
@@ -30,22 +31,6 @@ const ids = opt("ids", "").split(",").filter(Boolean);
 const mib = Number(opt("mib", "1"));
 const behave = opt("behave", "ready");
 const socket = opt("socket", "/run/luod/liveupdate.sock");
-
-/** The id's own content: xorshift32 seeded from the id, so stage 2 can regenerate it. */
-function pattern(id: string, bytes: number): Uint8Array {
-  const out = new Uint8Array(new ArrayBuffer(bytes));
-  const words = new Uint32Array(out.buffer, 0, bytes >>> 2);
-  let x = 2166136261;
-  for (const ch of id) x = Math.imul(x ^ ch.charCodeAt(0), 16777619) >>> 0;
-  x ||= 1;
-  for (let i = 0; i < words.length; i++) {
-    x ^= x << 13; x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5; x >>>= 0;
-    words[i] = x;
-  }
-  return out;
-}
 
 const say = (id: string, what: string) => console.log(`client ${id}: ${what}`);
 

@@ -11,6 +11,7 @@
 // where it is. When luod goes away after READY (a kexec's shutdown, or luod killed), its session
 // lives on in luod's fd store: the client just waits to be stopped. Before READY it exits 1.
 // --silent: never preserves nor answers (the READY deadline must abort the update).
+import { pattern } from "../../../../tests/vm/guest/pattern";
 import { LuoClient, LuoConnectionClosed, LuoError, preserveMemfd, retrieveMemfd, finishSession } from "../../../../src/client";
 import { memfdCreate } from "../../../../src/kernel/memfd";
 import { closeFd, readFull, writeFull, fileSize } from "../../../../src/kernel/fd";
@@ -40,21 +41,8 @@ const status = (s: string) => {
   }
 };
 
-/** The id's own content: xorshift32 seeded from the id (same as tests/vm/guest/clients.ts). */
-function pattern(bytes: number): Uint8Array {
-  const out = new Uint8Array(new ArrayBuffer(bytes));
-  const words = new Uint32Array(out.buffer, 0, bytes >>> 2);
-  let x = 2166136261;
-  for (const ch of id) x = Math.imul(x ^ ch.charCodeAt(0), 16777619) >>> 0;
-  x ||= 1;
-  for (let i = 0; i < words.length; i++) {
-    x ^= x << 13; x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5; x >>>= 0;
-    words[i] = x;
-  }
-  return out;
-}
+/** This client's own content (the same generator as tests/vm/guest/clients.ts). */
+const patternOf = (bytes: number) => pattern(id, bytes);
 
 async function claim(client: LuoClient): Promise<boolean> {
   try {
@@ -63,7 +51,7 @@ async function claim(client: LuoClient): Promise<boolean> {
     const size = fileSize(memfd);
     const got = new Uint8Array(new ArrayBuffer(size));
     readFull(memfd, got, 0);
-    const want = pattern(mib << 20);
+    const want = patternOf(mib << 20);
     const same = size === want.length && Buffer.from(got.buffer).equals(Buffer.from(want.buffer));
     finishSession(sessionFd);
     closeFd(sessionFd);
@@ -127,7 +115,7 @@ for (;;) {
     continue;
   }
   const memfd = memfdCreate(`luo-test-${id}`);
-  writeFull(memfd, pattern(mib << 20), 0);
+  writeFull(memfd, patternOf(mib << 20), 0);
   preserveMemfd(p.sessionFd, memfd, TOKEN);
   closeFd(memfd); // LUO holds its own reference after PRESERVE_FD
   closeFd(p.sessionFd); // luod holds its own copy until the jump

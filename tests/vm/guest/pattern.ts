@@ -1,0 +1,16 @@
+// The content every VM test client puts in its memfd: xorshift32 seeded from the client's id, so
+// the second boot can regenerate it and compare every byte, and no two clients share content.
+export function pattern(id: string, bytes: number): Uint8Array {
+  const out = new Uint8Array(new ArrayBuffer(bytes));
+  const words = new Uint32Array(out.buffer, 0, bytes >>> 2);
+  let x = 2166136261;
+  for (const ch of id) x = Math.imul(x ^ ch.charCodeAt(0), 16777619) >>> 0;
+  x ||= 1;
+  for (let i = 0; i < words.length; i++) {
+    x ^= x << 13; x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5; x >>>= 0;
+    words[i] = x;
+  }
+  return out;
+}
