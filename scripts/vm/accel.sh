@@ -15,4 +15,4 @@ if [[ $ACCEL == tcg ]]; then
 else
     CPU=${CPU:-host}
 fi
-[[ -n $APPEND ]] && CMDLINE+=" $APPEND"
+if [[ -n $APPEND ]]; then CMDLINE+=" $APPEND"; fi   # (an `&&` list here would be this file's status under set -e)

@@ -4,7 +4,9 @@
 # real resets). Needs no terminal and no stdin: the serial console goes through a FIFO into a
 # log with host timestamps. Usually called by run-job.sh, which prepares the share.
 #
-# usage: run-vm.sh -k BZIMAGE -i INITRAMFS -s SHARE_DIR -l LOG [options]
+# usage: run-vm.sh -k BZIMAGE (-i INITRAMFS | -d DISK) -s SHARE_DIR -l LOG [options]
+#   -d DISK  boot from this raw root disk (virtio, snapshot=on: it never changes; the guest's
+#            writes go to a temporary file in $TMPDIR) instead of an initramfs; pass root= with -a
 #   -s DIR   shared read-write as 9p tag "share" (guest /mnt/share); the job lives there
 #   -l FILE  serial console, each line prefixed with "[seconds since QEMU start]"
 #   -m MEM   guest RAM (default 1G)          -c N    vCPUs (default 2)
@@ -18,15 +20,15 @@
 #       125 when QEMU ended without a code (panic, reset, QEMU error).
 set -euo pipefail
 export LC_ALL=C
-K= I= SHARE= LOG= MEM=1G CPUS=2 TMO=300 APPEND= HOSTROOT=1 ECHO=
-while getopts "k:i:s:l:m:c:t:a:Hv" o; do
+K= I= DISK= SHARE= LOG= MEM=1G CPUS=2 TMO=300 APPEND= HOSTROOT=1 ECHO=
+while getopts "k:i:d:s:l:m:c:t:a:Hv" o; do
     case $o in
-    k) K=$OPTARG ;; i) I=$OPTARG ;; s) SHARE=$OPTARG ;; l) LOG=$OPTARG ;; m) MEM=$OPTARG ;;
+    k) K=$OPTARG ;; i) I=$OPTARG ;; d) DISK=$OPTARG ;; s) SHARE=$OPTARG ;; l) LOG=$OPTARG ;; m) MEM=$OPTARG ;;
     c) CPUS=$OPTARG ;; t) TMO=$OPTARG ;; a) APPEND=$OPTARG ;; H) HOSTROOT= ;; v) ECHO=1 ;;
-    *) sed -n 2,20p "$0" >&2; exit 2 ;;
+    *) sed -n 2,22p "$0" >&2; exit 2 ;;
     esac
 done
-[[ -f $K && -f $I && -d $SHARE && -n $LOG ]] || { sed -n 2,20p "$0" >&2; exit 2; }
+[[ -f $K && ( -f $I || -f $DISK ) && -d $SHARE && -n $LOG ]] || { sed -n 2,22p "$0" >&2; exit 2; }
 log() { echo "run-vm: $*" >&2; }
 
 CMDLINE="console=ttyS0 liveupdate=on panic=-1"
@@ -35,11 +37,16 @@ CMDLINE="console=ttyS0 liveupdate=on panic=-1"
 # sockets=N: the kernel has no ACPI and finds CPUs in SeaBIOS' MP table, which lists one per socket
 args=(-accel "$ACCEL" -cpu "$CPU" -M pc -smp "$CPUS,sockets=$CPUS" -m "$MEM"
     -nodefaults -no-user-config -display none -vga none -no-reboot
-    -kernel "$K" -initrd "$I" -append "$CMDLINE"
+    -kernel "$K" -append "$CMDLINE"
     -chardev stdio,id=con,signal=off -serial chardev:con
     -device isa-debug-exit,iobase=0xf4,iosize=0x04
     -fsdev "local,id=share,path=${SHARE//,/,,},security_model=none"
     -device virtio-9p-pci,fsdev=share,mount_tag=share)
+if [[ -n $DISK ]]; then
+    args+=(-drive "file=$DISK,format=raw,if=virtio,snapshot=on,cache=unsafe")
+else
+    args+=(-initrd "$I")
+fi
 if [[ -n $HOSTROOT ]]; then
     args+=(-fsdev local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap
         -device virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot)
@@ -88,6 +95,6 @@ else
 fi
 if [[ -s $base.qemu-stderr ]]; then log "QEMU stderr:"; sed 's/^/  /' "$base.qemu-stderr" >&2; fi
 # the milestones of each boot, with host times
-grep -E '\] (INIT: |Linux version|Run /init)|Starting new kernel' "$LOG" | cut -c1-150 | sed 's/^/run-vm:   /' >&2 || true
+grep -E '\] (INIT: |JOB|Linux version|Run /init)|Starting new kernel' "$LOG" | cut -c1-150 | sed 's/^/run-vm:   /' >&2 || true
 log "$why after $((wall / 1000)).$(printf %03d $((wall % 1000)))s; console log: $LOG"
 exit $rc

@@ -59,7 +59,7 @@ cp "$REPO/dist/luo" "$W/share/payload/luo"
 cp "$REPO/luod.service" "$HERE/guest/luo-test-client@.service" "$W/share/payload/"
 (( ${#FILES[@]} )) && cp "${FILES[@]}" "$W/share/payload/"
 # the test client: src/client compiled into its own binary (~100 MB, like dist/luo), cached by content
-CKEY=$( { cat "$HERE/guest/client.ts"; find "$REPO/src" -name '*.ts' -print0 | LC_ALL=C sort -z | xargs -0 cat;
+CKEY=$( { cat "$HERE/guest/client.ts" "$REPO/tests/vm/guest/pattern.ts"; find "$REPO/src" -name '*.ts' -print0 | LC_ALL=C sort -z | xargs -0 cat;
           "$REPO/node_modules/.bin/bun" --version; } | sha256sum | cut -c1-16)
 CACHE=${LUO_CACHE:-$HOME/.cache/luo-agent}
 CLIENT=$CACHE/test-client/luo-test-client-$CKEY
@@ -79,55 +79,16 @@ done > "$W/share/job.env"
 LOG=$W/serial.log
 log "job $JOB in $W (setup $((SECONDS - t0))s); rootfs $ROOTFS"
 
-# ---- QEMU (as ../run-vm.sh, with a root disk instead of an initramfs) ----------------------------
-CMDLINE="console=ttyS0 liveupdate=on panic=-1 root=/dev/vda rootfstype=ext4 rw init=/usr/lib/systemd/systemd"
-CMDLINE+=" systemd.show_status=1 systemd.log_color=0"
-. "$VM/accel.sh"
-args=(-accel "$ACCEL" -cpu "$CPU" -M pc -smp "$CPUS,sockets=$CPUS" -m "$MEM"
-    -nodefaults -no-user-config -display none -vga none -no-reboot
-    -kernel "$W/share/boot/bzImage" -append "$CMDLINE"
-    -drive "file=$ROOTFS,format=raw,if=virtio,snapshot=on,cache=unsafe"
-    -chardev stdio,id=con,signal=off -serial chardev:con
-    -device isa-debug-exit,iobase=0xf4,iosize=0x04
-    -fsdev "local,id=share,path=${W//,/,,}/share,security_model=none"
-    -device virtio-9p-pci,fsdev=share,mount_tag=share)
-
-stamp() {
-    local t0=${EPOCHREALTIME/./} line us
-    while IFS= read -r line || [[ -n $line ]]; do
-        us=$(( ${EPOCHREALTIME/./} - t0 ))
-        line=${line%$'\r'}
-        printf '[%4d.%03d] %s\n' $((us / 1000000)) $((us % 1000000 / 1000)) "$line" >> "$LOG"
-        [[ -z $ECHO ]] || printf '%s\n' "$line"
-    done
-}
-: > "$LOG"
-printf '%q ' "${QEMU:-qemu-system-x86_64}" "${args[@]}" > "$W/qemu-cmd"; echo >> "$W/qemu-cmd"
-fifo=$W/.console
-rm -f "$fifo"; mkfifo "$fifo"
-log "accel=$ACCEL mem=$MEM smp=$CPUS timeout=${TMO}s; cmdline: $CMDLINE"
-tq=${EPOCHREALTIME/./}
-stamp < "$fifo" &
-stamper=$!
-# snapshot=on keeps the guest's writes in a temporary file (QEMU's TMPDIR)
-TMPDIR=$W timeout -k 5 "$TMO" "${QEMU:-qemu-system-x86_64}" "${args[@]}" </dev/null >"$fifo" 2>"$W/qemu-stderr" &
-qpid=$!
-trap 'kill -TERM $qpid 2>/dev/null; wait $stamper; rm -f "$fifo"; exit 143' TERM INT HUP
-qrc=0
-wait $qpid || qrc=$?
-wait $stamper || true
+# ---- QEMU: ../run-vm.sh with the root disk instead of an initramfs ------------------------------
+TMPDIR=$W "$VM/run-vm.sh" -k "$W/share/boot/bzImage" -d "$ROOTFS" -s "$W/share" -l "$LOG" -H \
+    -m "$MEM" -c "$CPUS" -t "$TMO" ${ECHO:+-v} \
+    -a "root=/dev/vda rootfstype=ext4 rw init=/usr/lib/systemd/systemd systemd.show_status=1 systemd.log_color=0 $APPEND" &
+vm=$!
+# stopped ourselves (a test timeout): stop the VM too
+trap 'kill -TERM $vm 2>/dev/null; wait $vm; exit 143' TERM INT HUP
+rc=0
+wait $vm || rc=$?
 trap - TERM INT HUP
-rm -f "$fifo"
-wall=$(( (${EPOCHREALTIME/./} - tq) / 1000 ))
-if (( qrc == 124 || qrc == 137 )); then
-    rc=124 why="TIMEOUT after ${TMO}s"
-elif (( qrc % 2 == 1 )) && grep -q "INIT: powering off, rc=$(( qrc >> 1 ))\$" "$LOG"; then
-    rc=$(( qrc >> 1 )) why="job exit code $(( qrc >> 1 ))"
-else
-    rc=125 why="QEMU exited with $qrc and no job code (kernel panic? QEMU error?)"
-fi
-if [[ -s $W/qemu-stderr ]]; then log "QEMU stderr:"; sed 's/^/  /' "$W/qemu-stderr" >&2; fi
-grep -E '\] (INIT: |JOB|Linux version)|Starting new kernel|kexec_core: Starting' "$LOG" | cut -c1-160 | sed 's/^/run-job(systemd):   /' >&2 || true
 rm -rf "$W/share/boot" "$W/share/payload"
-log "$why after $((wall / 1000)).$(printf %03d $((wall % 1000)))s (setup $(( SECONDS - t0 - wall / 1000 ))s); console log: $LOG"
+log "rc=$rc; console log: $LOG"
 exit $rc
