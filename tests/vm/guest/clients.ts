@@ -15,10 +15,10 @@
 //           FINISH the session, FINISHED. Prints "VERIFIED <id> <bytes> bytes"; exits 1 on any error.
 //           --behave die: exit right after CLAIMED, without FINISHED (a client killed mid-claim).
 import { LuoClient, LuoError } from "../../../src/client";
-import { pattern } from "./pattern";
+import { holdsPattern, pattern } from "./pattern";
 import { preserveMemfd, retrieveMemfd, finishSession } from "../../../src/client/memfd";
 import { memfdCreate } from "../../../src/kernel/memfd";
-import { closeFd, readFull, writeFull, fileSize } from "../../../src/kernel/fd";
+import { closeFd, writeFull } from "../../../src/kernel/fd";
 
 const TOKEN = 1n;
 const args = process.argv.slice(2);
@@ -106,17 +106,13 @@ async function claimOne(id: string): Promise<boolean> {
       process.exit(3);
     }
     const memfd = retrieveMemfd(sessionFd, TOKEN);
-    const size = fileSize(memfd);
-    const got = new Uint8Array(new ArrayBuffer(size));
-    readFull(memfd, got, 0);
-    const want = pattern(id, mib << 20);
-    const same = size === want.length && Buffer.from(got.buffer).equals(Buffer.from(want.buffer));
+    const { size, same } = holdsPattern(memfd, id, mib << 20);
     finishSession(sessionFd);
     closeFd(sessionFd);
     closeFd(memfd);
     await client.finished(id);
     if (!same) {
-      console.log(`MISMATCH ${id}: ${size} bytes from ${session}, expected ${want.length} with the id's pattern`);
+      console.log(`MISMATCH ${id}: ${size} bytes from ${session}, expected ${mib << 20} with the id's pattern`);
       return false;
     }
     console.log(`VERIFIED ${id} ${size} bytes from ${session}`);

@@ -1,5 +1,7 @@
 // The content every VM test client puts in its memfd: xorshift32 seeded from the client's id, so
 // the second boot can regenerate it and compare every byte, and no two clients share content.
+import { readWhole } from "../../../src/kernel/fd";
+
 export function pattern(id: string, bytes: number): Uint8Array {
   const out = new Uint8Array(new ArrayBuffer(bytes));
   const words = new Uint32Array(out.buffer, 0, bytes >>> 2);
@@ -13,4 +15,11 @@ export function pattern(id: string, bytes: number): Uint8Array {
     words[i] = x;
   }
   return out;
+}
+
+/** Whether the memfd holds exactly `bytes` bytes of `id`'s pattern (its size is returned too). */
+export function holdsPattern(fd: number, id: string, bytes: number): { size: number; same: boolean } {
+  const got = readWhole(fd);
+  const want = pattern(id, bytes);
+  return { size: got.length, same: got.length === want.length && Buffer.from(got.buffer).equals(Buffer.from(want.buffer)) };
 }

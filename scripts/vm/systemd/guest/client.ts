@@ -11,10 +11,10 @@
 // where it is. When luod goes away after READY (a kexec's shutdown, or luod killed), its session
 // lives on in luod's fd store: the client just waits to be stopped. Before READY it exits 1.
 // --silent: never preserves nor answers (the READY deadline must abort the update).
-import { pattern } from "../../../../tests/vm/guest/pattern";
+import { holdsPattern, pattern } from "../../../../tests/vm/guest/pattern";
 import { LuoClient, LuoConnectionClosed, LuoError, preserveMemfd, retrieveMemfd, finishSession } from "../../../../src/client";
 import { memfdCreate } from "../../../../src/kernel/memfd";
-import { closeFd, readFull, writeFull, fileSize } from "../../../../src/kernel/fd";
+import { closeFd, writeFull } from "../../../../src/kernel/fd";
 import { sdNotify } from "../../../../src/kernel/sdnotify";
 
 const TOKEN = 1n;
@@ -48,17 +48,13 @@ async function claim(client: LuoClient): Promise<boolean> {
   try {
     const { session, sessionFd } = await client.claim(id);
     const memfd = retrieveMemfd(sessionFd, TOKEN);
-    const size = fileSize(memfd);
-    const got = new Uint8Array(new ArrayBuffer(size));
-    readFull(memfd, got, 0);
-    const want = patternOf(mib << 20);
-    const same = size === want.length && Buffer.from(got.buffer).equals(Buffer.from(want.buffer));
+    const { size, same } = holdsPattern(memfd, id, mib << 20);
     finishSession(sessionFd);
     closeFd(sessionFd);
     closeFd(memfd);
     await client.finished(id);
     if (!same) {
-      say(`MISMATCH ${id}: ${size} bytes from ${session}, expected ${want.length} with the id's pattern`);
+      say(`MISMATCH ${id}: ${size} bytes from ${session}, expected ${mib << 20} with the id's pattern`);
       return false;
     }
     say(`VERIFIED ${id} ${size} bytes from ${session}`);
