@@ -129,12 +129,20 @@ export async function runDaemon(config: DaemonConfig, log: Logger, kernel: Kerne
       try { unlinkSync(config.socket); } catch { /* already gone */ }
       process.off("SIGTERM", onTerm);
       process.off("SIGINT", onInt);
+      process.off("uncaughtException", onBug);
+      process.off("unhandledRejection", onBug);
       resolve(0);
     };
     const onTerm = () => stop("SIGTERM");
     const onInt = () => stop("SIGINT");
+    // Last resort: luod may hold the only copy of READY clients' sessions, and exiting closes
+    // them (an outgoing session dies with its last fd, kernel-luo.md §2). A bug that escapes a
+    // timer is logged, not fatal; the event loop's callbacks have their own onError above.
+    const onBug = (e: unknown) => log.error(`unexpected error (luod keeps running): ${(e as Error)?.stack ?? String(e)}`);
     process.on("SIGTERM", onTerm);
     process.on("SIGINT", onInt);
+    process.on("uncaughtException", onBug);
+    process.on("unhandledRejection", onBug);
   });
 }
 
