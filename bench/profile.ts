@@ -3,7 +3,7 @@
 // is luod's userspace work — the part a fix in src/ can change. Optionally under Bun's CPU
 // profiler. Fast (seconds), so a change to src/daemon or src/wire can be checked before the VM.
 //
-//   node_modules/.bin/bun bench/profile.ts [--clients 1000] [--reps 3] [--prof DIR] [--json]
+//   node_modules/.bin/bun bench/profile.ts [--clients 1000] [--reps 3] [--prof DIR] [--syscalls DIR] [--json]
 //
 // Barrier: N swarm clients answer READY at once (no ioctl), a lean admin runs KEXEC dry runs.
 // Restore: luod restarted with a fake previous kernel holding N sessions and a manifest; N
@@ -83,7 +83,11 @@ async function spawnDaemon(socket: string, stateDir: string, restoreN: number, p
   rmSync(socket, { force: true });
   const profArgs = prof ? ["--cpu-prof", "--cpu-prof-md", `--cpu-prof-dir=${prof}`, `--cpu-prof-name=luod-${tag}.cpuprofile`] : [];
   const spawnedAt = performance.now();
-  const proc = Bun.spawn([process.execPath, ...profArgs, import.meta.path, "--daemon", socket, stateDir, String(restoreN)], {
+  // --syscalls DIR: count luod's syscalls per thread (perf trace -s; slows luod down, so ignore
+  // the times then)
+  const traceDir = args.includes("--syscalls") ? resolve(opt("syscalls", ".")) : null;
+  const straceArgs = traceDir ? ["perf", "trace", "-s", "-o", join(traceDir, `luod-${tag}.syscalls`), "--"] : [];
+  const proc = Bun.spawn([...straceArgs, process.execPath, ...profArgs, import.meta.path, "--daemon", socket, stateDir, String(restoreN)], {
     stdin: "ignore", stdout: "ignore", stderr: Bun.file(join(stateDir, `..`, `luod-${tag}.log`)),
   });
   for (;;) {
@@ -149,7 +153,7 @@ async function main(): Promise<void> {
     };
     out.rss_with_clients = rssOf(luod.proc.pid);
     await swarm.closeAll();
-    luod.proc.kill("SIGTERM");
+    luod.proc.kill(args.includes("--syscalls") ? "SIGINT" : "SIGTERM"); // perf trace prints on SIGINT
     await luod.proc.exited;
 
     // restore
@@ -172,7 +176,7 @@ async function main(): Promise<void> {
       errors: claimers.errors.slice(0, 3),
     };
     await claimers.closeAll();
-    luod.proc.kill("SIGTERM");
+    luod.proc.kill(args.includes("--syscalls") ? "SIGINT" : "SIGTERM"); // perf trace prints on SIGINT
     await luod.proc.exited;
     if (prof) out.profiles = readdirSync(prof).map((f) => join(prof, f));
   } finally {

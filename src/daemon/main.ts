@@ -91,6 +91,10 @@ export async function runDaemon(config: DaemonConfig, log: Logger, kernel: Kerne
   // the fd store ($LISTEN_FDS) and the jump through systemd (src/daemon/systemd.ts)
   const systemd = new SystemdHandoff({ requested: config.kexecMode ?? "auto", stateDir: config.stateDir, log });
   kernel = systemd.wrap(kernel);
+  // Listen first: clients that start with luod after a live-update boot queue in the backlog
+  // while the manifest is read, instead of waiting for the socket to appear. Nothing is accepted
+  // before the server below exists.
+  const listenFd = listen(config, log);
   const files = new StateFiles(config.stateDir);
   const restored = new RestoredSessions(kernel, files, log);
   const boot = restore(kernel, restored, log);
@@ -102,7 +106,6 @@ export async function runDaemon(config: DaemonConfig, log: Logger, kernel: Kerne
   });
   systemd.start({ broker, restored, loader, boot });
 
-  const listenFd = listen(config, log);
   // a bug in one callback must not take luod (and the session fds it holds) down: log it, serve on
   const loop = new EventLoop({ onError: (e) => log.error(`event loop: ${(e as Error)?.stack ?? String(e)}`) });
   const server = new Server({
@@ -175,6 +178,10 @@ function restore(kernel: KernelPort, restored: RestoredSessions, log: Logger): B
 }
 
 /** Binds the socket; refuses to start if another luod answers on it, removes a stale one. */
+/** Every client of a big host reconnects at once after a live-update boot (the kernel caps this
+ *  at net.core.somaxconn, 4096 by default): a short backlog would make their connect() wait. */
+const LISTEN_BACKLOG = 4096;
+
 function listen(config: DaemonConfig, log: Logger): number {
   mkdirSync(dirname(config.socket), { recursive: true, mode: 0o755 });
   if (existsSync(config.socket)) {
@@ -193,7 +200,7 @@ function listen(config: DaemonConfig, log: Logger): number {
   const umask = process.umask(0o177);
   let fd: number;
   try {
-    fd = unixListen(config.socket, { backlog: 128 });
+    fd = unixListen(config.socket, { backlog: LISTEN_BACKLOG });
   } finally {
     process.umask(umask);
   }

@@ -51,22 +51,25 @@ export interface ServerOptions {
 }
 
 class ClientPeer implements Peer {
-  readonly unit: string | null;
   /** Set once a request passed validation and the permission check. */
   engaged = false;
   timer: ReturnType<typeof setTimeout> | null = null;
   conn!: Connection;
+  private unitRead: string | null | undefined;
   constructor(
     readonly serial: number,
     readonly cred: { pid: number; uid: number; gid: number },
     readonly roles: Roles,
-  ) {
-    this.unit = unitOf(cred.pid);
+  ) {}
+  /** Read from /proc on first use (SUBSCRIBE, CLAIM), not for every connection (luoctl). */
+  get unit(): string | null {
+    if (this.unitRead === undefined) this.unitRead = unitOf(this.cred.pid);
+    return this.unitRead;
   }
   get stranger(): boolean {
     return !this.roles.admin && !this.roles.client;
   }
-  send(msg: object, fds?: number[]): boolean {
+  send(msg: object | readonly object[], fds?: number[]): boolean {
     return this.conn.send(msg, fds);
   }
 }
@@ -154,7 +157,7 @@ export class Server {
     let roles: Roles;
     try {
       cred = peerCredentials(fd);
-      roles = rolesOf(cred, groupsOfPeer(fd, cred), this.o.access);
+      roles = rolesOf(cred, cred.uid === 0 ? [] : groupsOfPeer(fd, cred), this.o.access); // root needs no groups
     } catch (e) {
       this.o.log.warning(`SO_PEERCRED: ${(e as Error).message}`);
       this.stats.refused++;
@@ -281,7 +284,8 @@ export class Server {
         broker.unsubscribe(peer);
         return void reply();
       case "CLAIM": {
-        const { session, fd } = restored.claim(req.id, { ...peer.cred, unit: peer.unit });
+        const claimer = { uid: peer.cred.uid, pid: peer.cred.pid, get unit() { return peer.unit; } }; // read only if checked
+        const { session, fd } = restored.claim(req.id, claimer);
         peer.send({ event: "CLAIMED", reply: "CLAIM", ok: true, id: req.id, session, fds: 1, ...(req.tag !== undefined ? { tag: req.tag } : {}) }, [fd]);
         return;
       }

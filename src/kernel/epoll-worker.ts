@@ -1,36 +1,33 @@
-// Worker half of EventLoop (epoll.ts): block in epoll_wait, post (key, events) pairs, never do
-// I/O. The STOP_KEY eventfd ends the thread. Built as a second entry point of the binary.
+// Worker half of EventLoop (epoll.ts): while it has the turn, block in epoll_wait; on events,
+// give the turn to the main thread (message 1) and wait on the shared flag until the main thread
+// has polled the epoll set empty. Never does I/O. STOP (flag or the eventfd) ends the thread
+// with a STOP_KEY message. Built as a second entry point of the binary.
 // This module gets its own copy of libc.ts, hence its own thread's errno location.
 import { ptr } from "bun:ffi";
 import { Errno, lastErrno, SysError, sys } from "./libc.ts";
-import { EPOLL_EVENT_SIZE, STOP_KEY } from "./epoll.ts";
+import { EPOLL_EVENT_SIZE, MAIN_POLLS, STOP, STOP_KEY, WORKER_POLLS } from "./epoll.ts";
 
-const MAX_EVENTS = 256;
+const MAX_EVENTS = 1; // only "something is ready" matters here
 
-function run(epfd: number): void {
+function run(epfd: number, turn: Int32Array): void {
   const events = new DataView(new ArrayBuffer(EPOLL_EVENT_SIZE * MAX_EVENTS));
   const eventsAddr = ptr(events); // ArrayBuffer-backed: the address is stable
-  for (;;) {
+  while (Atomics.load(turn, 0) !== STOP) {
     const n = sys.epoll_wait(epfd, eventsAddr, MAX_EVENTS, -1);
     if (n === -1) {
       const e = lastErrno();
       if (e === Errno.EINTR) continue;
       throw new SysError("epoll_wait", e);
     }
-    const pairs = new Int32Array(2 * n);
-    let stop = false;
-    for (let i = 0; i < n; i++) {
-      const key = events.getInt32(EPOLL_EVENT_SIZE * i + 4, true); // low half of the u64 data
-      pairs[2 * i] = key;
-      pairs[2 * i + 1] = events.getUint32(EPOLL_EVENT_SIZE * i, true);
-      if (key === STOP_KEY) stop = true;
-    }
-    postMessage(pairs, [pairs.buffer]);
-    if (stop) return;
+    // the turn passes to the main thread, unless close() has set STOP meanwhile
+    if (Atomics.compareExchange(turn, 0, WORKER_POLLS, MAIN_POLLS) !== WORKER_POLLS) break;
+    postMessage(1); // "events are ready": the main thread polls them itself
+    Atomics.wait(turn, 0, MAIN_POLLS); // until the main thread hands the turn back (or STOP)
   }
+  postMessage(STOP_KEY);
 }
 
-addEventListener("message", (e: MessageEvent<{ epfd: number }>) => {
-  run(e.data.epfd);
+addEventListener("message", (e: MessageEvent<{ epfd: number; turn: Int32Array }>) => {
+  run(e.data.epfd, e.data.turn);
   process.exit(0); // inside a Worker this ends only the worker
 });

@@ -1,7 +1,11 @@
-// Readiness for raw fds without starving Bun's own event loop (bun-ffi.md §4, "worker" design):
-// a Worker blocks in epoll_wait and posts (key, events) pairs; this thread does all I/O and
-// re-arms. Every registration is EPOLLONESHOT, otherwise the worker would spin on a ready fd
-// until this thread gets round to reading it.
+// Readiness for raw fds without starving Bun's own event loop (bun-ffi.md §4, "worker" design).
+// Idle: a Worker blocks in epoll_wait. When something is ready it wakes this thread, which then
+// polls the same epoll fd itself (epoll_wait with timeout 0) until nothing is ready, while the
+// worker waits on a shared flag; only then does the worker block again. So a burst of events
+// costs one thread handoff, not one per batch.
+// Registrations are level-triggered, and "fires once until rearm" is kept in userspace: rearm()
+// with the mask already registered makes no syscall. A watch that is reported while disarmed is
+// switched off in the kernel then (EPOLL_CTL_MOD), so nothing spins on an fd nobody reads.
 import { existsSync } from "node:fs";
 import { ptr } from "bun:ffi";
 import { check, Errno, lastErrno, SysError, sys } from "./libc.ts";
@@ -25,6 +29,11 @@ const EFD_NONBLOCK = 0o4000;
 export const EPOLL_EVENT_SIZE = 12;
 /** epoll data of the stop eventfd; registration keys are positive. */
 export const STOP_KEY = -1;
+
+/** Values of the flag shared with the worker: who waits for events now. */
+export const WORKER_POLLS = 0;
+export const MAIN_POLLS = 1;
+export const STOP = 2;
 
 function putEvent(view: DataView, events: number, key: number): void {
   view.setUint32(0, events >>> 0, true);
@@ -57,7 +66,17 @@ interface Watch {
   readonly fd: number;
   readonly key: number;
   readonly onReady: (events: number) => void;
+  /** What the owner waits for; 0 from the moment onReady is called until rearm(). */
+  armed: number;
+  /** The mask registered in the kernel (level-triggered), or OFF. */
+  inKernel: number;
 }
+
+/** inKernel of a watch switched off: EPOLLONESHOT with no events reports ERR/HUP once at most. */
+const OFF = EPOLLONESHOT;
+/** epoll_wait rounds this thread makes in one task before letting timers and I/O of Bun run. */
+const ROUNDS_PER_TASK = 32;
+const MAX_EVENTS = 256;
 
 export interface EventLoopOptions {
   /**
@@ -68,10 +87,11 @@ export interface EventLoopOptions {
 }
 
 /**
- * One epoll instance served by one Worker.
+ * One epoll instance, served by one Worker while idle and by this thread while busy.
  *
- * - watch(fd, events, cb): cb(events) fires once; call rearm(fd, events) when ready for more
- *   (after draining to EAGAIN). EPOLLERR/EPOLLHUP are always reported.
+ * - watch(fd, events, cb): cb(events) fires once; call rearm(fd, events) when ready for more.
+ *   Readiness is level-triggered: data left unread is reported again after rearm, so a reader
+ *   need not drain to EAGAIN. EPOLLERR/EPOLLHUP are always reported.
  * - Events are matched by a per-registration key, not by fd number, so an event queued for an
  *   fd that was unwatched (and possibly closed and reused) before it was dispatched is dropped.
  * - unwatch(fd) before close(fd). If the fd was already closed, unwatch still forgets it.
@@ -89,8 +109,12 @@ export class EventLoop {
   private readonly epfd: number;
   private readonly stopFd: number;
   private readonly worker: Worker;
+  /** Shared with the worker: WORKER_POLLS, MAIN_POLLS or STOP (epoll-worker.ts). */
+  private readonly turn = new Int32Array(new SharedArrayBuffer(4));
   private readonly ctlEvent = new DataView(new ArrayBuffer(EPOLL_EVENT_SIZE));
   private readonly ctlEventAddr = ptr(this.ctlEvent);
+  private readonly events = new DataView(new ArrayBuffer(EPOLL_EVENT_SIZE * MAX_EVENTS));
+  private readonly eventsAddr = ptr(this.events);
   private readonly byFd = new Map<number, Watch>();
   private readonly byKey = new Map<number, Watch>();
   private readonly onError: (err: unknown) => void;
@@ -116,30 +140,31 @@ export class EventLoop {
     }
     this.ctl(EPOLL_CTL_ADD, this.stopFd, EPOLLIN, STOP_KEY);
     this.worker = new Worker(workerUrl());
-    this.worker.onmessage = (e: MessageEvent<Int32Array>) => this.dispatch(e.data);
+    this.worker.onmessage = (e: MessageEvent<number>) => this.onWorkerMessage(e.data);
     this.worker.onerror = (e: ErrorEvent) => this.fail(e.error ?? new Error(e.message));
-    this.worker.postMessage({ epfd: this.epfd });
+    this.worker.postMessage({ epfd: this.epfd, turn: this.turn });
     this.syncRef();
   }
 
-  /** Register fd (EPOLLONESHOT added here). Throws if fd is already watched. */
+  /** Register fd for `events` (level-triggered, fires once until rearm). Throws if already watched. */
   watch(fd: number, events: number, onReady: (events: number) => void): void {
     this.assertOpen("watch");
     if (this.byFd.has(fd)) throw new Error(`EventLoop.watch: fd ${fd} is already watched`);
     const key = this.allocKey();
-    this.ctl(EPOLL_CTL_ADD, fd, events | EPOLLONESHOT, key);
-    const w: Watch = { fd, key, onReady };
+    this.ctl(EPOLL_CTL_ADD, fd, events, key);
+    const w: Watch = { fd, key, onReady, armed: events, inKernel: events };
     this.byFd.set(fd, w);
     this.byKey.set(key, w);
     this.syncRef();
   }
 
-  /** Arm fd again for one event of `events`. */
+  /** Arm fd again for one event of `events`; no syscall when the mask is unchanged. */
   rearm(fd: number, events: number): void {
     this.assertOpen("rearm");
     const w = this.byFd.get(fd);
     if (!w) throw new Error(`EventLoop.rearm: fd ${fd} is not watched`);
-    this.ctl(EPOLL_CTL_MOD, fd, events | EPOLLONESHOT, w.key);
+    w.armed = events;
+    this.register(w, events);
   }
 
   /** Forget fd; a queued event for it is dropped. Safe if fd is unknown or already closed. */
@@ -166,8 +191,11 @@ export class EventLoop {
     this.byFd.clear();
     this.byKey.clear();
     this.syncRef();
-    // Wake the worker through the eventfd (data = STOP_KEY). The fds are closed only when the
-    // worker acknowledges: closing the eventfd now could unregister it before the wakeup is seen.
+    // The worker is either waiting for its turn (woken by the flag) or in epoll_wait (woken by
+    // the eventfd, data = STOP_KEY). The fds are closed only when it acknowledges: closing the
+    // eventfd now could unregister it before the wakeup is seen.
+    Atomics.store(this.turn, 0, STOP);
+    Atomics.notify(this.turn, 0);
     const one = new BigUint64Array(new ArrayBuffer(8));
     one[0] = 1n;
     check("write(eventfd)", sys.write(this.stopFd, one, 8));
@@ -185,20 +213,54 @@ export class EventLoop {
     this.syncRef();
   }
 
-  private dispatch(pairs: Int32Array): void {
-    let firstError: unknown;
-    let failed = false;
-    for (let i = 0; i + 1 < pairs.length; i += 2) {
-      const key = pairs[i]!;
-      if (key === STOP_KEY) {
-        this.finish();
+  /**
+   * The worker saw events and now waits: poll here until nothing is ready. Its own events are
+   * not used — they may predate a rearm() made since — the poll here reports them afresh.
+   */
+  private onWorkerMessage(msg: number): void {
+    if (msg === STOP_KEY) this.finish();
+    else if (this.state === "open") this.pollHere();
+  }
+
+  private pollHere(): void {
+    for (let round = 0; round < ROUNDS_PER_TASK; round++) {
+      if (this.state !== "open") return; // close() has told the worker to stop
+      const n = sys.epoll_wait(this.epfd, this.eventsAddr, MAX_EVENTS, 0);
+      if (n === -1) {
+        const e = lastErrno();
+        if (e === Errno.EINTR) continue;
+        this.fail(new SysError("epoll_wait", e));
         return;
       }
-      if (this.state !== "open") continue; // closing: only the STOP_KEY matters now
+      if (n === 0) {
+        // nothing ready: hand the waiting back to the worker (unless close() took the flag)
+        if (Atomics.compareExchange(this.turn, 0, MAIN_POLLS, WORKER_POLLS) === MAIN_POLLS) Atomics.notify(this.turn, 0);
+        return;
+      }
+      this.dispatch(n);
+    }
+    // still busy: let Bun's timers and I/O run, keep the turn (the worker stays parked)
+    setImmediate(() => this.pollHere());
+  }
+
+  private dispatch(n: number): void {
+    const ev = this.events;
+    let firstError: unknown;
+    let failed = false;
+    for (let i = 0; i < n; i++) {
+      if (this.state !== "open") return;
+      const key = ev.getInt32(EPOLL_EVENT_SIZE * i + 4, true); // low half of the u64 data
       const w = this.byKey.get(key);
-      if (!w) continue; // unwatched after the worker saw the event
+      if (!w) continue; // the stop eventfd, or unwatched by an earlier callback of this batch
+      const events = ev.getUint32(EPOLL_EVENT_SIZE * i, true);
+      if (w.armed === 0 || (events & (w.armed | EPOLLERR | EPOLLHUP)) === 0) {
+        // the owner does not wait for this (yet): stop the kernel reporting it until rearm()
+        this.register(w, w.armed === 0 ? OFF : w.armed);
+        continue;
+      }
+      w.armed = 0;
       try {
-        w.onReady(pairs[i + 1]! >>> 0);
+        w.onReady(events);
       } catch (e) {
         if (!failed) {
           failed = true;
@@ -207,6 +269,12 @@ export class EventLoop {
       }
     }
     if (failed) this.onError(firstError);
+  }
+
+  private register(w: Watch, mask: number): void {
+    if (w.inKernel === mask) return;
+    this.ctl(EPOLL_CTL_MOD, w.fd, mask, w.key);
+    w.inKernel = mask;
   }
 
   private finish(): void {

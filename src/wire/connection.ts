@@ -4,8 +4,9 @@
 //
 // Ownership rules (docs/protocol.md, "File descriptors"):
 // - the Connection owns its socket fd from the constructor on and closes it in close();
-// - send(obj, fds) DUPs the fds at call time; the dups are closed once the sendmsg that carried
-//   them succeeded (or when the connection closes). The caller keeps its own fds;
+// - send(obj, fds): the caller keeps its own fds. They are sent at once when nothing is queued;
+//   otherwise they are DUPed, and the dups are closed once the sendmsg that carried them
+//   succeeded (or when the connection closes);
 // - fds given to onMessage belong to the handler (it must close them, also when the request is
 //   refused); every other received fd (strays, fds of invalid lines, fds queued at close) is
 //   closed here. `strayFds` counts those closed because no line claimed them.
@@ -60,7 +61,8 @@ export interface ConnectionOptions {
 export type ConnectionLoop = Pick<EventLoop, "watch" | "rearm" | "unwatch">;
 
 export const DEFAULT_MAX_QUEUED_BYTES = 1 << 20;
-/** Reads per readiness callback before yielding to other fds (one-shot re-arm brings us back). */
+/** Full-buffer reads per readiness callback before yielding to other fds (the loop is
+ *  level-triggered: what is left is reported again). */
 const MAX_READS_PER_WAKE = 16;
 const READ_EVENTS = EPOLLIN | EPOLLRDHUP;
 
@@ -130,18 +132,43 @@ export class Connection {
   }
 
   /**
-   * Queues one message and writes as much as the socket takes now; never blocks. `fds` are
-   * dup'ed here (the caller keeps its own) and travel with the line's first byte; the object must
-   * say `fds: fds.length` (absent = 0). Returns false when the connection is (now) closed —
+   * Queues one message and writes as much as the socket takes now; never blocks. `fds` travel
+   * with the line's first byte; the caller keeps its own (they are dup'ed if the line has to
+   * wait in the queue). The object must say `fds: fds.length` (absent = 0).
+   * An array of messages goes out in one write: the fds of all of them (in order) travel with
+   * the first line's first byte, which the receiver's FIFO matches to lines all the same. Returns false when the connection is (now) closed —
    * including when this message pushed the unsent output over maxQueuedBytes (slow consumer).
    * Throws ProtocolError EMSGSIZE for a line over the limit, RangeError for a bad fds list.
    */
-  send(obj: object, fds: readonly number[] = []): boolean {
+  send(obj: object | readonly object[], fds: readonly number[] = []): boolean {
     if (this.closeReason !== null) return false;
-    const said = (obj as { fds?: unknown }).fds ?? 0;
-    if (said !== fds.length) throw new RangeError(`message says "fds": ${String(said)} but ${fds.length} fds are attached`);
-    if (fds.length > MAX_FDS_PER_MESSAGE) throw new RangeError(`at most ${MAX_FDS_PER_MESSAGE} fds per message`);
-    const data = encodeLine(obj, this.maxSendLineBytes);
+    const objs = Array.isArray(obj) ? obj : [obj];
+    let said = 0;
+    for (const o of objs) {
+      const n = (o as { fds?: unknown }).fds ?? 0;
+      if (typeof n !== "number" || n > MAX_FDS_PER_MESSAGE) throw new RangeError(`at most ${MAX_FDS_PER_MESSAGE} fds per message`);
+      said += n;
+    }
+    if (said !== fds.length) throw new RangeError(`the messages say "fds": ${said} in all but ${fds.length} fds are attached`);
+    const data = objs.length === 1 ? encodeLine(objs[0]!, this.maxSendLineBytes) : concat(objs.map((o) => encodeLine(o, this.maxSendLineBytes)));
+    this.messagesOut += objs.length;
+    if (this.out.length === 0) {
+      // the usual case: nothing waits, so send now with the caller's fds (no dup needed)
+      const n = this.io.send(this.fd, data, fds);
+      if (n === data.length) return true;
+      if (n > 0) {
+        // the fds went with the first bytes; the rest waits for EPOLLOUT
+        this.out.push({ data, offset: n, fds: [] });
+        this.outBytes += data.length - n;
+        this.setWantOut(true);
+        return this.withinQueueLimit();
+      }
+      if (n !== -Errno.EAGAIN && n !== 0) {
+        this.shutdown(`send: ${errnoName(-n)}`, false);
+        return false;
+      }
+      this.setWantOut(true); // the socket is full: queue below, write on EPOLLOUT
+    }
     const dups: number[] = [];
     try {
       for (const fd of fds) dups.push(dupFd(fd));
@@ -151,8 +178,12 @@ export class Connection {
     }
     this.out.push({ data, offset: 0, fds: dups });
     this.outBytes += data.length;
-    this.messagesOut++;
     if (!this.wantOut) this.flush();
+    return this.withinQueueLimit();
+  }
+
+  /** False when the connection is closed, or is closed now for too much unsent output. */
+  private withinQueueLimit(): boolean {
     if (this.closeReason !== null) return false;
     if (this.outBytes > this.maxQueuedBytes) {
       this.close(`slow consumer: ${this.outBytes} bytes unsent, over the limit of ${this.maxQueuedBytes}`);
@@ -269,6 +300,12 @@ export class Connection {
         return;
       }
       if (n === -Errno.EAGAIN) return;
+      if (n > 0 && n < this.io.buffer.length) {
+        // a short read took what was there; more is reported again (level-triggered)
+        this.framer.push(this.io.buffer.subarray(0, n));
+        this.processLines();
+        return;
+      }
       if (n < 0) {
         this.shutdown(`recv: ${errnoName(-n)}`, false);
         return;
@@ -411,6 +448,16 @@ export class Connection {
       this.shutdown(`internal error while handling a message: ${e instanceof Error ? e.message : String(e)}`, true);
     }
   }
+}
+
+function concat(parts: readonly Uint8Array[]): Uint8Array {
+  const all = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    all.set(p, at);
+    at += p.length;
+  }
+  return all;
 }
 
 /** `cmd` and `tag` of a raw line, when it is a JSON object that has them. */

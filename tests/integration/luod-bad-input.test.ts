@@ -248,13 +248,11 @@ describe("floods and stalls", () => {
   test("connections beyond --max-connections are closed at once; root keeps a reserve of 8", async () => {
     const peers = Array.from({ length: 64 + 8 + 10 }, () => RawPeer.connect(luod.socket));
     try {
-      await Bun.sleep(200);
-      let closed = 0;
-      for (const p of peers) {
-        p.pump();
-        if (p.eof) closed++;
-      }
-      expect(closed).toBe(10);
+      const closedNow = () => peers.filter((p) => (p.pump(), p.eof)).length;
+      // luod may be slow under a loaded test run: wait for the 10, then make sure no more follow
+      for (let t = 0; t < 100 && closedNow() < 10; t++) await Bun.sleep(20);
+      await Bun.sleep(100);
+      expect(closedNow()).toBe(10);
     } finally {
       for (const p of peers) p.close();
     }

@@ -6,23 +6,10 @@ import { createLogger } from "../../src/daemon/log";
 import { decodeManifest } from "../../src/daemon/manifest";
 import { ProtocolError } from "../../src/wire/errors";
 import { FakeKernel } from "../support/fake-kernel";
+import { RecordingPeer } from "../support/fake-peer";
 
 const quiet = createLogger({ write: () => {} });
 
-class FakePeer implements Peer {
-  static next = 1;
-  readonly serial = FakePeer.next++;
-  readonly unit = null;
-  sent: { msg: Record<string, unknown>; fds: number[] }[] = [];
-  constructor(readonly cred = { pid: 1000 + FakePeer.next, uid: 1000, gid: 1000 }) {}
-  send(msg: object, fds: number[] = []) {
-    this.sent.push({ msg: msg as Record<string, unknown>, fds });
-    return true;
-  }
-  events(name: string) {
-    return this.sent.filter((s) => s.msg.event === name);
-  }
-}
 
 let kernel: FakeKernel;
 let broker: Broker;
@@ -34,8 +21,8 @@ beforeEach(() => {
   broker = new Broker({ kernel, log: quiet, nextKernel: () => next });
 });
 
-function subscribed(id: string, cred?: Peer["cred"]): FakePeer {
-  const p = new FakePeer(cred);
+function subscribed(id: string, cred?: Peer["cred"]): RecordingPeer {
+  const p = new RecordingPeer(cred);
   broker.subscribe(p, id);
   return p;
 }
@@ -148,7 +135,7 @@ describe("an update", () => {
   });
 
   test("the admin connection gets PROGRESS and REBOOTING before the jump", async () => {
-    const admin = new FakePeer({ pid: 1, uid: 0, gid: 0 });
+    const admin = new RecordingPeer({ pid: 1, uid: 0, gid: 0 });
     const a = subscribed("vm-a");
     const run = broker.kexec(admin, { timeoutMs: 5000, dryRun: false });
     broker.ready(a);
@@ -176,8 +163,9 @@ describe("a connection lost while luod hands out sessions", () => {
     const a = subscribed("vm-a");
     subscribed("vm-b");
     // a's socket is full: the wire layer closes the connection during the send
-    a.send = (msg: object) => {
-      if ((msg as { event?: string }).event === "PRESERVATION_REQUEST") broker.peerClosed(a);
+    a.send = (msg: object | readonly object[]) => {
+      const first = Array.isArray(msg) ? msg[0] : msg;
+      if ((first as { event?: string }).event === "PRESERVATION_REQUEST") broker.peerClosed(a);
       return false;
     };
     const outcome = (await broker.kexec(null, { timeoutMs: 5000, dryRun: false })) as Extract<KexecOutcome, { ok: false }>;
@@ -204,7 +192,7 @@ describe("refusals", () => {
   test("READY without an update is EBUSY; READY without SUBSCRIBE is ENOENT", () => {
     const a = subscribed("vm-a");
     expect(errorOf(() => broker.ready(a)).code).toBe("EBUSY");
-    expect(errorOf(() => broker.ready(new FakePeer())).code).toBe("ENOENT");
+    expect(errorOf(() => broker.ready(new RecordingPeer())).code).toBe("ENOENT");
   });
 
   test("KEXEC without a kernel loaded by luod is EINVAL; without /dev/liveupdate ENODEV", async () => {

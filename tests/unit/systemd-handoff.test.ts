@@ -5,7 +5,7 @@ import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Broker, type Peer } from "../../src/daemon/broker";
+import { Broker } from "../../src/daemon/broker";
 import { createLogger } from "../../src/daemon/log";
 import { decodeManifest, encodeManifest, MANIFEST_FORMAT, MANIFEST_VERSION } from "../../src/daemon/manifest";
 import { RestoredSessions } from "../../src/daemon/restored";
@@ -16,23 +16,15 @@ import {
 import { closeFd, dupFd } from "../../src/kernel/fd";
 import { memfdCreate } from "../../src/kernel/memfd";
 import { FakeKernel } from "../support/fake-kernel";
+import { RecordingPeer } from "../support/fake-peer";
 
 const lines: string[] = [];
 const log = createLogger({ write: (l) => lines.push(l), prefix: false });
 const SYSTEMD: Environment = { notifySocket: true, fdStoreMax: 64, version: 262, unit: "luod.service", preserve: "yes" };
 const next = { version: "7.2.13", sha256: "ab".repeat(32), cmdline: "console=ttyS0 liveupdate=on" };
 
-class FakePeer implements Peer {
-  static n = 1;
-  readonly serial = FakePeer.n++;
-  readonly unit = null;
-  sent: { msg: Record<string, unknown>; fds: number[] }[] = [];
-  readonly cred = { pid: 2000 + this.serial, uid: 0, gid: 0 };
-  send(msg: object, fds: number[] = []) {
-    this.sent.push({ msg: msg as Record<string, unknown>, fds });
-    return true;
-  }
-}
+let pids = 2000;
+const rootPeer = () => new RecordingPeer({ pid: pids++, uid: 0, gid: 0 });
 
 /** A service manager that records what luod tells it. */
 class FakeManager implements SystemdOps {
@@ -145,7 +137,7 @@ describe("systemd mode, before the jump", () => {
   test("a READY client's session goes to the fd store; the commit adds the manifest and asks systemd to kexec", async () => {
     const d = daemon();
     d.start();
-    const a = new FakePeer(), b = new FakePeer();
+    const a = rootPeer(), b = rootPeer();
     d.broker.subscribe(a, "vm-a");
     d.broker.subscribe(b, "vm-b");
     d.broker.kexec(null, { timeoutMs: 5000, dryRun: false });
@@ -170,7 +162,7 @@ describe("systemd mode, before the jump", () => {
   test("an aborted update takes its sessions out of the fd store and unloads the kernel", async () => {
     const d = daemon();
     d.start();
-    const a = new FakePeer(), b = new FakePeer();
+    const a = rootPeer(), b = rootPeer();
     d.broker.subscribe(a, "vm-a");
     d.broker.subscribe(b, "vm-b");
     const run = d.broker.kexec(null, { timeoutMs: 5000, dryRun: false });
@@ -187,7 +179,7 @@ describe("systemd mode, before the jump", () => {
     mgr.kexecExit = 1;
     const d = daemon();
     d.start();
-    const a = new FakePeer();
+    const a = rootPeer();
     d.broker.subscribe(a, "vm-a");
     const run = d.broker.kexec(null, { timeoutMs: 5000, dryRun: false });
     d.broker.ready(a);
@@ -202,7 +194,7 @@ describe("systemd mode, before the jump", () => {
   test("a dry run stages nothing and keeps the kernel", async () => {
     const d = daemon();
     d.start();
-    const a = new FakePeer();
+    const a = rootPeer();
     d.broker.subscribe(a, "vm-a");
     const run = d.broker.kexec(null, { timeoutMs: 5000, dryRun: true });
     d.broker.ready(a);
@@ -216,7 +208,7 @@ describe("luod restarted before the jump", () => {
   async function killedAfterReady() {
     const d = daemon();
     d.start();
-    const a = new FakePeer(), b = new FakePeer();
+    const a = rootPeer(), b = rootPeer();
     d.broker.subscribe(a, "vm-a");
     d.broker.subscribe(b, "vm-b");
     d.broker.kexec(null, { timeoutMs: 5000, dryRun: false });
@@ -250,7 +242,7 @@ describe("luod restarted before the jump", () => {
     await killedAfterReady();
     const d = daemon();
     d.start();
-    const a = new FakePeer();
+    const a = rootPeer();
     d.broker.subscribe(a, "vm-a");
     d.broker.kexec(null, { timeoutMs: 5000, dryRun: false });
     expect(mgr.removes()).toEqual(["luod%3Avm-a/1"]);
