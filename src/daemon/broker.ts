@@ -224,6 +224,7 @@ export class Broker {
       };
       this.update = u;
       this.log.notice(`update ${attempt} started${opts.dryRun ? " (dry run)" : ""}: ${participants.length} client(s), READY due in ${opts.timeoutMs} ms`);
+      if (!opts.dryRun) this.kernel.startSync(); // the page cache drains while clients prepare
       this.createSessions(u);
     });
   }

@@ -431,6 +431,7 @@ export class SystemdHandoff {
       loadKernel: (kernelFd, initrdFd, cmdline) => k.loadKernel(kernelFd, initrdFd, cmdline),
       unloadKernel: () => k.unloadKernel(),
       release: () => k.release(),
+      startSync: () => k.startSync(),
       createSessions(names) {
         const fds = k.createSessions(names);
         fds.forEach((fd, i) => self.current.set(fd, names[i]!));

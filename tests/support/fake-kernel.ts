@@ -56,6 +56,8 @@ export class FakeKernel implements KernelPort {
   loadKernel() { this.loaded = true; }
   unloadKernel() { this.loaded = false; }
   release() { return "7.2.13-fake"; }
+  syncsStarted = 0;
+  startSync() { this.syncsStarted++; }
   syncAndReboot(): never {
     this.reboots++;
     throw sysError("reboot(LINUX_REBOOT_CMD_KEXEC)", this.rebootError ?? "EINVAL");

@@ -121,6 +121,18 @@ describe("an update", () => {
     expect(decodeManifest(kernel.blobs.get("luod")!).entries.map((e) => e.id)).toEqual(["vm-a", "vm-b"]);
   });
 
+  test("a real KEXEC starts writing back dirty pages at once, before any client is READY; a dry run does not", async () => {
+    const a = subscribed("vm-a");
+    const dry = broker.kexec(null, { timeoutMs: 5000, dryRun: true });
+    expect(kernel.syncsStarted).toBe(0);
+    broker.ready(a);
+    await dry;
+    const real = broker.kexec(null, { timeoutMs: 5000, dryRun: false });
+    expect(kernel.syncsStarted).toBe(1);
+    broker.abortByAdmin("test");
+    await real;
+  });
+
   test("a failing reboot(KEXEC) aborts, reports the errno and keeps the host running", async () => {
     kernel.rebootError = "EBUSY";
     const a = subscribed("vm-a");
