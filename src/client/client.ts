@@ -16,15 +16,15 @@
 // File descriptors that arrive with a message belong to whoever receives the message: the caller
 // of call()/claim()/waitFor(), or the on() listeners. request() closes any it gets. Fds of
 // buffered events are closed if the buffer overflows or the client closes.
-import { unixConnect } from "../kernel/unix";
 import { EventLoop } from "../kernel/epoll";
-import { Errno, SysError } from "../kernel/libc";
 import { Connection } from "../wire/connection";
 import { LuoRequests, closeQuietly } from "./requests";
 import { MAX_REPLY_BYTES } from "../wire/framing";
-import { LuoConnectError, LuoConnectionClosed, LuoError, LuoTimeoutError } from "./errors";
+import { LuoConnectionClosed, LuoError, LuoTimeoutError } from "./errors";
+import { DEFAULT_SOCKET, connectWithRetry } from "./connect";
 
-export const DEFAULT_SOCKET = "/run/luod/liveupdate.sock";
+export { DEFAULT_SOCKET, connectWithRetry };
+
 
 export type Message = Record<string, unknown>;
 export type Tag = string | number;
@@ -564,38 +564,3 @@ function codeOf(e: unknown, fallback: string): string {
   return typeof c === "string" && /^E[A-Z0-9]+$/.test(c) ? c : fallback;
 }
 
-export async function connectWithRetry(path: string, timeoutMs: number): Promise<number> {
-  const until = Date.now() + timeoutMs;
-  for (let delay = 5; ; delay = Math.min(delay * 2, 100)) {
-    try {
-      return unixConnect(path, { nonblock: true });
-    } catch (e) {
-      if (e instanceof SysError) {
-        if (e.errno === Errno.EAGAIN && Date.now() < until) {
-          await Bun.sleep(delay); // luod's listen backlog is full: it is busy, not gone
-          continue;
-        }
-        throw new LuoConnectError(e.code, connectMessage(path, e.code), path);
-      }
-      throw new LuoConnectError("EINVAL", `cannot connect to ${path}: ${(e as Error).message}`, path);
-    }
-  }
-}
-
-function connectMessage(path: string, code: string): string {
-  switch (code) {
-    case "ENOENT":
-      return `cannot reach luod at ${path}: no such socket (is luod running?)`;
-    case "ECONNREFUSED":
-      return `cannot reach luod at ${path}: connection refused (luod is not running; stale socket file)`;
-    case "EACCES":
-    case "EPERM":
-      return `cannot reach luod at ${path}: permission denied (needs root or the group of the socket)`;
-    case "ENOTSOCK":
-      return `cannot reach luod at ${path}: not a socket`;
-    case "EAGAIN":
-      return `cannot reach luod at ${path}: luod is not accepting connections (backlog full)`;
-    default:
-      return `cannot reach luod at ${path}: ${code}`;
-  }
-}

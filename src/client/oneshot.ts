@@ -4,7 +4,8 @@
 import { MessageIo, waitFd } from "../kernel/unix";
 import { closeFd } from "../kernel/fd";
 import { LineFramer, MAX_REPLY_BYTES, encodeLine } from "../wire/framing";
-import { connectWithRetry, DEFAULT_SOCKET, type Message, type Received, type RequestOptions } from "./client";
+import type { Message, Received, RequestOptions } from "./client";
+import { connectWithRetry, DEFAULT_SOCKET } from "./connect";
 import { LuoRequests, closeQuietly } from "./requests";
 import { LuoConnectionClosed, LuoError, LuoTimeoutError } from "./errors";
 import { Errno } from "../kernel/libc";

@@ -18,14 +18,16 @@
 // Socket: --socket PATH, else $LUOD_SOCKET, else /run/luod/liveupdate.sock. (The compiled binary
 // never autoloads .env files, so the environment variable is only what the caller set.)
 import { cac, type CAC, type Command } from "cac";
-import { closeSync, fstatSync, openSync, readFileSync, writeSync } from "node:fs";
+import { closeSync, fstatSync, openSync, readFileSync } from "node:fs";
 import { VERSION } from "../version";
-import { DEFAULT_SOCKET, LuoClient } from "../client/client";
+import type { LuoClient } from "../client/client";
+import { DEFAULT_SOCKET } from "../client/connect";
+import { isTerminal, writeText } from "../kernel/fd";
 import { OneShotClient } from "../client/oneshot";
 import type { LuoRequests } from "../client/requests";
 import { LuoConnectError, LuoConnectionClosed, LuoError } from "../client/errors";
 import { isValidId } from "../wire/ids";
-import { KEXEC_TIMEOUT_MAX_MS, KEXEC_TIMEOUT_MIN_MS } from "../wire/messages";
+import { KEXEC_TIMEOUT_MAX_MS, KEXEC_TIMEOUT_MIN_MS } from "../wire/limits";
 import { UsageError, lastValue, optionValues, parseDuration, parseSha256, protectOptionValues, unmark } from "./args";
 import {
   formatCheck, formatDuration, formatKexecDone, formatList, formatLoad, formatProgress, formatStatus, formatTimings, type Style,
@@ -53,29 +55,18 @@ export interface CtlIo {
   now(): number;
 }
 
-function writeAll(fd: number, text: string): void {
-  const buf = Buffer.from(text);
-  let off = 0;
-  while (off < buf.length) {
-    try {
-      off += writeSync(fd, buf, off, buf.length - off);
-    } catch (e) {
-      if ((e as { code?: string }).code === "EAGAIN") continue; // a non-blocking pipe that is full
-      return; // EPIPE and friends: nobody is reading
-    }
-  }
-}
-
 export function defaultIo(): CtlIo {
   return {
     // synchronous writes: main.ts calls process.exit() right after, which must not lose output
-    stdout: (t) => writeAll(1, t),
-    stderr: (t) => writeAll(2, t),
-    stdoutIsTTY: !!process.stdout.isTTY,
-    stderrIsTTY: !!process.stderr.isTTY,
+    stdout: (t) => writeText(1, t),
+    stderr: (t) => writeText(2, t),
+    // not process.stdout.isTTY: loading Bun's tty streams costs ~2 ms of every start
+    stdoutIsTTY: isTerminal(1),
+    stderrIsTTY: isTerminal(2),
     env: process.env,
     readProcCmdline: () => readFileSync("/proc/cmdline", "utf8"),
-    connect: (path) => LuoClient.connect(path),
+    // loaded on demand: the event loop and the schemas are for kexec only, not the quick commands
+    connect: async (path) => (await import("../client/client")).LuoClient.connect(path),
     connectOnce: (path) => OneShotClient.connect(path),
     onInterrupt(handler) {
       process.on("SIGINT", handler);
@@ -268,8 +259,9 @@ export async function luoctlMain(args: string[], ioOverrides: Partial<CtlIo> = {
   let helpHint = "luoctl --help";
   try {
     const holder: { ctx: Ctx | null } = { ctx: null };
-    const cli = buildCli(holder);
-    cli.parse(["luoctl", "luoctl", ...protectOptionValues(args, VALUE_OPTIONS)], { run: false });
+    const argv = protectOptionValues(args, VALUE_OPTIONS);
+    const cli = buildCli(holder, commandWord(argv));
+    cli.parse(["luoctl", "luoctl", ...argv], { run: false });
     const opts = cli.options as Record<string, unknown>;
     const command = cli.matchedCommand;
     if (command) helpHint = `luoctl ${command.name} --help`;
@@ -302,10 +294,27 @@ export async function luoctlMain(args: string[], ioOverrides: Partial<CtlIo> = {
   }
 }
 
-function buildCli(holder: { ctx: Ctx | null }): CAC {
+/**
+ * The command word of argv (after protectOptionValues): the first argument that is neither an
+ * option nor an option's value. Undefined after `--` or when there is none.
+ */
+function commandWord(argv: readonly string[]): string | undefined {
+  for (const a of argv) {
+    if (a === "--") return undefined;
+    if (!a.startsWith("-") && unmark(a) === a) return a;
+  }
+  return undefined;
+}
+
+/**
+ * cac with the global options and, when `only` names a command, that command alone: setting up
+ * all of them is a third of luoctl's start (~4 ms). Help and unknown commands get all of them.
+ */
+function buildCli(holder: { ctx: Ctx | null }, only?: string): CAC {
   const cli = cac("luoctl");
   for (const [raw, desc] of GLOBAL_OPTIONS) cli.option(raw, desc, raw.includes("<") ? { type: [String] } : undefined);
-  for (const spec of SPECS) {
+  const one = SPECS.filter((s) => s.raw.split(" ")[0] === only);
+  for (const spec of one.length ? one : SPECS) {
     const cmd = cli.command(spec.raw, spec.summary);
     for (const [raw, desc] of spec.options) cmd.option(raw, desc, raw.includes("<") ? { type: [String] } : undefined);
     cmd.action(async (...a: unknown[]) => {

@@ -1,6 +1,8 @@
 // Journald-friendly logging: under systemd (JOURNAL_STREAM set) or whenever stderr is not a TTY,
 // each line starts with a syslog priority prefix "<N>" that journald turns into the priority
 // (sd-daemon(3)). On a terminal the prefix would be noise, so it is left out.
+import { isTerminal, writeText } from "../kernel/fd";
+
 export type Level = "error" | "warning" | "notice" | "info" | "debug";
 const PRIORITY: Record<Level, number> = { error: 3, warning: 4, notice: 5, info: 6, debug: 7 };
 
@@ -13,8 +15,8 @@ export interface Logger {
 }
 
 export function createLogger(opts: { verbose?: boolean; prefix?: boolean; write?: (line: string) => void } = {}): Logger {
-  const prefix = opts.prefix ?? (process.env.JOURNAL_STREAM !== undefined || !process.stderr.isTTY);
-  const write = opts.write ?? ((line: string) => process.stderr.write(line + "\n"));
+  const prefix = opts.prefix ?? (process.env.JOURNAL_STREAM !== undefined || !isTerminal(2));
+  const write = opts.write ?? ((line: string) => writeText(2, line + "\n"));
   const emit = (level: Level) => (msg: string) => {
     if (level === "debug" && !opts.verbose) return;
     // one record per line: a newline inside a message would split it into two journal entries

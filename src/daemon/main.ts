@@ -95,6 +95,10 @@ export async function runDaemon(config: DaemonConfig, log: Logger, kernel: Kerne
   // while the manifest is read, instead of waiting for the socket to appear. Nothing is accepted
   // before the server below exists.
   const listenFd = listen(config, log);
+  // The event loop's worker thread starts a JS runtime of its own: it boots while the manifest
+  // is read. A bug in one callback must not take luod (and the session fds it holds) down: log
+  // it, serve on.
+  const loop = new EventLoop({ onError: (e) => log.error(`event loop: ${(e as Error)?.stack ?? String(e)}`) });
   const files = new StateFiles(config.stateDir);
   const restored = new RestoredSessions(kernel, files, log);
   const boot = restore(kernel, restored, log);
@@ -106,8 +110,6 @@ export async function runDaemon(config: DaemonConfig, log: Logger, kernel: Kerne
   });
   systemd.start({ broker, restored, loader, boot });
 
-  // a bug in one callback must not take luod (and the session fds it holds) down: log it, serve on
-  const loop = new EventLoop({ onError: (e) => log.error(`event loop: ${(e as Error)?.stack ?? String(e)}`) });
   const server = new Server({
     listenFd, loop, broker, loader, restored, log,
     access: { adminGid: config.adminGid, clientGid: config.clientGid },

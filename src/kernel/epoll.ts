@@ -119,6 +119,7 @@ export class EventLoop {
   private readonly byKey = new Map<number, Watch>();
   private readonly onError: (err: unknown) => void;
   private nextKey = 1;
+  private pollScheduled = false;
   private state: "open" | "closing" | "closed" = "open";
   private wantRef = true;
   private isRefed = true;
@@ -156,6 +157,7 @@ export class EventLoop {
     this.byFd.set(fd, w);
     this.byKey.set(key, w);
     this.syncRef();
+    this.pollSoon();
   }
 
   /** Arm fd again for one event of `events`; no syscall when the mask is unchanged. */
@@ -222,6 +224,21 @@ export class EventLoop {
     else if (this.state === "open") this.pollHere();
   }
 
+  /**
+   * Look at the epoll set from this thread on the next turn, without waiting for the worker: an
+   * fd that is ready when it is watched (a backlog of connections at luod's start, while the
+   * worker thread is still starting) is served at once.
+   */
+  private pollSoon(): void {
+    if (this.pollScheduled) return;
+    this.pollScheduled = true;
+    setImmediate(() => {
+      this.pollScheduled = false;
+      // take the turn only from a worker that waits for events (not from STOP or ourselves)
+      if (this.state === "open" && Atomics.compareExchange(this.turn, 0, WORKER_POLLS, MAIN_POLLS) === WORKER_POLLS) this.pollHere();
+    });
+  }
+
   private pollHere(): void {
     for (let round = 0; round < ROUNDS_PER_TASK; round++) {
       if (this.state !== "open") return; // close() has told the worker to stop
@@ -233,7 +250,8 @@ export class EventLoop {
         return;
       }
       if (n === 0) {
-        // nothing ready: hand the waiting back to the worker (unless close() took the flag)
+        // nothing ready: hand the waiting back to the worker (unless close() took the flag). A
+        // worker still in epoll_wait at that point just goes on waiting.
         if (Atomics.compareExchange(this.turn, 0, MAIN_POLLS, WORKER_POLLS) === MAIN_POLLS) Atomics.notify(this.turn, 0);
         return;
       }

@@ -1,5 +1,5 @@
 // File-descriptor plumbing: open/close/dup, CLOEXEC, full reads and writes, size, and /proc views.
-import { lstatSync, readdirSync, readFileSync, readlinkSync } from "node:fs";
+import { lstatSync, readdirSync, readFileSync, readlinkSync, writeSync } from "node:fs";
 import { ptr } from "bun:ffi";
 import { check, cString, Errno, lastErrno, SysError, sys } from "./libc.ts";
 
@@ -26,6 +26,33 @@ export function closeFd(fd: number): void {
 }
 
 /** A new close-on-exec fd for the same open file description, numbered ≥ 3 (never a stdio slot). */
+/** struct termios is 60 bytes on x86_64; TCGETS fills it only for a terminal (ENOTTY otherwise). */
+const TCGETS = 0x5401;
+const termios = new Uint8Array(new ArrayBuffer(64));
+
+/** isatty(3) as one ioctl: node:tty (and process.stdout.isTTY) costs ~2 ms to load at start. */
+export function isTerminal(fd: number): boolean {
+  return sys.ioctl(fd, TCGETS, ptr(termios)) === 0;
+}
+
+/**
+ * Writes all of `text` to fd synchronously (stdout/stderr without Bun's stream objects, which
+ * cost ~2 ms to create at start). Waits out EAGAIN on a non-blocking pipe; drops the rest on any
+ * other error (EPIPE: nobody is reading).
+ */
+export function writeText(fd: number, text: string): void {
+  const buf = Buffer.from(text);
+  let off = 0;
+  while (off < buf.length) {
+    try {
+      off += writeSync(fd, buf, off, buf.length - off);
+    } catch (e) {
+      if ((e as { code?: string }).code === "EAGAIN") continue;
+      return;
+    }
+  }
+}
+
 export function dupFd(fd: number): number {
   return check("fcntl(F_DUPFD_CLOEXEC)", sys.fcntl(fd, F_DUPFD_CLOEXEC, 3));
 }

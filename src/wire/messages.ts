@@ -4,6 +4,7 @@ import * as v from "valibot";
 import { type ErrorCode, ProtocolError, oneLine } from "./errors";
 import { isValidId } from "./ids";
 import { MAX_FDS_PER_MESSAGE } from "./framing";
+import { KEXEC_TIMEOUT_DEFAULT_MS, KEXEC_TIMEOUT_MAX_MS, KEXEC_TIMEOUT_MIN_MS } from "./limits";
 
 // ---------------------------------------------------------------------------------------------
 // Field schemas
@@ -12,9 +13,7 @@ import { MAX_FDS_PER_MESSAGE } from "./framing";
 export const TAG_MAX_LENGTH = 64;
 /** Free-text reasons (FAIL, ABORT) are at most this many characters. */
 export const REASON_MAX_LENGTH = 256;
-export const KEXEC_TIMEOUT_MIN_MS = 100;
-export const KEXEC_TIMEOUT_MAX_MS = 3_600_000;
-export const KEXEC_TIMEOUT_DEFAULT_MS = 30_000;
+export { KEXEC_TIMEOUT_DEFAULT_MS, KEXEC_TIMEOUT_MAX_MS, KEXEC_TIMEOUT_MIN_MS };
 
 const Tag = v.union([
   v.pipe(v.string(), v.maxLength(TAG_MAX_LENGTH, `must be at most ${TAG_MAX_LENGTH} characters`)),

@@ -11,6 +11,7 @@ import {
   fileSize,
   findFdHolders,
   getCloexec,
+  isTerminal,
   O_CLOEXEC,
   O_RDWR,
   openFile,
@@ -111,6 +112,19 @@ describe("memfd", () => {
 });
 
 describe("fd plumbing", () => {
+  test("isTerminal is true for a pseudo-terminal and false for a file or a memfd", () => {
+    const ptmx = openFile("/dev/ptmx", O_RDWR | O_CLOEXEC);
+    const devNull = openFile("/dev/null");
+    const mfd = memfdCreate("not-a-tty");
+    try {
+      expect(isTerminal(ptmx)).toBe(true);
+      expect(isTerminal(devNull)).toBe(false);
+      expect(isTerminal(mfd)).toBe(false);
+    } finally {
+      for (const fd of [ptmx, devNull, mfd]) closeFd(fd);
+    }
+  });
+
   test("dupFd shares the open file, is close-on-exec and never lands on stdio", () => {
     const fd = memfdCreate("kernel-dup");
     const dup = dupFd(fd);
