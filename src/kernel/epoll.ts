@@ -94,7 +94,9 @@ export interface EventLoopOptions {
  *   need not drain to EAGAIN. EPOLLERR/EPOLLHUP are always reported.
  * - Events are matched by a per-registration key, not by fd number, so an event queued for an
  *   fd that was unwatched (and possibly closed and reused) before it was dispatched is dropped.
- * - unwatch(fd) before close(fd). If the fd was already closed, unwatch still forgets it.
+ * - unwatch(fd) before close(fd). If the fd was already closed, unwatch still forgets it — but
+ *   if its file lives on in a dup (or another process), its level-triggered registration stays
+ *   in epoll and keeps waking this thread for nothing: never close a watched fd first.
  *
  * Liveness (ref/unref): like a Node handle, the loop keeps the process alive while it watches at
  * least one fd and has not been unref()'d; with nothing watched, or after unref(), it does not
