@@ -25,7 +25,6 @@ import { DEFAULT_SOCKET, connectWithRetry } from "./connect";
 
 export { DEFAULT_SOCKET, connectWithRetry };
 
-
 export type Message = Record<string, unknown>;
 export type Tag = string | number;
 

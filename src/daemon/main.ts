@@ -179,11 +179,11 @@ function restore(kernel: KernelPort, restored: RestoredSessions, log: Logger): B
   }
 }
 
-/** Binds the socket; refuses to start if another luod answers on it, removes a stale one. */
 /** Every client of a big host reconnects at once after a live-update boot (the kernel caps this
  *  at net.core.somaxconn, 4096 by default): a short backlog would make their connect() wait. */
 const LISTEN_BACKLOG = 4096;
 
+/** Binds the socket; refuses to start if another luod answers on it, removes a stale one. */
 function listen(config: DaemonConfig, log: Logger): number {
   mkdirSync(dirname(config.socket), { recursive: true, mode: 0o755 });
   if (existsSync(config.socket)) {

@@ -107,6 +107,8 @@ export interface EventLoopOptions {
 export class EventLoop {
   /** Resolves once the worker has stopped and the epoll and eventfd fds are closed. */
   readonly closed: Promise<void>;
+  /** epoll_wait calls made by this thread (while busy): a loop that spins shows here. */
+  polls = 0;
 
   private readonly epfd: number;
   private readonly stopFd: number;
@@ -244,6 +246,7 @@ export class EventLoop {
   private pollHere(): void {
     for (let round = 0; round < ROUNDS_PER_TASK; round++) {
       if (this.state !== "open") return; // close() has told the worker to stop
+      this.polls++;
       const n = sys.epoll_wait(this.epfd, this.eventsAddr, MAX_EVENTS, 0);
       if (n === -1) {
         const e = lastErrno();

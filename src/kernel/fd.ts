@@ -25,7 +25,6 @@ export function closeFd(fd: number): void {
   }
 }
 
-/** A new close-on-exec fd for the same open file description, numbered ≥ 3 (never a stdio slot). */
 /** struct termios is 60 bytes on x86_64; TCGETS fills it only for a terminal (ENOTTY otherwise). */
 const TCGETS = 0x5401;
 const termios = new Uint8Array(new ArrayBuffer(64));
@@ -53,6 +52,7 @@ export function writeText(fd: number, text: string): void {
   }
 }
 
+/** A new close-on-exec fd for the same open file description, numbered ≥ 3 (never a stdio slot). */
 export function dupFd(fd: number): number {
   return check("fcntl(F_DUPFD_CLOEXEC)", sys.fcntl(fd, F_DUPFD_CLOEXEC, 3));
 }

@@ -136,8 +136,9 @@ export class Connection {
    * with the line's first byte; the caller keeps its own (they are dup'ed if the line has to
    * wait in the queue). The object must say `fds: fds.length` (absent = 0).
    * An array of messages goes out in one write: the fds of all of them (in order) travel with
-   * the first line's first byte, which the receiver's FIFO matches to lines all the same. Returns false when the connection is (now) closed —
-   * including when this message pushed the unsent output over maxQueuedBytes (slow consumer).
+   * the first line's first byte, which the receiver's FIFO matches to lines all the same.
+   * Returns false when the connection is (now) closed — including when this message pushed the
+   * unsent output over maxQueuedBytes (slow consumer).
    * Throws ProtocolError EMSGSIZE for a line over the limit, RangeError for a bad fds list.
    */
   send(obj: object | readonly object[], fds: readonly number[] = []): boolean {

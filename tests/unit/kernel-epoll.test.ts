@@ -148,6 +148,42 @@ describe("EventLoop", () => {
     expect(errors.map(String)).toEqual(["Error: handler bug"]);
   });
 
+  test("a disarmed fd that stays readable does not keep the loop busy", async () => {
+    const loop = newLoop();
+    const [a, b] = pair();
+    let calls = 0;
+    loop.watch(b, EPOLLIN, () => calls++); // never rearmed, never read
+    io.send(a, enc.encode("unread"));
+    await Bun.sleep(50);
+    const before = loop.polls;
+    await Bun.sleep(300);
+    expect(calls).toBe(1);
+    // level-triggered epoll reports the fd for as long as it is readable: unless the loop
+    // switches it off, it polls thousands of times here instead of not at all
+    expect(loop.polls - before).toBeLessThan(10);
+    loop.rearm(b, EPOLLIN); // the data is still there: reported again
+    await within((async () => { while (calls < 2) await Bun.sleep(5); })());
+  });
+
+  test("a burst over many fds reaches every callback, with rearms in between", async () => {
+    const loop = newLoop();
+    const n = 200;
+    const pairs = Array.from({ length: n }, () => pair());
+    const got = new Array<number>(n).fill(0);
+    pairs.forEach(([, b], i) =>
+      loop.watch(b, EPOLLIN, () => {
+        for (let r; (r = io.receive(b, [])) > 0; ) got[i]! += r; // bytes: one per send below
+        loop.rearm(b, EPOLLIN);
+      }),
+    );
+    for (let round = 0; round < 5; round++) {
+      for (const [a] of pairs) io.send(a, enc.encode("x"));
+      await Bun.sleep(round === 2 ? 30 : 0); // some rounds land while the loop is still busy
+    }
+    await within((async () => { while (got.some((g) => g < 5)) await Bun.sleep(5); })());
+    expect(got.every((g) => g === 5)).toBe(true);
+  });
+
   test("close() resolves `closed`, forgets watches and rejects new ones", async () => {
     const loop = newLoop();
     const [a, b] = pair();
