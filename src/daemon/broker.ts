@@ -224,7 +224,11 @@ export class Broker {
       };
       this.update = u;
       this.log.notice(`update ${attempt} started${opts.dryRun ? " (dry run)" : ""}: ${participants.length} client(s), READY due in ${opts.timeoutMs} ms`);
-      if (!opts.dryRun) this.kernel.startSync(); // the page cache drains while clients prepare
+      if (!opts.dryRun) {
+        // the page cache drains while clients prepare
+        const dirty = this.kernel.startSync();
+        if (dirty !== null) this.log.info(`update ${attempt}: ${Math.round(dirty / 1024)} MiB of page cache dirty: writing it back meanwhile`);
+      }
       this.createSessions(u);
     });
   }

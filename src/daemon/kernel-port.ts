@@ -9,7 +9,17 @@ import {
 } from "../kernel/liveupdate";
 import { memfdCreate, addSeals, F_SEAL_SEAL, F_SEAL_SHRINK, F_SEAL_GROW, F_SEAL_WRITE } from "../kernel/memfd";
 import { kexecFileLoad, kexecFileUnload, kexecLoaded, syncFilesystems, rebootKexec, unameRelease } from "../kernel/kexec";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
+
+/** Dirty page cache above which a real update starts a background sync (see startSync). */
+export const BACKGROUND_SYNC_MIN_KIB = 64 * 1024;
+
+/** Dirty + Writeback of /proc/meminfo, KiB: what sync(2) still has to write. */
+export function dirtyKiB(meminfo: string): number {
+  let kib = 0;
+  for (const m of meminfo.matchAll(/^(?:Dirty|Writeback):\s+(\d+) kB$/gm)) kib += Number(m[1]);
+  return kib;
+}
 
 export interface KernelPort {
   /** Whether /dev/liveupdate exists (LUO compiled in and `liveupdate=on`). */
@@ -30,10 +40,11 @@ export interface KernelPort {
   unloadKernel(): void;
   release(): string;
   /**
-   * Starts writing dirty pages back in the background (a `sync` process), so that the sync(2)
-   * of syncAndReboot — during which every client is paused — finds little left. Best effort.
+   * When much of the page cache is dirty, starts writing it back in the background (a `sync`
+   * process), so that the sync(2) of syncAndReboot — during which every client is paused —
+   * finds little left. Returns the dirty KiB it saw, or null if it started nothing.
    */
-  startSync(): void;
+  startSync(): number | null;
   /** sync(2) then reboot(LINUX_REBOOT_CMD_KEXEC). Returns only by throwing. */
   syncAndReboot(): never;
 }
@@ -103,10 +114,20 @@ export function realKernel(devicePath = LIVEUPDATE_DEVICE): KernelPort {
     unloadKernel: () => kexecFileUnload(),
     release: () => unameRelease(),
     startSync() {
+      let dirty: number;
+      try {
+        dirty = dirtyKiB(readFileSync("/proc/meminfo", "utf8"));
+      } catch {
+        return null;
+      }
+      // Starting a process costs luod ~17 ms the first time (Bun's spawn machinery), during the
+      // barrier: worth it only when the final sync(2) would take longer than that.
+      if (dirty < BACKGROUND_SYNC_MIN_KIB) return null;
       try {
         Bun.spawn(["sync"], { stdin: "ignore", stdout: "ignore", stderr: "ignore" }).unref();
+        return dirty;
       } catch {
-        // no sync(1) on this host: the sync(2) before the jump does all of it
+        return null; // no sync(1) on this host: the sync(2) before the jump does all of it
       }
     },
     syncAndReboot() {

@@ -57,7 +57,10 @@ export class FakeKernel implements KernelPort {
   unloadKernel() { this.loaded = false; }
   release() { return "7.2.13-fake"; }
   syncsStarted = 0;
-  startSync() { this.syncsStarted++; }
+  startSync() {
+    this.syncsStarted++;
+    return null;
+  }
   syncAndReboot(): never {
     this.reboots++;
     throw sysError("reboot(LINUX_REBOOT_CMD_KEXEC)", this.rebootError ?? "EINVAL");
