@@ -121,7 +121,7 @@ describe("an update", () => {
     expect(decodeManifest(kernel.blobs.get("luod")!).entries.map((e) => e.id)).toEqual(["vm-a", "vm-b"]);
   });
 
-  test("a real KEXEC starts writing back dirty pages at once, before any client is READY; a dry run does not", async () => {
+  test("a real KEXEC asks for a background writeback at once, before any client is READY; a dry run does not", async () => {
     const a = subscribed("vm-a");
     const dry = broker.kexec(null, { timeoutMs: 5000, dryRun: true });
     expect(kernel.syncsStarted).toBe(0);
