@@ -1,8 +1,6 @@
-// A swarm of luod clients in ONE process: one EventLoop (one epoll worker thread) and one RawLink
-// per client. LuoClient would give every client its own loop and thread, which does not scale to
-// 1000 clients. A RawLink is as cheap as a client can be (one recvmsg per wake-up, lines split by
-// hand, requests written with one sendmsg), so that on the VM's two vCPUs the load generator takes
-// as little CPU from luod as possible: with a wire Connection per client it took more than luod.
+// A swarm of luod clients in ONE process: one EventLoop (one epoll worker thread) and one raw wire
+// Connection per client. LuoClient would give every client its own loop and thread, which does not
+// scale to 1000 clients; this driver does, with the same wire code luod uses (src/wire).
 //
 // preserve mode: every client SUBSCRIBEs with its own small memfd (created up front, so the
 //   barrier only sees what a client must do: PRESERVE_FD + READY); on START_PRESERVATION it
@@ -11,12 +9,12 @@
 //   swarm reports when the last one holds it. finishAll() then checks the first bytes, FINISHes
 //   the sessions and sends FINISHED.
 import { EventLoop } from "../src/kernel/epoll";
-import { EPOLLIN } from "../src/kernel/epoll";
-import { MessageIo, unixConnect } from "../src/kernel/unix";
+import { Connection } from "../src/wire/connection";
+import { unixConnect } from "../src/kernel/unix";
 import { preserveFd, retrieveFd, finishSession } from "../src/kernel/liveupdate";
 import { memfdCreate, ftruncate } from "../src/kernel/memfd";
 import { closeFd, dupFd, writeFull, readFull } from "../src/kernel/fd";
-import { Errno, errnoName, SysError } from "../src/kernel/libc";
+import { Errno, SysError } from "../src/kernel/libc";
 
 export const TOKEN = 1n;
 
@@ -45,65 +43,9 @@ export function checkStamp(fd: number, id: string): boolean {
   return got.every((b, i) => b === want[i]);
 }
 
-const io = new MessageIo();
-const encoder = new TextEncoder();
-const decoder = new TextDecoder(); // luod's lines to these clients are ASCII: no split characters
-const line = (obj: object) => encoder.encode(JSON.stringify(obj) + "\n");
-const READY_LINE = line({ cmd: "READY" });
-
-/**
- * One client's socket: one recvmsg per readiness (the loop is level-triggered: what is left is
- * reported again), lines split by hand, fds matched to lines by the FIFO rule of
- * docs/protocol.md; every request is one non-blocking sendmsg (a client's few small lines never
- * fill its socket buffer; if one did, the link closes with an error rather than queue).
- */
-class RawLink {
-  private pending = "";
-  private readonly fdQueue: number[] = [];
-  private closedWhy: string | null = null;
-
-  constructor(
-    readonly fd: number,
-    private readonly loop: EventLoop,
-    private readonly onMessage: (msg: Record<string, unknown>, fds: number[]) => void,
-    private readonly onClose: (why: string) => void,
-  ) {
-    loop.watch(fd, EPOLLIN, () => this.readable());
-  }
-
-  send(bytes: Uint8Array): void {
-    if (this.closedWhy !== null) return;
-    const n = io.send(this.fd, bytes);
-    if (n !== bytes.length) this.close(n < 0 ? `send: ${errnoName(-n)}` : "send: short write");
-  }
-
-  close(why: string): void {
-    if (this.closedWhy !== null) return;
-    this.closedWhy = why;
-    this.loop.unwatch(this.fd);
-    closeFd(this.fd);
-    for (const fd of this.fdQueue.splice(0)) closeFd(fd);
-    this.onClose(why);
-  }
-
-  private readable(): void {
-    if (this.closedWhy !== null) return;
-    const n = io.receive(this.fd, this.fdQueue);
-    if (n === -Errno.EAGAIN) return this.loop.rearm(this.fd, EPOLLIN);
-    if (n <= 0) return this.close(n === 0 ? "luod closed the connection" : `recv: ${errnoName(-n)}`);
-    this.pending += decoder.decode(io.buffer.subarray(0, n));
-    for (let nl = this.pending.indexOf("\n"); nl >= 0 && this.closedWhy === null; nl = this.pending.indexOf("\n")) {
-      const msg = JSON.parse(this.pending.slice(0, nl)) as Record<string, unknown>;
-      this.pending = this.pending.slice(nl + 1);
-      this.onMessage(msg, this.fdQueue.splice(0, typeof msg.fds === "number" ? msg.fds : 0));
-    }
-    if (this.closedWhy === null) this.loop.rearm(this.fd, EPOLLIN);
-  }
-}
-
 interface Member {
   id: string;
-  link: RawLink;
+  conn: Connection;
   memfd: number;
   sessionFd: number;
   restoredFd: number;
@@ -162,7 +104,7 @@ export class Swarm {
     for (let i = 0; i < ids.length; i += batch) {
       for (const id of ids.slice(i, i + batch)) {
         const m = this.add(id, makeMemfd(id, this.memfdBytes));
-        m.link.send(line({ cmd: "SUBSCRIBE", id }));
+        m.conn.send({ cmd: "SUBSCRIBE", id });
       }
       await this.until(() => this.subscribed >= this.members.length, 120_000, "SUBSCRIBE replies");
     }
@@ -189,7 +131,7 @@ export class Swarm {
   async claim(ids: string[], timeoutMs = 300_000): Promise<void> {
     for (const id of ids) {
       const m = this.add(id, -1);
-      m.link.send(line({ cmd: "CLAIM", id }));
+      m.conn.send({ cmd: "CLAIM", id });
     }
     this.allConnectedAt = performance.now();
     await this.until(() => this.restored >= this.members.length, timeoutMs, "CLAIMED + RETRIEVE_FD");
@@ -207,7 +149,7 @@ export class Swarm {
       closeFd(m.sessionFd);
       closeFd(m.restoredFd);
       m.sessionFd = m.restoredFd = -1;
-      m.link.send(line({ cmd: "FINISHED", id: m.id }));
+      m.conn.send({ cmd: "FINISHED", id: m.id });
     }
     this.onFinishedReply = () => replies++;
     await this.until(() => replies >= this.members.length, 120_000, "FINISHED replies");
@@ -219,7 +161,7 @@ export class Swarm {
   /** Closes every connection (idle subscribers are unsubscribed by luod) and their memfds. */
   async closeAll(): Promise<void> {
     for (const m of this.members.splice(0)) {
-      m.link.close("bench done");
+      m.conn.close("bench done");
       for (const fd of [m.memfd, m.sessionFd, m.restoredFd]) if (fd >= 0) closeFd(fd);
     }
     if (this.ownLoop) {
@@ -232,11 +174,14 @@ export class Swarm {
 
   private add(id: string, memfd: number): Member {
     const fd = unixConnect(this.socket);
-    const m: Member = { id, link: null as unknown as RawLink, memfd, sessionFd: -1, restoredFd: -1, subscribed: false };
-    m.link = new RawLink(fd, this.loop, (msg, fds) => this.onMessage(m, msg, fds), (reason) => {
-      if (reason !== "bench done") this.errors.push(`${id}: connection closed: ${reason}`);
-      this.check();
-    });
+    const m: Member = { id, conn: null as unknown as Connection, memfd, sessionFd: -1, restoredFd: -1, subscribed: false };
+    m.conn = new Connection(fd, this.loop, {
+      onMessage: (msg, fds) => this.onMessage(m, msg, fds),
+      onClose: (reason) => {
+        if (reason !== "bench done") this.errors.push(`${id}: connection closed: ${reason}`);
+        this.check();
+      },
+    }, { maxLineBytes: 4 * 1024 * 1024 });
     this.members.push(m);
     return m;
   }
@@ -259,7 +204,7 @@ export class Swarm {
         preserveFd(sessionFd, m.memfd, TOKEN);
       }
       r.preserveMs += performance.now() - t;
-      m.link.send(READY_LINE);
+      m.conn.send({ cmd: "READY" });
       r.lastReadySent = performance.now();
       closeFd(sessionFd); // luod holds its own copy until the jump
       return this.check();
