@@ -269,7 +269,7 @@ async function main(): Promise<number> {
     const stamp = new Date().toISOString().replace(/[:.]/g, "-");
     const bin = join(root, ".vm", `bench-bin-${process.pid}`);
     await prepare(bin);
-    r = { date: new Date().toISOString(), machine: machine(), clients, reps, bytes, luo: resolve(opt("luo", join(root, "dist", "luo"))), git: (await run(["git", "-C", root, "rev-parse", "--short", "HEAD"])).stdout.trim() };
+    r = { date: new Date().toISOString(), machine: machine(), clients, reps, bytes, luo: relative(root, resolve(opt("luo", join(root, "dist", "luo")))), git: (await run(["git", "-C", root, "rev-parse", "--short", "HEAD"])).stdout.trim() };
     try {
       if (!flag("skip-host")) {
         r.host = await hostBench({ bin, clients: Math.max(...clients), reps, log });
