@@ -25,7 +25,8 @@ export function closeFd(fd: number): void {
   }
 }
 
-/** struct termios is 60 bytes on x86_64; TCGETS fills it only for a terminal (ENOTTY otherwise). */
+/** TCGETS fills the kernel's struct termios (36 bytes; glibc's is 60) for a terminal only, ENOTTY
+ *  otherwise (include/uapi/asm-generic/termbits.h, drivers/tty/tty_ioctl.c). 64 bytes hold either. */
 const TCGETS = 0x5401;
 const termios = new Uint8Array(new ArrayBuffer(64));
 

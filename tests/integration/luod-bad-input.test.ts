@@ -17,6 +17,20 @@ function someFds(n: number): number[] {
 }
 const closeAll = (fds: number[]) => fds.forEach((fd) => closeFd(fd));
 
+/** A raw connection and `n` fds to send; both are closed afterwards, then luod must be back at
+ *  its baseline of open fds (nothing it received leaked). */
+async function withPeerAndFds(n: number, body: (p: RawPeer, fds: number[]) => Promise<void>): Promise<void> {
+  const p = RawPeer.connect(luod.socket);
+  const fds = someFds(n);
+  try {
+    await body(p, fds);
+  } finally {
+    p.close();
+    closeAll(fds);
+  }
+  await expectFdsBackToBaseline();
+}
+
 async function status(): Promise<Record<string, unknown>> {
   const p = RawPeer.connect(luod.socket);
   try {
@@ -113,69 +127,43 @@ describe("malformed lines get one error reply and the connection stays usable", 
 describe("fds", () => {
   test("an fd on a line that says nothing about fds → EBADMSG; the fd is closed and counted", async () => {
     const before = ((await status()).luod as { stats: { stray_fds: number } }).stats.stray_fds;
-    const p = RawPeer.connect(luod.socket);
-    const fds = someFds(2);
-    try {
+    await withPeerAndFds(2, async (p, fds) => {
       const r = await p.request({ cmd: "STATUS" }, fds);
       expect(code(r)).toBe("EBADMSG");
       expect((r!.error as { message: string }).message).toContain("no line claimed");
       expect(await p.request({ cmd: "STATUS" })).toMatchObject({ ok: true });
-    } finally {
-      p.close();
-      closeAll(fds);
-    }
-    await expectFdsBackToBaseline();
+    });
     const after = ((await status()).luod as { stats: { stray_fds: number } }).stats.stray_fds;
     expect(after - before).toBe(2);
   });
 
   test('fds on a request that must carry none ("fds":1 on STATUS) → EBADMSG, fd closed', async () => {
-    const p = RawPeer.connect(luod.socket);
-    const fds = someFds(1);
-    try {
+    await withPeerAndFds(1, async (p, fds) => {
       expect(code(await p.request({ cmd: "STATUS", fds: 1 }, fds))).toBe("EBADMSG");
       expect(code(await p.request({ cmd: "SUBSCRIBE", id: "vm-fd", fds: 1 }, fds))).toBe("EBADMSG");
-    } finally {
-      p.close();
-      closeAll(fds);
-    }
-    await expectFdsBackToBaseline();
+    });
   });
 
   test("LOAD with more or fewer fds than it says → EBADMSG; with a non-kernel memfd → ENOEXEC", async () => {
-    const p = RawPeer.connect(luod.socket);
-    const fds = someFds(2);
     const load = { cmd: "LOAD", cmdline: "liveupdate=on", initrd: false, fds: 1 };
-    try {
+    await withPeerAndFds(2, async (p, fds) => {
       expect(code(await p.request(load, fds))).toBe("EBADMSG");
       expect(code(await p.request(load, []))).toBe("EBADMSG");
       expect(code(await p.request({ ...load, initrd: true, fds: 2 }, fds.slice(0, 1)))).toBe("EBADMSG");
       expect(code(await p.request(load, fds.slice(0, 1)))).toBe("ENOEXEC");
-    } finally {
-      p.close();
-      closeAll(fds);
-    }
-    await expectFdsBackToBaseline();
+    });
   });
 
   test("more fds in one sendmsg than luod accepts closes the connection; none leak", async () => {
-    const p = RawPeer.connect(luod.socket);
-    const fds = someFds(40);
-    try {
+    await withPeerAndFds(40, async (p, fds) => {
       await p.sendAll('{"cmd":"STATUS"}\n', fds);
       expect(await p.waitClosed()).toBe(true);
-    } finally {
-      p.close();
-      closeAll(fds);
-    }
-    await expectFdsBackToBaseline();
+    });
     await status();
   });
 
   test("fds piling up behind a line that never ends are closed at once; the line then fails", async () => {
-    const p = RawPeer.connect(luod.socket);
-    const fds = someFds(2);
-    try {
+    await withPeerAndFds(2, async (p, fds) => {
       await p.sendAll('{"cmd":"LOAD",', fds);
       for (let i = 0; i < 20; i++) {
         await p.sendAll(" ", fds);
@@ -187,11 +175,7 @@ describe("fds", () => {
       expect(code(r)).toBe("EBADMSG");
       expect((r!.error as { message: string }).message).toContain("more than the 2 a message may carry");
       expect(await p.request({ cmd: "STATUS" })).toMatchObject({ ok: true });
-    } finally {
-      p.close();
-      closeAll(fds);
-    }
-    await expectFdsBackToBaseline();
+    });
   });
 
   test("a client that vanishes in the middle of a line, fds and all, leaks nothing", async () => {

@@ -94,6 +94,18 @@ function daemon(env: Environment = SYSTEMD) {
   return { sd, k, restored, broker, loader, unloads: () => unloaded, start: (boot: { kind: string; restore_error?: string } = { kind: "cold boot" }) => sd.start({ broker, restored, loader, boot }) };
 }
 
+/** A started daemon (cold boot, systemd mode) with one subscribed root client per id. */
+function startedWith(...ids: string[]) {
+  const d = daemon();
+  d.start();
+  const peers = ids.map((id) => {
+    const p = rootPeer();
+    d.broker.subscribe(p, id);
+    return p;
+  });
+  return { d, peers };
+}
+
 const tick = () => new Promise((r) => setTimeout(r, 0));
 
 describe("FDNAME", () => {
@@ -135,11 +147,7 @@ describe("the kexec mode", () => {
 
 describe("systemd mode, before the jump", () => {
   test("a READY client's session goes to the fd store; the commit adds the manifest and asks systemd to kexec", async () => {
-    const d = daemon();
-    d.start();
-    const a = rootPeer(), b = rootPeer();
-    d.broker.subscribe(a, "vm-a");
-    d.broker.subscribe(b, "vm-b");
+    const { d, peers: [a, b] } = startedWith("vm-a", "vm-b");
     d.broker.kexec(null, { timeoutMs: 5000, dryRun: false });
     d.broker.ready(a);
     await tick();
@@ -160,11 +168,7 @@ describe("systemd mode, before the jump", () => {
   });
 
   test("an aborted update takes its sessions out of the fd store and unloads the kernel", async () => {
-    const d = daemon();
-    d.start();
-    const a = rootPeer(), b = rootPeer();
-    d.broker.subscribe(a, "vm-a");
-    d.broker.subscribe(b, "vm-b");
+    const { d, peers: [a, b] } = startedWith("vm-a", "vm-b");
     const run = d.broker.kexec(null, { timeoutMs: 5000, dryRun: false });
     d.broker.ready(a);
     await tick();
@@ -177,10 +181,7 @@ describe("systemd mode, before the jump", () => {
 
   test("a failing `systemctl kexec` aborts the update, empties the store, unloads the kernel", async () => {
     mgr.kexecExit = 1;
-    const d = daemon();
-    d.start();
-    const a = rootPeer();
-    d.broker.subscribe(a, "vm-a");
+    const { d, peers: [a] } = startedWith("vm-a");
     const run = d.broker.kexec(null, { timeoutMs: 5000, dryRun: false });
     d.broker.ready(a);
     const o = await run;
@@ -192,10 +193,7 @@ describe("systemd mode, before the jump", () => {
   });
 
   test("a dry run stages nothing and keeps the kernel", async () => {
-    const d = daemon();
-    d.start();
-    const a = rootPeer();
-    d.broker.subscribe(a, "vm-a");
+    const { d, peers: [a] } = startedWith("vm-a");
     const run = d.broker.kexec(null, { timeoutMs: 5000, dryRun: true });
     d.broker.ready(a);
     expect((await run).ok).toBe(true);
@@ -206,11 +204,7 @@ describe("systemd mode, before the jump", () => {
 
 describe("luod restarted before the jump", () => {
   async function killedAfterReady() {
-    const d = daemon();
-    d.start();
-    const a = rootPeer(), b = rootPeer();
-    d.broker.subscribe(a, "vm-a");
-    d.broker.subscribe(b, "vm-b");
+    const { d, peers: [a] } = startedWith("vm-a", "vm-b");
     d.broker.kexec(null, { timeoutMs: 5000, dryRun: false });
     const fd = kernel.outgoing.get("luod:vm-a/1")!;
     d.broker.ready(a);
@@ -240,10 +234,7 @@ describe("luod restarted before the jump", () => {
 
   test("a client that takes part again supersedes its carried session", async () => {
     await killedAfterReady();
-    const d = daemon();
-    d.start();
-    const a = rootPeer();
-    d.broker.subscribe(a, "vm-a");
+    const { d } = startedWith("vm-a");
     d.broker.kexec(null, { timeoutMs: 5000, dryRun: false });
     expect(mgr.removes()).toEqual(["luod%3Avm-a/1"]);
     expect(d.sd.counts().carried).toBe(0);

@@ -15,8 +15,8 @@
 //           FINISH the session, FINISHED. Prints "VERIFIED <id> <bytes> bytes"; exits 1 on any error.
 //           --behave die: exit right after CLAIMED, without FINISHED (a client killed mid-claim).
 import { LuoClient, LuoError } from "../../../src/client";
-import { holdsPattern, pattern } from "./pattern";
-import { preserveMemfd, retrieveMemfd, finishSession } from "../../../src/client/memfd";
+import { pattern, verifyAndFinish } from "./pattern";
+import { preserveMemfd } from "../../../src/client/memfd";
 import { memfdCreate } from "../../../src/kernel/memfd";
 import { closeFd, writeFull } from "../../../src/kernel/fd";
 
@@ -105,12 +105,7 @@ async function claimOne(id: string): Promise<boolean> {
       console.log(`CLAIMED ${id} from ${session}; dying before FINISHED`);
       process.exit(3);
     }
-    const memfd = retrieveMemfd(sessionFd, TOKEN);
-    const { size, same } = holdsPattern(memfd, id, mib << 20);
-    finishSession(sessionFd);
-    closeFd(sessionFd);
-    closeFd(memfd);
-    await client.finished(id);
+    const { size, same } = await verifyAndFinish(client, id, sessionFd, TOKEN, mib << 20);
     if (!same) {
       console.log(`MISMATCH ${id}: ${size} bytes from ${session}, expected ${mib << 20} with the id's pattern`);
       return false;

@@ -1,6 +1,7 @@
 // The content every VM test client puts in its memfd: xorshift32 seeded from the client's id, so
 // the second boot can regenerate it and compare every byte, and no two clients share content.
-import { readWhole } from "../../../src/kernel/fd";
+import { closeFd, readWhole } from "../../../src/kernel/fd";
+import { finishSession, retrieveMemfd, type LuoClient } from "../../../src/client";
 
 export function pattern(id: string, bytes: number): Uint8Array {
   const out = new Uint8Array(new ArrayBuffer(bytes));
@@ -22,4 +23,20 @@ export function holdsPattern(fd: number, id: string, bytes: number): { size: num
   const got = readWhole(fd);
   const want = pattern(id, bytes);
   return { size: got.length, same: got.length === want.length && Buffer.from(got.buffer).equals(Buffer.from(want.buffer)) };
+}
+
+/**
+ * The rest of a claim, after CLAIMED: RETRIEVE_FD `token`, compare every byte with `id`'s pattern
+ * of `bytes` bytes, FINISH the session, close both fds and send FINISHED.
+ */
+export async function verifyAndFinish(
+  client: LuoClient, id: string, sessionFd: number, token: number | bigint, bytes: number,
+): Promise<{ size: number; same: boolean }> {
+  const memfd = retrieveMemfd(sessionFd, token);
+  const seen = holdsPattern(memfd, id, bytes);
+  finishSession(sessionFd);
+  closeFd(sessionFd);
+  closeFd(memfd);
+  await client.finished(id);
+  return seen;
 }

@@ -11,8 +11,8 @@
 // where it is. When luod goes away after READY (a kexec's shutdown, or luod killed), its session
 // lives on in luod's fd store: the client just waits to be stopped. Before READY it exits 1.
 // --silent: never preserves nor answers (the READY deadline must abort the update).
-import { holdsPattern, pattern } from "../../../../tests/vm/guest/pattern";
-import { LuoClient, LuoConnectionClosed, LuoError, preserveMemfd, retrieveMemfd, finishSession } from "../../../../src/client";
+import { pattern, verifyAndFinish } from "../../../../tests/vm/guest/pattern";
+import { LuoClient, LuoConnectionClosed, LuoError, preserveMemfd } from "../../../../src/client";
 import { memfdCreate } from "../../../../src/kernel/memfd";
 import { closeFd, writeFull } from "../../../../src/kernel/fd";
 import { sdNotify } from "../../../../src/kernel/sdnotify";
@@ -47,12 +47,7 @@ const patternOf = (bytes: number) => pattern(id, bytes);
 async function claim(client: LuoClient): Promise<boolean> {
   try {
     const { session, sessionFd } = await client.claim(id);
-    const memfd = retrieveMemfd(sessionFd, TOKEN);
-    const { size, same } = holdsPattern(memfd, id, mib << 20);
-    finishSession(sessionFd);
-    closeFd(sessionFd);
-    closeFd(memfd);
-    await client.finished(id);
+    const { size, same } = await verifyAndFinish(client, id, sessionFd, TOKEN, mib << 20);
     if (!same) {
       say(`MISMATCH ${id}: ${size} bytes from ${session}, expected ${mib << 20} with the id's pattern`);
       return false;
