@@ -87,8 +87,13 @@ export interface Preservation {
   id: string;
   /** Session name, `luod:<id>/<attempt>`. */
   session: string;
-  /** The outgoing session fd: preserve memfds into it, then ready(). Close it after ABORTED. */
+  /**
+   * The outgoing session fd: preserve memfds into it, then ready(). Close it after ABORTED,
+   * unless it is `prepared`: then it is the fd prepare() returned, and it stays valid.
+   */
   sessionFd: number;
+  /** The session came from prepare(): memfds preserved then are in it already. */
+  prepared: boolean;
   /** The update attempt. */
   update: number | null;
   /** PRESERVATION_REQUEST's deadline (ISO 8601), when it came first. */
@@ -103,7 +108,7 @@ export interface ClientInfo extends Message {
   gid: number;
   pid: number;
   unit?: string | null;
-  /** subscribed | preserving | ready */
+  /** subscribed | prepared | preserving | ready */
   state: string;
   connected?: boolean;
   /** ISO 8601: when it subscribed. */
@@ -191,6 +196,8 @@ export class LuoClient extends LuoRequests {
   private closeReason: string | null = null;
   private closeError: LuoConnectionClosed | null = null;
   private conn!: Connection;
+  /** The session fd prepare() returned: START_PRESERVATION of a prepared session brings none. */
+  private preparedFd: number | null = null;
 
   private constructor(
     readonly path: string,
@@ -334,6 +341,24 @@ export class LuoClient extends LuoRequests {
     return this.request({ cmd: "SUBSCRIBE", id }, [], opts);
   }
 
+  /**
+   * PREPARE: this client's session for the next update, now, so that memfds can be preserved
+   * before any update starts (their contents stay live; only their size is frozen). The fd is
+   * yours and stays valid across aborted updates; START_PRESERVATION then only asks you to
+   * quiesce (waitForSession() returns this fd with `prepared: true`). UNSUBSCRIBE or disconnecting
+   * drops luod's copy; close yours too, and the kernel unpreserves the memfds.
+   */
+  async prepare(opts?: RequestOptions): Promise<Preservation> {
+    const { msg, fds } = await this.call({ cmd: "PREPARE" }, [], opts);
+    if (fds.length !== 1) {
+      closeQuietly(fds);
+      throw new LuoError("EBADMSG", `PREPARE's reply came with ${fds.length} fds instead of the session fd`, msg);
+    }
+    if (this.preparedFd !== null) closeQuietly([fds[0]!]); // the same session again: keep the first fd
+    else this.preparedFd = fds[0]!;
+    return { id: String(msg.id ?? ""), session: String(msg.session ?? ""), sessionFd: this.preparedFd, prepared: true, update: null, deadline: null };
+  }
+
   /** READY: every memfd is preserved into the session luod sent. */
   ready(opts?: RequestOptions): Promise<Message> {
     return this.request({ cmd: "READY" }, [], opts);
@@ -344,8 +369,11 @@ export class LuoClient extends LuoRequests {
     return this.request(reason === undefined ? { cmd: "FAIL" } : { cmd: "FAIL", reason }, [], opts);
   }
 
-  unsubscribe(opts?: RequestOptions): Promise<Message> {
-    return this.request({ cmd: "UNSUBSCRIBE" }, [], opts);
+  /** UNSUBSCRIBE. A prepared session's fd (prepare()) stays yours: close it to unpreserve. */
+  async unsubscribe(opts?: RequestOptions): Promise<Message> {
+    const reply = await this.request({ cmd: "UNSUBSCRIBE" }, [], opts);
+    this.preparedFd = null;
+    return reply;
   }
 
   /**
@@ -385,14 +413,16 @@ export class LuoClient extends LuoRequests {
         closeQuietly(fds);
         throw new LuoError("ECANCELED", `update aborted: ${String(msg.reason ?? "no reason given")}`, msg);
       }
-      if (fds.length !== 1) {
+      const prepared = msg.prepared === true;
+      if (fds.length !== (prepared ? 0 : 1) || (prepared && this.preparedFd === null)) {
         closeQuietly(fds);
-        throw new LuoError("EBADMSG", `START_PRESERVATION came with ${fds.length} fds instead of the session fd`, msg);
+        throw new LuoError("EBADMSG", `START_PRESERVATION${prepared ? " of a prepared session" : ""} came with ${fds.length} fds`, msg);
       }
       return {
         id: String(msg.id ?? ""),
         session: String(msg.session ?? ""),
-        sessionFd: fds[0]!,
+        sessionFd: prepared ? this.preparedFd! : fds[0]!,
+        prepared,
         update: typeof msg.update === "number" ? msg.update : null,
         deadline,
       };

@@ -199,7 +199,8 @@ function describeGeneric(x: unknown): string {
 function describeClients(c: unknown): string {
   if (isObj(c)) {
     const total = c.subscribed ?? c.total;
-    return `${str(total, "0")} subscribed, ${str(c.ready, "0")} ready`;
+    const prepared = typeof c.prepared === "number" && c.prepared > 0 ? `, ${c.prepared} prepared` : "";
+    return `${str(total, "0")} subscribed${prepared}, ${str(c.ready, "0")} ready`;
   }
   if (Array.isArray(c)) return `${c.length} subscribed`;
   return str(c, "0");

@@ -4,7 +4,7 @@
 //
 //   role    granted to                                   requests
 //   admin   uid 0, members of the admin group            LIST LOAD UNLOAD CHECK KEXEC ABORT DISCARD
-//   client  uid 0, members of the client group           SUBSCRIBE READY FAIL UNSUBSCRIBE CLAIM FINISHED
+//   client  uid 0, members of the client group           SUBSCRIBE PREPARE READY FAIL UNSUBSCRIBE CLAIM FINISHED
 //   either                                               STATUS (a client sees only its own restored sessions)
 //
 // With no group configured for a role, only uid 0 has it. A peer with no role at all (a
@@ -36,6 +36,7 @@ export interface Roles {
 /** Which role each request needs; STATUS is read-only and open to both. */
 export const REQUIRED_ROLE: Readonly<Record<Command, Role | "any">> = {
   SUBSCRIBE: "client",
+  PREPARE: "client",
   READY: "client",
   FAIL: "client",
   UNSUBSCRIBE: "client",

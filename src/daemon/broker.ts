@@ -6,6 +6,11 @@
 //
 // luod keeps its own copy of every outgoing session fd until the jump: an outgoing session dies
 // with its last fd (kernel-luo.md §2), so a client may exit after READY and lose nothing.
+//
+// A client may PREPARE while idle: its session is created then, and it preserves its memfds at
+// once. Contents stay live after PRESERVE_FD, only the size freezes (kernel-luo.md §3.3), so the
+// heavy pinning leaves the barrier; START_PRESERVATION then only asks it to quiesce. A prepared
+// session outlives aborted updates and ends with the subscription.
 import type { KernelPort } from "./kernel-port";
 import type { Logger } from "./log";
 import { encodeManifest, MANIFEST_TOKEN, MANIFEST_VERSION, MANIFEST_FORMAT, type Manifest } from "./manifest";
@@ -23,7 +28,7 @@ export interface Peer {
   send(msg: object | readonly object[], fds?: number[]): boolean;
 }
 
-export type ClientState = "subscribed" | "preserving" | "ready";
+export type ClientState = "subscribed" | "prepared" | "preserving" | "ready";
 interface Client {
   id: string;
   peer: Peer | null; // null: disconnected after READY, luod holds the session alone
@@ -33,6 +38,8 @@ interface Client {
   subscribedAt: Date;
   readyAt: Date | null;
   session: { name: string; fd: number } | null;
+  /** The session came from PREPARE: it is not created by the update and survives its abort. */
+  prepared: boolean;
 }
 
 export type Phase = "idle" | "preparing" | "committing";
@@ -79,7 +86,7 @@ export interface BrokerOptions {
   nextAttempt?: () => number;
   /** A client became READY (systemd.ts puts its session in the fd store). */
   onReady?: (id: string) => void;
-  /** An update ended without a jump (systemd.ts unloads the kernel). */
+  /** An update ended without a jump, a finished dry run included (systemd.ts empties its fd store of it, and unloads the kernel after a real one). */
   onAbort?: (dryRun: boolean) => void;
   now?: () => number;
 }
@@ -115,17 +122,40 @@ export class Broker {
     const mine = this.clientOf(peer);
     if (mine) throw new ProtocolError("EEXIST", `this connection is already subscribed as ${mine.id}`);
     const owner = { uid: peer.cred.uid, gid: peer.cred.gid, pid: peer.cred.pid, unit: peer.unit };
-    const client: Client = { id, peer, owner, state: "subscribed", subscribedAt: new Date(this.now()), readyAt: null, session: null };
+    const client: Client = {
+      id, peer, owner, state: "subscribed", subscribedAt: new Date(this.now()), readyAt: null, session: null, prepared: false,
+    };
     this.clients.set(id, client);
     this.byPeer.set(peer, client);
     this.log.info(`client ${id} subscribed (pid ${peer.cred.pid}, uid ${peer.cred.uid})`);
     return { id };
   }
 
+  /**
+   * PREPARE: the client's session for the next update, created now. The caller sends `fd` with
+   * the reply (luod keeps it). Asking again returns the same session.
+   */
+  prepare(peer: Peer, id?: string): { id: string; session: string; fd: number } {
+    const c = this.requireClient(peer, id);
+    if (this.update) throw new ProtocolError("EBUSY", `an update is in progress (${this.phase}): its START_PRESERVATION brings the session`);
+    if (!c.session) {
+      if (!this.kernel.devicePresent())
+        throw new ProtocolError("ENODEV", "/dev/liveupdate is missing: this kernel has no LUO (CONFIG_LIVEUPDATE and liveupdate=on)");
+      // a number of its own: the name must not collide with a session of this or an earlier attempt
+      const name = sessionNameFor(c.id, this.nextAttempt());
+      const [fd] = this.kernel.createSessions([name]);
+      c.session = { name, fd: fd! };
+      c.prepared = true;
+      c.state = "prepared";
+      this.log.info(`client ${c.id} prepared session ${name}`);
+    }
+    return { id: c.id, session: c.session.name, fd: c.session.fd };
+  }
+
   ready(peer: Peer, id?: string): { id: string } {
-    const c = this.requireClient(peer);
-    if (id !== undefined && id !== c.id) throw new ProtocolError("EINVAL", `this connection is subscribed as ${c.id}, not ${id}`);
-    if (!this.update || !c.session) throw new ProtocolError("EBUSY", `no session was handed to ${c.id}: no update is in progress`);
+    const c = this.requireClient(peer, id);
+    if (!this.update || c.state === "subscribed" || c.state === "prepared")
+      throw new ProtocolError("EBUSY", `no update is in progress: START_PRESERVATION has not come for ${c.id}`);
     if (c.state !== "ready") {
       c.state = "ready";
       c.readyAt = new Date(this.now());
@@ -196,7 +226,11 @@ export class Broker {
         waiting: u.participants.filter((c) => c.state !== "ready").map((c) => c.id),
         remaining_ms: Math.max(0, u.deadline - this.now()),
       },
-      clients: { subscribed: all.length, ready: all.filter((c) => c.state === "ready").length },
+      clients: {
+        subscribed: all.length,
+        prepared: all.filter((c) => c.prepared).length,
+        ready: all.filter((c) => c.state === "ready").length,
+      },
     };
   }
 
@@ -212,7 +246,7 @@ export class Broker {
         return Promise.reject(new ProtocolError("EINVAL", "the kernel luod loaded is no longer loaded (kexec unloaded by someone else): run `luoctl load` again"));
     }
     const t0 = this.now();
-    const attempt = this.opts.nextAttempt ? this.opts.nextAttempt() : ++this.lastAttempt;
+    const attempt = this.nextAttempt();
     const participants = [...this.clients.values()];
     return new Promise<KexecOutcome>((resolve) => {
       const u: Update = {
@@ -248,7 +282,8 @@ export class Broker {
   // ---- the update ----------------------------------------------------------------------------
 
   private createSessions(u: Update): void {
-    const names = u.participants.map((c) => sessionNameFor(c.id, u.attempt));
+    const fresh = u.participants.filter((c) => !c.prepared);
+    const names = fresh.map((c) => sessionNameFor(c.id, u.attempt));
     let fds: number[];
     try {
       fds = names.length ? this.kernel.createSessions(names) : [];
@@ -260,17 +295,14 @@ export class Broker {
     const deadline = new Date(u.deadline).toISOString();
     // Every session is recorded before the first send: a send can close a connection (slow
     // consumer), which aborts the update, and the abort must find every fd to release.
-    u.participants.forEach((c, i) => {
-      c.session = { name: names[i], fd: fds[i] };
-      c.state = "preserving";
-    });
+    fresh.forEach((c, i) => (c.session = { name: names[i], fd: fds[i] }));
+    for (const c of u.participants) c.state = "preserving";
     for (const c of u.participants) {
       if (this.update !== u) return; // aborted by a send that closed a connection
+      const request = { event: "PRESERVATION_REQUEST", update: u.attempt, timeout_ms: u.timeoutMs, deadline };
       // one write per client for both events (half the sendmsgs, one wakeup of the client)
-      c.peer?.send([
-        { event: "PRESERVATION_REQUEST", update: u.attempt, timeout_ms: u.timeoutMs, deadline },
-        { event: "START_PRESERVATION", id: c.id, session: c.session!.name, update: u.attempt, fds: 1 },
-      ], [c.session!.fd]);
+      if (c.prepared) c.peer?.send([request, { event: "START_PRESERVATION", id: c.id, session: c.session!.name, update: u.attempt, prepared: true }]);
+      else c.peer?.send([request, { event: "START_PRESERVATION", id: c.id, session: c.session!.name, update: u.attempt, fds: 1 }], [c.session!.fd]);
     }
     if (this.update !== u) return;
     u.timings.fds_sent_ms = this.now() - u.t0;
@@ -359,18 +391,20 @@ export class Broker {
     this.update = null;
     this.committing = false;
     for (const c of u.participants) {
-      if (c.session) this.closeQuietly(c.session.fd);
-      c.session = null;
-      c.state = "subscribed";
       c.readyAt = null;
-      if (c.peer) c.peer.send({ event: "ABORTED", update: u.attempt, reason });
-      else this.forget(c); // gone after READY: nothing left to subscribe
+      if (!c.peer) {
+        this.forget(c); // gone after READY: nothing left to subscribe
+        continue;
+      }
+      if (!c.prepared) this.dropSession(c);
+      c.state = c.prepared ? "prepared" : "subscribed";
+      c.peer.send({ event: "ABORTED", update: u.attempt, reason });
     }
     if (u.internalFd !== null) this.closeQuietly(u.internalFd);
     if (outcome.ok) this.log.notice(`update ${u.attempt}: ${reason}`);
     else this.log.warning(`update ${u.attempt} aborted: ${reason}`);
     u.done(outcome);
-    if (!outcome.ok) this.opts.onAbort?.(u.dryRun);
+    this.opts.onAbort?.(u.dryRun);
   }
 
   /** READY events come in bursts (1000 clients): one PROGRESS per 100 ms is enough for a human. */
@@ -396,14 +430,28 @@ export class Broker {
     return this.byPeer.get(peer);
   }
 
+  /** The client leaves the broker; luod's copy of its session (prepared, or held after READY) goes. */
   private forget(c: Client): void {
+    this.dropSession(c);
     this.clients.delete(c.id);
     if (c.peer) this.byPeer.delete(c.peer);
   }
 
-  private requireClient(peer: Peer): Client {
+  private dropSession(c: Client): void {
+    if (c.session) this.closeQuietly(c.session.fd);
+    c.session = null;
+    c.prepared = false;
+  }
+
+  private nextAttempt(): number {
+    return this.opts.nextAttempt ? this.opts.nextAttempt() : ++this.lastAttempt;
+  }
+
+  /** The client of this connection; `id`, when a request names one, must be its id. */
+  private requireClient(peer: Peer, id?: string): Client {
     const c = this.clientOf(peer);
     if (!c) throw new ProtocolError("ENOENT", "this connection has not subscribed (send SUBSCRIBE first)");
+    if (id !== undefined && id !== c.id) throw new ProtocolError("EINVAL", `this connection is subscribed as ${c.id}, not ${id}`);
     return c;
   }
 

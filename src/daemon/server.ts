@@ -275,6 +275,11 @@ export class Server {
           throw new ProtocolError("EPERM", `${req.id} has a restored session of uid ${waiting.uid} waiting to be claimed`);
         return void reply({ ...broker.subscribe(peer, req.id), restored: waiting !== null });
       }
+      case "PREPARE": {
+        const { id, session, fd } = broker.prepare(peer, req.id);
+        peer.send(okReply(req.cmd, { id, session, fds: 1 }, req.tag), [fd]); // luod keeps its fd
+        return;
+      }
       case "READY":
         return void reply(broker.ready(peer, req.id));
       case "FAIL":

@@ -399,8 +399,17 @@ export class SystemdHandoff {
     if (this.readyQueue.length === 1) queueMicrotask(() => this.flushReady());
   }
 
-  /** Broker hook: an update ended without a jump. In systemd mode the loaded kernel goes too. */
+  /**
+   * Broker hook: an update ended without a jump. Its sessions leave the fd store: the broker
+   * closed those it created (close() unstaged them), but a PREPAREd session stays open for the
+   * next update and must not be carried as READY meanwhile. In systemd mode the loaded kernel goes too.
+   */
   aborted(dryRun: boolean): void {
+    if (this.staged.size) {
+      for (const o of this.staged.values()) this.removeFromStore(o.fdname);
+      this.staged.clear();
+      this.saveRecord();
+    }
     if (this.mode !== "systemd" || dryRun) return;
     this.unloadKernel("the update was aborted");
   }

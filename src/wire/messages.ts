@@ -47,6 +47,7 @@ const common = { tag: v.optional(Tag), fds: v.optional(Fds) };
 // Request schemas (strict: an unknown field is an error)
 
 export const SubscribeRequest = v.strictObject({ cmd: v.literal("SUBSCRIBE"), id: Id, ...common });
+export const PrepareRequest = v.strictObject({ cmd: v.literal("PREPARE"), id: v.optional(Id), ...common });
 export const ReadyRequest = v.strictObject({ cmd: v.literal("READY"), id: v.optional(Id), ...common });
 export const FailRequest = v.strictObject({ cmd: v.literal("FAIL"), reason: v.optional(Reason), ...common });
 export const UnsubscribeRequest = v.strictObject({ cmd: v.literal("UNSUBSCRIBE"), ...common });
@@ -75,6 +76,7 @@ export const AbortRequest = v.strictObject({ cmd: v.literal("ABORT"), reason: v.
 export const DiscardRequest = v.strictObject({ cmd: v.literal("DISCARD"), id: Id, ...common });
 
 export type SubscribeRequest = v.InferOutput<typeof SubscribeRequest>;
+export type PrepareRequest = v.InferOutput<typeof PrepareRequest>;
 export type ReadyRequest = v.InferOutput<typeof ReadyRequest>;
 export type FailRequest = v.InferOutput<typeof FailRequest>;
 export type UnsubscribeRequest = v.InferOutput<typeof UnsubscribeRequest>;
@@ -91,6 +93,7 @@ export type DiscardRequest = v.InferOutput<typeof DiscardRequest>;
 
 const SCHEMAS = {
   SUBSCRIBE: SubscribeRequest,
+  PREPARE: PrepareRequest,
   READY: ReadyRequest,
   FAIL: FailRequest,
   UNSUBSCRIBE: UnsubscribeRequest,
@@ -108,7 +111,7 @@ const SCHEMAS = {
 
 /** Every request, discriminated by `cmd`. */
 export const Request = v.variant("cmd", [
-  SubscribeRequest, ReadyRequest, FailRequest, UnsubscribeRequest, ClaimRequest, FinishedRequest,
+  SubscribeRequest, PrepareRequest, ReadyRequest, FailRequest, UnsubscribeRequest, ClaimRequest, FinishedRequest,
   StatusRequest, ListRequest, LoadRequest, UnloadRequest, CheckRequest, KexecRequest, AbortRequest,
   DiscardRequest,
 ]);
@@ -118,7 +121,7 @@ export type Command = Request["cmd"];
 export type RequestOf<C extends Command> = Extract<Request, { cmd: C }>;
 
 export const CLIENT_COMMANDS: ReadonlySet<Command> = new Set<Command>([
-  "SUBSCRIBE", "READY", "FAIL", "UNSUBSCRIBE", "CLAIM", "FINISHED",
+  "SUBSCRIBE", "PREPARE", "READY", "FAIL", "UNSUBSCRIBE", "CLAIM", "FINISHED",
 ]);
 export const ADMIN_COMMANDS: ReadonlySet<Command> = new Set<Command>([
   "STATUS", "LIST", "LOAD", "UNLOAD", "CHECK", "KEXEC", "ABORT", "DISCARD",
@@ -279,8 +282,10 @@ export interface StartPreservationEvent {
   update: number;
   /** The session name, `luod:<id>/<attempt>`. */
   session: string;
-  /** The session fd travels with this line. */
-  fds: 1;
+  /** The session fd travels with this line; absent when the session was PREPAREd (the client has it). */
+  fds?: 1;
+  /** The session is the one PREPARE handed out; no fd comes with this line. */
+  prepared?: true;
 }
 
 export interface AbortedEvent {

@@ -48,7 +48,7 @@ export class Rng {
 }
 
 export const COMMANDS = [
-  "SUBSCRIBE", "READY", "FAIL", "UNSUBSCRIBE", "CLAIM", "FINISHED",
+  "SUBSCRIBE", "PREPARE", "READY", "FAIL", "UNSUBSCRIBE", "CLAIM", "FINISHED",
   "STATUS", "LIST", "LOAD", "UNLOAD", "CHECK", "KEXEC", "ABORT", "DISCARD",
 ] as const;
 
@@ -121,6 +121,7 @@ export function validRequest(rng: Rng, cmd: string, tag: number): Record<string,
     case "DISCARD":
       m.id = validId(rng);
       break;
+    case "PREPARE":
     case "READY":
       if (rng.chance(0.3)) m.id = validId(rng);
       break;

@@ -187,6 +187,99 @@ describe("a connection lost while luod hands out sessions", () => {
   });
 });
 
+describe("a prepared session (PREPARE)", () => {
+  function prepared(id: string): { peer: RecordingPeer; session: string; fd: number } {
+    const peer = subscribed(id);
+    const { session, fd } = broker.prepare(peer);
+    return { peer, session, fd };
+  }
+
+  test("is created at PREPARE, once: asking again returns the same session", () => {
+    const a = prepared("vm-a");
+    expect(a.session).toStartWith("luod:vm-a/");
+    expect(kernel.outgoing.get(a.session)).toBe(a.fd);
+    expect(broker.prepare(a.peer)).toEqual({ id: "vm-a", session: a.session, fd: a.fd });
+    expect(kernel.outgoing.size).toBe(1);
+    expect(broker.list()[0]).toMatchObject({ state: "prepared", session: a.session });
+    expect(broker.summary().clients).toEqual({ subscribed: 1, prepared: 1, ready: 0 });
+  });
+
+  test("is not created again by KEXEC: START_PRESERVATION names it, says prepared and carries no fd", async () => {
+    const a = prepared("vm-a");
+    const b = subscribed("vm-b");
+    const run = broker.kexec(null, { timeoutMs: 5000, dryRun: true });
+    const start = a.peer.events("START_PRESERVATION")[0]!;
+    expect(start.msg).toMatchObject({ session: a.session, prepared: true });
+    expect(start.msg.fds).toBeUndefined();
+    expect(start.fds).toHaveLength(0);
+    expect(b.events("START_PRESERVATION")[0]!.fds).toHaveLength(1); // the others as before
+    broker.ready(a.peer);
+    broker.ready(b);
+    expect(await run).toMatchObject({ ok: true });
+    expect(decodeManifest(kernel.blobs.get("luod")!).entries.map((e) => e.session)).toContain(a.session);
+  });
+
+  test("outlives a dry run and an abort, so repeated updates do not create it again", async () => {
+    const a = prepared("vm-a");
+    const dry = broker.kexec(null, { timeoutMs: 5000, dryRun: true });
+    broker.ready(a.peer);
+    await dry;
+    const real = broker.kexec(null, { timeoutMs: 5000, dryRun: false });
+    broker.abortByAdmin("operator");
+    expect((await real).ok).toBe(false);
+    expect([...kernel.outgoing.keys()]).toEqual([a.session]);
+    expect(broker.list()[0]).toMatchObject({ state: "prepared", session: a.session });
+    expect(a.peer.events("START_PRESERVATION").every((s) => s.msg.session === a.session)).toBe(true);
+  });
+
+  test("is released when its client unsubscribes or disconnects while idle", () => {
+    const a = prepared("vm-a");
+    const b = prepared("vm-b");
+    broker.unsubscribe(a.peer);
+    broker.peerClosed(b.peer);
+    expect(kernel.outgoing.size).toBe(0);
+    expect(broker.list()).toEqual([]);
+  });
+
+  test("a client lost before READY aborts the update and its prepared session is released", async () => {
+    const a = prepared("vm-a");
+    const run = broker.kexec(null, { timeoutMs: 5000, dryRun: false });
+    broker.peerClosed(a.peer);
+    expect(await run).toMatchObject({ ok: false, code: "ECANCELED" });
+    expect(kernel.outgoing.size).toBe(0);
+  });
+
+  test("a client gone after READY keeps its prepared session in the update until it ends", async () => {
+    const a = prepared("vm-a");
+    const run = broker.kexec(null, { timeoutMs: 5000, dryRun: false });
+    broker.ready(a.peer);
+    broker.peerClosed(a.peer);
+    expect(kernel.outgoing.has(a.session)).toBe(true);
+    expect(await run).toMatchObject({ ok: false, code: "EINVAL" }); // the fake reboot() fails
+    expect(kernel.outgoing.size).toBe(0);
+  });
+
+  test("PREPARE during an update is EBUSY, READY while only prepared is EBUSY, a wrong id is EINVAL", async () => {
+    const a = prepared("vm-a");
+    expect(errorOf(() => broker.ready(a.peer)).code).toBe("EBUSY");
+    expect(errorOf(() => broker.prepare(a.peer, "vm-b")).code).toBe("EINVAL");
+    const run = broker.kexec(null, { timeoutMs: 5000, dryRun: true });
+    expect(errorOf(() => broker.prepare(a.peer)).code).toBe("EBUSY");
+    broker.abortByAdmin("test");
+    await run;
+  });
+
+  test("PREPARE without /dev/liveupdate is ENODEV; a kernel refusal passes its errno on", () => {
+    const a = subscribed("vm-a");
+    kernel.device = false;
+    expect(errorOf(() => broker.prepare(a)).code).toBe("ENODEV");
+    kernel.device = true;
+    kernel.createError = "ENOMEM";
+    expect(() => broker.prepare(a)).toThrow(/ENOMEM/);
+    expect(broker.list()[0]).toMatchObject({ state: "subscribed", session: null });
+  });
+});
+
 describe("refusals", () => {
   test("an id held by another connection is EEXIST", () => {
     subscribed("vm-a");

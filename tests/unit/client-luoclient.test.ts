@@ -259,6 +259,36 @@ describe("events", () => {
     closeFd(session);
   });
 
+  test("prepare() returns the session fd; a prepared START_PRESERVATION, without fds, hands the same fd back", async () => {
+    const session = memfdWith("prepared");
+    fake.handle("SUBSCRIBE", (req) => ({ id: req.id }));
+    fake.handle("PREPARE", (_req, _f, peer) => {
+      peer.send({ reply: "PREPARE", ok: true, id: "vm-8", session: "luod:vm-8/3", fds: 1 }, [session]);
+      return null;
+    });
+    const c = await connect();
+    await c.subscribe("vm-8");
+    const prepared = await c.prepare();
+    expect(prepared).toMatchObject({ id: "vm-8", session: "luod:vm-8/3", prepared: true, update: null });
+    expect(readAll(prepared.sessionFd)).toBe("prepared");
+    const again = await c.prepare(); // the same session: the first fd stays, the new one is closed
+    expect(again.sessionFd).toBe(prepared.sessionFd);
+    setTimeout(() => fake.broadcast({ event: "START_PRESERVATION", id: "vm-8", session: "luod:vm-8/3", update: 4, prepared: true }), 10);
+    const p = await c.waitForSession({ timeoutMs: 2000 });
+    expect(p).toMatchObject({ session: "luod:vm-8/3", sessionFd: prepared.sessionFd, prepared: true, update: 4 });
+    closeFd(prepared.sessionFd);
+    closeFd(session);
+  });
+
+  test("a prepared START_PRESERVATION on a client that never prepared is EBADMSG", async () => {
+    const c = await connect();
+    while (fake.peers.size === 0) await Bun.sleep(2);
+    setTimeout(() => fake.broadcast({ event: "START_PRESERVATION", id: "vm-9", session: "luod:vm-9/1", update: 1, prepared: true }), 10);
+    const e = await c.waitForSession({ timeoutMs: 2000 }).catch((x) => x);
+    expect(e).toBeInstanceOf(LuoError);
+    expect(e.code).toBe("EBADMSG");
+  });
+
   test("waitForSession rejects with ECANCELED on ABORTED", async () => {
     fake.handle("SUBSCRIBE", (req) => ({ id: req.id }));
     const c = await connect();

@@ -179,6 +179,27 @@ describe("systemd mode, before the jump", () => {
     expect(d.unloads()).toBe(1);
   });
 
+  test("an aborted update takes a PREPAREd session out of the fd store too, and keeps it open for the next update", async () => {
+    const { d, peers: [a, b] } = startedWith("vm-a", "vm-b");
+    const { session } = d.broker.prepare(a);
+    const run = d.broker.kexec(null, { timeoutMs: 5000, dryRun: false });
+    d.broker.ready(a);
+    await tick();
+    expect(mgr.stores()).toEqual([fdNameOf(session)]);
+    d.broker.fail(b, "no");
+    expect((await run).ok).toBe(false);
+    expect(mgr.removes()).toEqual([fdNameOf(session)]);
+    expect(kernel.outgoing.has(session)).toBe(true);
+    // the next update (after `luoctl load` again) stages it again when its client is READY again
+    kernel.loaded = true;
+    const again = d.broker.kexec(null, { timeoutMs: 5000, dryRun: false });
+    d.broker.ready(a);
+    await tick();
+    expect(mgr.stores()).toEqual([fdNameOf(session), fdNameOf(session)]);
+    d.broker.abortByAdmin("test");
+    await again;
+  });
+
   test("a failing `systemctl kexec` aborts the update, empties the store, unloads the kernel", async () => {
     mgr.kexecExit = 1;
     const { d, peers: [a] } = startedWith("vm-a");

@@ -11,6 +11,7 @@ const SHA = "0123456789abcdef".repeat(4);
 /** One valid line per command, with every optional field, and a minimal one. */
 const VALID: Record<string, Record<string, unknown>[]> = {
   SUBSCRIBE: [{ cmd: "SUBSCRIBE", id: "vm-42" }, { cmd: "SUBSCRIBE", id: "vm-42", tag: "t1", fds: 0 }],
+  PREPARE: [{ cmd: "PREPARE" }, { cmd: "PREPARE", id: "vm-42", tag: 3 }],
   READY: [{ cmd: "READY" }, { cmd: "READY", id: "vm-42", tag: 7 }],
   FAIL: [{ cmd: "FAIL" }, { cmd: "FAIL", reason: "out of memory", tag: "x" }],
   UNSUBSCRIBE: [{ cmd: "UNSUBSCRIBE" }, { cmd: "UNSUBSCRIBE", tag: 0 }],
@@ -36,6 +37,8 @@ const INVALID: [Record<string, unknown>, string, RegExp][] = [
   [{ cmd: "SUBSCRIBE", id: "bad id" }, "EINVAL", /invalid id/],
   [{ cmd: "SUBSCRIBE", id: "x".repeat(49) }, "EINVAL", /invalid id/],
   [{ cmd: "SUBSCRIBE", id: "vm", name: "typo" }, "EBADMSG", /unknown field "name"/],
+  [{ cmd: "PREPARE", id: "a b" }, "EINVAL", /invalid id/],
+  [{ cmd: "PREPARE", size: 4096 }, "EBADMSG", /unknown field "size"/],
   [{ cmd: "READY", id: "" }, "EINVAL", /invalid id/],
   [{ cmd: "READY", ready: true }, "EBADMSG", /unknown field "ready"/],
   [{ cmd: "FAIL", reason: 5 }, "EBADMSG", /"reason" must be string/],
@@ -168,7 +171,7 @@ describe("parseRequest", () => {
 describe("command sets and fds", () => {
   test("every command is either a client or an admin command", () => {
     for (const cmd of COMMANDS) expect(CLIENT_COMMANDS.has(cmd) !== ADMIN_COMMANDS.has(cmd)).toBe(true);
-    expect([...CLIENT_COMMANDS].sort()).toEqual(["CLAIM", "FAIL", "FINISHED", "READY", "SUBSCRIBE", "UNSUBSCRIBE"]);
+    expect([...CLIENT_COMMANDS].sort()).toEqual(["CLAIM", "FAIL", "FINISHED", "PREPARE", "READY", "SUBSCRIBE", "UNSUBSCRIBE"]);
     expect([...ADMIN_COMMANDS].sort()).toEqual(["ABORT", "CHECK", "DISCARD", "KEXEC", "LIST", "LOAD", "STATUS", "UNLOAD"]);
   });
 
