@@ -10,6 +10,10 @@
 //             silent           never answer (the deadline must abort the update)
 //             exit             READY, then exit the process at once (luod must hold the session)
 //           If luod goes away, the client reconnects and subscribes again.
+//           --prepare: PREPARE right after SUBSCRIBE and preserve the memfd at once, filled with a
+//           stale pattern; check that its size is frozen (ftruncate: EPERM). On START_PRESERVATION
+//           write the real pattern into the already preserved memfd, then answer; the session is
+//           kept across aborts. What comes back after the jump must be the real pattern.
 //           Every event is one line on stdout: "client <id>: <EVENT> ...".
 // claim:    after the jump, one connection per id: CLAIM, RETRIEVE_FD token 1, verify every byte,
 //           FINISH the session, FINISHED. Prints "VERIFIED <id> <bytes> bytes"; exits 1 on any error.
@@ -17,7 +21,8 @@
 import { LuoClient, LuoError } from "../../../src/client";
 import { pattern, verifyAndFinish } from "./pattern";
 import { preserveMemfd } from "../../../src/client/memfd";
-import { memfdCreate } from "../../../src/kernel/memfd";
+import { ftruncate, memfdCreate } from "../../../src/kernel/memfd";
+import { SysError } from "../../../src/kernel/libc";
 import { closeFd, writeFull } from "../../../src/kernel/fd";
 
 const TOKEN = 1n;
@@ -30,6 +35,7 @@ const opt = (name: string, fallback: string) => {
 const ids = opt("ids", "").split(",").filter(Boolean);
 const mib = Number(opt("mib", "1"));
 const behave = opt("behave", "ready");
+const prepare = args.includes("--prepare");
 const socket = opt("socket", "/run/luod/liveupdate.sock");
 
 const say = (id: string, what: string) => console.log(`client ${id}: ${what}`);
@@ -48,29 +54,64 @@ async function connect(): Promise<LuoClient> {
 
 async function preserveOne(id: string): Promise<void> {
   const memfd = memfdCreate(`demo-${id}`);
-  writeFull(memfd, pattern(id, mib << 20), 0);
+  writeFull(memfd, pattern(prepare ? `${id}~stale` : id, mib << 20), 0);
   for (;;) {
     const client = await connect();
+    let preparedFd: number | null = null;
     try {
       await client.subscribe(id);
       say(id, "SUBSCRIBED");
       client.on("ABORTED", (msg) => say(id, `ABORTED ${JSON.stringify(msg.reason)}`));
+      if (prepare) preparedFd = prepareAhead(await client.prepare(), id, memfd);
       for (;;) await preserveInto(client, id, memfd);
     } catch (e) {
       say(id, `DISCONNECTED ${(e as Error).message}`);
     } finally {
       client.close();
+      // the old session would keep the memfd preserved: PREPARE again would meet EBUSY
+      if (preparedFd !== null) closeFd(preparedFd);
     }
     await Bun.sleep(100);
   }
 }
 
+/** PREPARE's session: preserve the memfd now, and show that its size is frozen from here on. */
+function prepareAhead(p: { session: string; sessionFd: number }, id: string, memfd: number): number {
+  preserveMemfd(p.sessionFd, memfd, TOKEN);
+  say(id, `PREPARED ${mib} MiB into ${p.session}`);
+  try {
+    ftruncate(memfd, (mib << 20) * 2);
+    say(id, "SIZE NOT FROZEN: ftruncate succeeded after PRESERVE_FD");
+  } catch (e) {
+    say(id, e instanceof SysError && e.code === "EPERM" ? "SIZE FROZEN (ftruncate: EPERM)" : `ftruncate: ${(e as Error).message}`);
+  }
+  return p.sessionFd;
+}
+
 async function preserveInto(client: LuoClient, id: string, memfd: number): Promise<void> {
   const { msg, fds } = await client.waitFor("START_PRESERVATION");
+  if (msg.prepared === true) {
+    // preserved long ago; the contents are live, so what counts is what is in RAM at the jump
+    writeFull(memfd, pattern(id, mib << 20), 0);
+    say(id, `WROTE ${mib} MiB into the prepared ${msg.session}`);
+    await answer(client, id);
+    return;
+  }
   const sessionFd = fds[0];
   try {
     preserveMemfd(sessionFd, memfd, TOKEN);
     say(id, `PRESERVED ${mib} MiB into ${msg.session}`);
+    await answer(client, id);
+  } finally {
+    // luod holds its own copy until the jump; ours would keep an aborted session alive, and the
+    // memfd cannot be preserved into the next session while this one lives (EBUSY, §3.3)
+    closeFd(sessionFd);
+  }
+}
+
+/** The answer --behave asks for. */
+async function answer(client: LuoClient, id: string): Promise<void> {
+  try {
     if (behave === "fail") {
       await client.fail("test client told to fail");
       say(id, "FAIL sent");
@@ -90,10 +131,6 @@ async function preserveInto(client: LuoClient, id: string, memfd: number): Promi
     // the update ended (another client failed) while this one was still preserving: carry on
     if (!(e instanceof LuoError && e.code === "EBUSY")) throw e;
     say(id, `too late: ${e.message}`);
-  } finally {
-    // luod holds its own copy until the jump; ours would keep an aborted session alive, and the
-    // memfd cannot be preserved into the next session while this one lives (EBUSY, §3.3)
-    closeFd(sessionFd);
   }
 }
 
@@ -129,6 +166,6 @@ if (mode === "preserve") {
   const results = await Promise.all(ids.map(claimOne));
   process.exit(results.every(Boolean) ? 0 : 1);
 } else {
-  console.error("usage: clients.ts preserve|claim --ids a,b [--mib N] [--behave ready|fail|silent|exit|die] [--socket P]");
+  console.error("usage: clients.ts preserve|claim --ids a,b [--mib N] [--behave ready|fail|silent|exit|die] [--prepare] [--socket P]");
   process.exit(2);
 }
