@@ -6,7 +6,9 @@
 //
 // Boot 1 (cold): luod from the warm binary; for every count: a swarm of N clients, R+1 dry runs
 //   (`luoctl kexec --dry-run --json`, the first one reported apart as cold), then R+1 floor
-//   barriers in the same boot. Then the chain starts.
+//   barriers in the same boot; then the same clients PREPARE (each preserves its memfd into its
+//   session ahead of the update) and R+1 more dry runs measure the barrier of prepared clients.
+//   Then the chain starts.
 // Chain: boot k subscribes chain[k-1] clients, preserves as many floor sessions held by this
 //   process, loads the same kernel and runs a real `luoctl kexec --json`. Boot k+1 measures the
 //   restore: luod spawn → every client holds its memfd, then the floor restore of the held sessions
@@ -164,9 +166,16 @@ async function barrierSweep(luod: LuodProcess): Promise<void> {
     const subscribeMs = await swarm.subscribe(ids(`s${n}`, n));
     const rssSubscribed = rssOf(luod.pid);
     const runs: unknown[] = [];
-    // reps+1 runs with the lean admin (bench/probe.ts), then one with luoctl (end to end)
-    for (let r = 0; r <= reps + 1; r++) {
+    let prepareMs: number | null = null;
+    // reps+1 runs with the lean admin (bench/probe.ts), then one with luoctl (end to end), then
+    // reps+1 with every client prepared (probe)
+    for (let r = 0; r <= 2 * reps + 2; r++) {
       const viaLuoctl = r === reps + 1;
+      const prepared = r > reps + 1;
+      if (r === reps + 2) {
+        prepareMs = round(await swarm.prepare());
+        say(`n=${n}: every client PREPAREd and preserved in ${prepareMs} ms`);
+      }
       swarm.resetRound();
       const cpu0 = threadCpu(luod.pid);
       const self0 = selfCpuMs();
@@ -182,7 +191,8 @@ async function barrierSweep(luod: LuodProcess): Promise<void> {
       const rr = swarm.round;
       runs.push({
         admin: viaLuoctl ? "luoctl" : "probe",
-        cold: r === 0,
+        prepared,
+        cold: r === 0 || r === reps + 2,
         ok: res.code === 0 && reply?.ok === true,
         admin_wall_ms: round(res.ms),
         timings: reply?.timings ?? null,
@@ -199,7 +209,7 @@ async function barrierSweep(luod: LuodProcess): Promise<void> {
         progress_bytes: viaLuoctl ? res.stdout.length : parsed?.progress_bytes,
       });
       const last = runs[runs.length - 1] as { timings: unknown; admin_wall_ms: number; error: unknown };
-      say(`dry run n=${n} rep ${r} (${viaLuoctl ? "luoctl" : "probe"}): ${JSON.stringify(last.timings)} admin ${last.admin_wall_ms} ms${last.error ? ` ERROR ${JSON.stringify(last.error)}` : ""}`);
+      say(`dry run n=${n} rep ${r} (${viaLuoctl ? "luoctl" : prepared ? "probe, prepared" : "probe"}): ${JSON.stringify(last.timings)} admin ${last.admin_wall_ms} ms${last.error ? ` ERROR ${JSON.stringify(last.error)}` : ""}`);
     }
     const rssAfter = rssOf(luod.pid);
     const errors = swarm.errors.slice(0, 5);
@@ -217,7 +227,7 @@ async function barrierSweep(luod: LuodProcess): Promise<void> {
       floors.push({ cold: r === 0, ...f });
     }
     say(`floor n=${n}: ${JSON.stringify(floors[floors.length - 1])}`);
-    sweeps.push({ n, subscribe_ms: round(subscribeMs), luod_rss_subscribed: rssSubscribed, luod_rss_after: rssAfter, runs, floor: floors, errors, recreated_memfds: recreated });
+    sweeps.push({ n, subscribe_ms: round(subscribeMs), prepare_ms: prepareMs, luod_rss_subscribed: rssSubscribed, luod_rss_after: rssAfter, runs, floor: floors, errors, recreated_memfds: recreated });
     result.barrier = sweeps;
     save();
   }

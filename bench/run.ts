@@ -118,7 +118,8 @@ export function summarize(r: Json): Json {
   const s: Json = { barrier: [], restore: [] };
   const boot1 = vm?.boots?.find((b: Json) => b.boot === 1);
   for (const sw of (boot1?.barrier ?? []) as Json[]) {
-    const warm = sw.runs.filter((x: Json) => x.admin === "probe" && !x.cold && x.ok);
+    const warm = sw.runs.filter((x: Json) => x.admin === "probe" && !x.prepared && !x.cold && x.ok);
+    const warmPrepared = sw.runs.filter((x: Json) => x.admin === "probe" && x.prepared && !x.cold && x.ok);
     const cold = sw.runs.find((x: Json) => x.cold);
     const viaLuoctl = sw.runs.find((x: Json) => x.admin === "luoctl");
     const floors = sw.floor.filter((x: Json) => !x.cold);
@@ -132,6 +133,13 @@ export function summarize(r: Json): Json {
       all_ready: t("all_ready_ms"),
       manifest: t("manifest_ms"),
       cold: cold?.timings?.manifest_preserved_ms ?? null,
+      prepared: warmPrepared.length ? {
+        luod: stats(warmPrepared.map((x: Json) => x.timings?.manifest_preserved_ms)),
+        all_ready: stats(warmPrepared.map((x: Json) => x.timings?.all_ready_ms)),
+        cpu_luod: stats(warmPrepared.map((x: Json) => x.cpu_ms?.luod?.total)),
+        cpu_clients: stats(warmPrepared.map((x: Json) => x.cpu_ms?.clients)),
+        prepare_ms: sw.prepare_ms ?? null,
+      } : null,
       floor: stats(floors.map((x: Json) => x.manifest_preserved_ms)),
       floor_sessions: stats(floors.map((x: Json) => x.sessions_created_ms)),
       floor_preserved: stats(floors.map((x: Json) => x.preserved_ms)),
@@ -192,6 +200,17 @@ function markdown(r: Json): string {
       out.push(`| ${b.n} | ${fmtS(b.luod)} | ${fmtS(b.floor)} | ${ratio(b.luod?.median, b.floor?.median)} | ${fmt((b.luod?.median ?? NaN) - (b.floor?.median ?? NaN))} | ${fmt(b.cold)} | ${fmt(b.sessions_created?.median)} | ${fmt(b.fds_sent?.median)} | ${fmt(b.all_ready?.median)} | ${fmt(b.cpu_luod?.median, 0)} / ${fmt(b.cpu_clients?.median, 0)} / ${fmt(b.cpu_admin?.median, 0)} | ${lt} |`);
     }
     out.push("");
+    if (s.barrier.some((b: Json) => b.prepared)) {
+      out.push(`The same clients after PREPARE (each preserved its memfd into its session before the update; the floor is the same, with its PRESERVE_FD ×N inside):\n`);
+      out.push(`| clients | luod, prepared clients | no-broker floor | ratio | all READY | CPU ms luod / clients | PREPARE + PRESERVE_FD of all, before the update |`);
+      out.push(`|---:|---:|---:|---:|---:|---:|---:|`);
+      for (const b of s.barrier) {
+        const p = b.prepared;
+        if (!p) continue;
+        out.push(`| ${b.n} | ${fmtS(p.luod)} | ${fmtS(b.floor)} | ${ratio(p.luod?.median, b.floor?.median)} | ${fmt(p.all_ready?.median)} | ${fmt(p.cpu_luod?.median, 0)} / ${fmt(p.cpu_clients?.median, 0)} | ${fmt(p.prepare_ms)} |`);
+      }
+      out.push("");
+    }
     out.push(`Floor steps at the largest count: sessions ${fmtS(s.barrier[s.barrier.length - 1].floor_sessions)}, + PRESERVE_FD ×N ${fmtS(s.barrier[s.barrier.length - 1].floor_preserved)}, sync() ${fmtS(s.barrier[s.barrier.length - 1].floor_sync)} (not in the floor: luod stamps reboot_called_ms before its sync()).`);
     out.push("");
   }
@@ -253,6 +272,8 @@ function markdown(r: Json): string {
   out.push(`| target | measured | |`);
   out.push(`|---|---|---|`);
   out.push(`| barrier at ${big1000?.n ?? "–"} clients within 1.5× of the floor | ${barrierRatio ? barrierRatio.toFixed(1) + "×" : "–"} | ${yes(barrierRatio === null ? null : barrierRatio <= 1.5)} |`);
+  const preparedRatio = big1000?.prepared?.luod && big1000?.floor ? big1000.prepared.luod.median / big1000.floor.median : null;
+  if (preparedRatio !== null) out.push(`| the same, clients prepared (PREPARE) | ${preparedRatio.toFixed(1)}× | ${yes(preparedRatio <= 1.5)} |`);
   out.push(`| restore at ${rest1000?.n ?? "–"} clients within 1.5× of the floor | ${restoreRatio ? restoreRatio.toFixed(1) + "×" : "–"} (against the floor as a process: ${rest1000?.floor_process ? (rest1000.luod_total / rest1000.floor_process).toFixed(1) + "×" : "–"}; claims only: ${rest1000?.floor ? (rest1000.luod_claims / rest1000.floor).toFixed(1) + "×" : "–"}) | ${yes(restoreRatio === null ? null : restoreRatio <= 1.5)} |`);
   out.push(`| \`luoctl status\` under 15 ms | ${h ? `${h.luoctl_status.mean_ms} ms mean, ${h.luoctl_status.median_ms} ms median` : "–"} | ${yes(h ? h.luoctl_status.mean_ms < 15 : null)} |`);
   out.push(`| luod idle RSS under 64 MiB | ${mib(h?.idle.rss_kib)} host, ${mib(b1?.luod_idle?.rss_kib)} VM | ${yes(h ? h.idle.rss_kib < 64 * 1024 : null)} |`);

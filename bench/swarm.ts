@@ -5,6 +5,9 @@
 // preserve mode: every client SUBSCRIBEs with its own small memfd (created up front, so the
 //   barrier only sees what a client must do: PRESERVE_FD + READY); on START_PRESERVATION it
 //   preserves the memfd (token 1), answers READY at once and closes its copy of the session fd.
+//   prepare(): every client PREPAREs and preserves its memfd into that session at once; from
+//   then on START_PRESERVATION (prepared, no fd) is answered READY at once: the barrier holds no
+//   ioctl of the clients' any more (docs/protocol.md, PREPARE).
 // claim mode: after the jump, every client CLAIMs, RETRIEVE_FDs token 1 and holds the memfd; the
 //   swarm reports when the last one holds it. finishAll() then checks the first bytes, FINISHes
 //   the sessions and sends FINISHED.
@@ -79,6 +82,7 @@ export class Swarm {
   recreatedMemfds = 0;
   /** Members whose SUBSCRIBE was answered ok / who hold their restored memfd. */
   subscribed = 0;
+  prepared = 0;
   restored = 0;
   /** performance.now() of the first CLAIMED, and when claim() had connected every client. */
   firstRestoredAt = 0;
@@ -107,6 +111,16 @@ export class Swarm {
         m.conn.send({ cmd: "SUBSCRIBE", id });
       }
       await this.until(() => this.subscribed >= this.members.length, 120_000, "SUBSCRIBE replies");
+    }
+    return performance.now() - t0;
+  }
+
+  /** PREPARE for every member, each preserving its memfd into the session it gets. */
+  async prepare(batch = 100): Promise<number> {
+    const t0 = performance.now();
+    for (let i = 0; i < this.members.length; i += batch) {
+      for (const m of this.members.slice(i, i + batch)) m.conn.send({ cmd: "PREPARE" });
+      await this.until(() => this.prepared >= Math.min(i + batch, this.members.length), 120_000, "PREPARE replies");
     }
     return performance.now() - t0;
   }
@@ -191,22 +205,28 @@ export class Swarm {
     const r = this.round;
     if (msg.event === "START_PRESERVATION") {
       if (r.starts++ === 0) r.firstStart = now;
+      if (msg.prepared === true) {
+        m.conn.send({ cmd: "READY" }); // preserved at PREPARE: nothing left but to answer
+        r.lastReadySent = performance.now();
+        return this.check();
+      }
       const sessionFd = fds[0]!;
       const t = performance.now();
-      try {
-        if (this.kernel) preserveFd(sessionFd, m.memfd, TOKEN);
-      } catch (e) {
-        if (!(e instanceof SysError && e.errno === Errno.EBUSY)) throw e;
-        // the memfd is still preserved in the previous round's session: use a fresh one
-        closeFd(m.memfd);
-        m.memfd = makeMemfd(m.id, this.memfdBytes);
-        this.recreatedMemfds++;
-        preserveFd(sessionFd, m.memfd, TOKEN);
-      }
+      this.preserve(m, sessionFd);
       r.preserveMs += performance.now() - t;
       m.conn.send({ cmd: "READY" });
       r.lastReadySent = performance.now();
       closeFd(sessionFd); // luod holds its own copy until the jump
+      return this.check();
+    } else if (msg.reply === "PREPARE") {
+      if (msg.ok && fds.length === 1) {
+        m.sessionFd = fds[0]!; // kept: the prepared session lives as long as the subscription
+        this.preserve(m, m.sessionFd);
+        this.prepared++;
+      } else {
+        for (const fd of fds) closeFd(fd);
+        this.errors.push(`${m.id}: PREPARE: ${JSON.stringify(msg.error ?? `${fds.length} fds`)}`);
+      }
       return this.check();
     } else if (msg.event === "ABORTED") {
       r.aborted++;
@@ -236,6 +256,20 @@ export class Swarm {
     }
     else for (const fd of fds) closeFd(fd); // nothing else carries fds; never keep strays
     this.check();
+  }
+
+  private preserve(m: Member, sessionFd: number): void {
+    if (!this.kernel) return;
+    try {
+      preserveFd(sessionFd, m.memfd, TOKEN);
+    } catch (e) {
+      if (!(e instanceof SysError && e.errno === Errno.EBUSY)) throw e;
+      // the memfd is still preserved in the previous round's session: use a fresh one
+      closeFd(m.memfd);
+      m.memfd = makeMemfd(m.id, this.memfdBytes);
+      this.recreatedMemfds++;
+      preserveFd(sessionFd, m.memfd, TOKEN);
+    }
   }
 
   private until(pred: () => boolean, timeoutMs: number, what: string): Promise<void> {
