@@ -3,7 +3,7 @@
 // is luod's userspace work — the part a fix in src/ can change. Optionally under Bun's CPU
 // profiler. Fast (seconds), so a change to src/daemon or src/wire can be checked before the VM.
 //
-//   node_modules/.bin/bun bench/profile.ts [--clients 1000] [--reps 3] [--prof DIR] [--syscalls DIR] [--json]
+//   node_modules/.bin/bun bench/profile.ts [--clients 1000] [--reps 3] [--prepared] [--prof DIR] [--syscalls DIR] [--json]
 //
 // Barrier: N swarm clients answer READY at once (no ioctl), a lean admin runs KEXEC dry runs.
 // Restore: luod restarted with a fake previous kernel holding N sessions and a manifest; N
@@ -135,6 +135,7 @@ async function main(): Promise<void> {
     out.startup_ms = round(luod.listeningAt - luod.spawnedAt);
     const swarm = new Swarm(socket, 4096, loop, false);
     out.subscribe_ms = round(await swarm.subscribe(Array.from({ length: n }, (_, i) => `c-${i}`)));
+    if (args.includes("--prepared")) out.prepare_ms = round(await swarm.prepare()); // the barrier of prepared clients
     const runs: Record<string, unknown>[] = [];
     for (let r = 0; r <= reps; r++) {
       swarm.resetRound();
