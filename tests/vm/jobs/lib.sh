@@ -58,6 +58,14 @@ load_next_kernel() {
         fail "luoctl load"
 }
 
+# jump: load this kernel again and `luoctl kexec` into it; coming back at all is a failure
+jump() {
+    load_next_kernel
+    step "luoctl kexec"
+    luoctl kexec --timeout 120s
+    fail "luoctl kexec returned $?: the host did not jump"
+}
+
 # unclaimed: how many restored sessions luod reports as unclaimed
 unclaimed() { luoctl status --json | grep -o '"state":"unclaimed"' | wc -l; }
 
