@@ -297,12 +297,14 @@ export class Broker {
     // consumer), which aborts the update, and the abort must find every fd to release.
     fresh.forEach((c, i) => (c.session = { name: names[i], fd: fds[i] }));
     for (const c of u.participants) c.state = "preserving";
+    const request = { event: "PRESERVATION_REQUEST", update: u.attempt, timeout_ms: u.timeoutMs, deadline };
     for (const c of u.participants) {
       if (this.update !== u) return; // aborted by a send that closed a connection
-      const request = { event: "PRESERVATION_REQUEST", update: u.attempt, timeout_ms: u.timeoutMs, deadline };
+      const { name, fd } = c.session!;
+      // a prepared client has its session fd already; the others get it with these lines
+      const start = { event: "START_PRESERVATION", id: c.id, session: name, update: u.attempt, ...(c.prepared ? { prepared: true } : { fds: 1 }) };
       // one write per client for both events (half the sendmsgs, one wakeup of the client)
-      if (c.prepared) c.peer?.send([request, { event: "START_PRESERVATION", id: c.id, session: c.session!.name, update: u.attempt, prepared: true }]);
-      else c.peer?.send([request, { event: "START_PRESERVATION", id: c.id, session: c.session!.name, update: u.attempt, fds: 1 }], [c.session!.fd]);
+      c.peer?.send([request, start], c.prepared ? [] : [fd]);
     }
     if (this.update !== u) return;
     u.timings.fds_sent_ms = this.now() - u.t0;
