@@ -125,10 +125,14 @@ export function acceptConnection(listenFd: number): number | null {
   }
 }
 
+/** struct ucred (12 B) and its socklen_t, for peerCredentials: one per thread, reused. */
+const peerCred = new DataView(new ArrayBuffer(12));
+const peerCredLen = new DataView(new ArrayBuffer(4));
+
 /** SO_PEERCRED: the peer's pid/uid/gid as of connect() (socketpair: as of its creation). */
 export function peerCredentials(fd: number): { pid: number; uid: number; gid: number } {
-  const cred = new DataView(new ArrayBuffer(12));
-  const len = new DataView(new ArrayBuffer(4));
+  const cred = peerCred;
+  const len = peerCredLen;
   len.setUint32(0, 12, true);
   check("getsockopt(SO_PEERCRED)", sys.getsockopt(fd, SOL_SOCKET, SO_PEERCRED, ptr(cred), ptr(len)));
   return { pid: cred.getInt32(0, true), uid: cred.getUint32(4, true), gid: cred.getUint32(8, true) };

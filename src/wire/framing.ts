@@ -26,6 +26,8 @@ export const MAX_FDS_PER_MESSAGE = 2;
 
 const NEWLINE = 0x0a;
 const encoder = new TextEncoder();
+/** One for all connections: a fatal decoder without `stream` keeps no state between calls. */
+const decoder = new TextDecoder("utf-8", { fatal: true });
 
 /**
  * Splits a byte stream into lines and keeps the fd FIFO of one connection.
@@ -43,7 +45,6 @@ export class LineFramer {
   private scanned = 0; // bytes in [start, scanned) are known to hold no newline
   private tooLong = false;
   private readonly fdQueue: number[] = [];
-  private readonly decoder = new TextDecoder("utf-8", { fatal: true });
 
   constructor(readonly maxLineBytes: number = MAX_LINE_BYTES) {
     if (!Number.isInteger(maxLineBytes) || maxLineBytes < 2) throw new RangeError(`maxLineBytes ${maxLineBytes}`);
@@ -78,7 +79,7 @@ export class LineFramer {
     this.start = this.scanned = lineEnd + 1;
     if (this.start === this.end) this.start = this.scanned = this.end = 0;
     try {
-      return this.decoder.decode(bytes);
+      return decoder.decode(bytes);
     } catch {
       throw new ProtocolError("EBADMSG", "line is not valid UTF-8");
     }
