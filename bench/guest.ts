@@ -2,15 +2,16 @@
 // into one binary with the epoll worker, so that it starts fast and is a snapshot of src/).
 //
 //   luo-bench boot --bin DIST --out DIR --boot K --stage 1|2 --counts 1,10,100,1000 --reps R
-//                  --chain 1,10,100,1000 --bytes B --kernel K --initrd I
+//                  --chain 1,10,100,1000p --bytes B --kernel K --initrd I
 //
 // Boot 1 (cold): luod from the warm binary; for every count: a swarm of N clients, R+1 dry runs
 //   (`luoctl kexec --dry-run --json`, the first one reported apart as cold), then R+1 floor
 //   barriers in the same boot; then the same clients PREPARE (each preserves its memfd into its
 //   session ahead of the update) and R+1 more dry runs measure the barrier of prepared clients.
 //   Then the chain starts.
-// Chain: boot k subscribes chain[k-1] clients, preserves as many floor sessions held by this
-//   process, loads the same kernel and runs a real `luoctl kexec --json`. Boot k+1 measures the
+// Chain: boot k subscribes chain[k-1] clients (a "p" suffix: they PREPARE and preserve ahead, as in
+//   the sweep), preserves as many floor sessions held by this process, loads the same kernel and
+//   runs a real `luoctl kexec --json`. Boot k+1 measures the
 //   restore: luod spawn → every client holds its memfd, then the floor restore of the held sessions
 //   (`luo-bench floor-restore`: a process of its own, timed from its spawn as well).
 // Each boot writes DIR/boot-K.json; DIR/state.json carries the chain position across kexecs.
@@ -44,7 +45,7 @@ const boot = Number(opt("boot"));
 const stage = Number(opt("stage"));
 const counts = list(opt("counts", "1,10,100,1000"));
 const reps = Number(opt("reps", "5"));
-const chain = list(opt("chain", "1,10,100,1000"));
+const chain = opt("chain", "1,10,100,1000").split(",").filter(Boolean).map((x) => ({ n: parseInt(x, 10), prepared: x.endsWith("p") }));
 const bytes = Number(opt("bytes", "4096"));
 const kernel = opt("kernel", "");
 const initrd = opt("initrd", "");
@@ -56,7 +57,7 @@ const say = (s: string) => console.log(`BENCH[boot ${boot}] ${s}`);
 
 interface State {
   next: number;
-  pending: { n: number; boot: number } | null;
+  pending: { n: number; boot: number; prepared?: boolean } | null;
 }
 
 function writeDurable(path: string, data: unknown): void {
@@ -233,17 +234,18 @@ async function barrierSweep(luod: LuodProcess): Promise<void> {
   }
 }
 
-async function realKexec(n: number, state: State): Promise<never> {
+async function realKexec({ n, prepared }: { n: number; prepared: boolean }, state: State): Promise<never> {
   const swarm = new Swarm(SOCK, bytes, loop);
   await swarm.subscribe(ids("c", n));
+  const prepareMs = prepared ? round(await swarm.prepare()) : null;
   const { result: floor } = floorBarrier(n, bytes, "hold", true);
-  result.kexec_prepare = { n, floor_barrier: floor };
+  result.kexec_prepare = { n, prepared, prepare_ms: prepareMs, floor_barrier: floor };
   const load = await run([luoctl, "load", kernel, "--initrd", initrd, "--reuse-cmdline", "--socket", SOCK]);
   if (load.code !== 0) throw new Error(`luoctl load: ${load.stderr}`);
-  result.kexec_prepare = { n, floor_barrier: floor, load_ms: round(load.ms) };
-  writeDurable(`${outDir}/state.json`, { next: state.next + 1, pending: { n, boot } } satisfies State);
+  result.kexec_prepare = { n, prepared, prepare_ms: prepareMs, floor_barrier: floor, load_ms: round(load.ms) };
+  writeDurable(`${outDir}/state.json`, { next: state.next + 1, pending: { n, boot, prepared } } satisfies State);
   save();
-  say(`real kexec with ${n} client(s)`);
+  say(`real kexec with ${n} ${prepared ? "prepared " : ""}client(s)`);
   // stdout is the serial console: the REBOOTING line (luod's timings up to reboot()) may reach the
   // host's serial.log before the jump; a file on the 9p share does not (luod syncs and reboots
   // at once). bench/run.ts looks for it there.

@@ -12,7 +12,8 @@
 //   --vm-dir    take the VM part from a finished run's work dir instead of booting one
 //   --luo       the binary to measure (default dist/luo), e.g. an A/B build of a proposed fix
 //   --sweep, --chain   override --clients for the dry-run sweep / the chain of real kexecs
-//               ("" skips it), e.g. --sweep "" --chain 100,1000 measures restores only
+//               ("" skips it), e.g. --sweep "" --chain 100,1000 measures restores only;
+//               in --chain, "1000p" means 1000 clients that PREPARE before the update
 //
 // It uses dist/luo as built (`node_modules/.bin/bun scripts/build-binary.ts`), copied to a private
 // directory first so that a rebuild during the run cannot change the binary under it. The guest
@@ -111,6 +112,8 @@ function readVm(workdir: string): Json {
 
 const fmt = (x: number | null | undefined, d = 1) => (x === null || x === undefined || !Number.isFinite(x) ? "–" : x >= 100 ? String(Math.round(x)) : x.toFixed(d));
 const fmtS = (s: Stats | null) => (s ? `${fmt(s.median)} (${fmt(s.min)}–${fmt(s.max)})` : "–");
+/** A chain entry's client count, marked when its clients PREPAREd before the update. */
+const clientsOf = (x: Json) => `${x.n}${x.prepared ? " prepared" : ""}`;
 const ratio = (a: number | undefined, b: number | undefined) => (a !== undefined && b ? `${(a / b).toFixed(1)}×` : "–");
 
 export function summarize(r: Json): Json {
@@ -163,6 +166,7 @@ export function summarize(r: Json): Json {
     const rb = Array.isArray(vm!.rebooting) ? null : ((vm!.rebooting as Record<number, Json>)[b.boot - 1] ?? null);
     s.restore.push({
       n: re.n,
+      prepared: prevBoot?.kexec_prepare?.prepared === true,
       luod_total: re.luod.all_held_ms,
       luod_listening: re.luod.listening_ms,
       luod_claims: re.luod.claims_ms,
@@ -219,7 +223,7 @@ function markdown(r: Json): string {
     out.push(`| clients | luod total (spawn → all held) | of which spawn → listening | listening → all held | floor (RETRIEVE_SESSION + RETRIEVE_FD) | floor as a process (spawn → done) | ratio total / floor process | ratio total / floor | ratio claims only / floor | CPU ms luod claims / clients | verified |`);
     out.push(`|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|`);
     for (const x of s.restore) {
-      out.push(`| ${x.n} | ${fmt(x.luod_total)} | ${fmt(x.luod_listening)} | ${fmt(x.luod_claims)} | ${fmt(x.floor)} | ${fmt(x.floor_process)} | ${ratio(x.luod_total, x.floor_process)} | ${ratio(x.luod_total, x.floor)} | ${ratio(x.luod_claims, x.floor)} | ${x.cpu ? `${fmt(x.cpu.luod_claims?.total, 0)} / ${fmt(x.cpu.clients, 0)}` : "–"} | ${x.verified} |`);
+      out.push(`| ${clientsOf(x)} | ${fmt(x.luod_total)} | ${fmt(x.luod_listening)} | ${fmt(x.luod_claims)} | ${fmt(x.floor)} | ${fmt(x.floor_process)} | ${ratio(x.luod_total, x.floor_process)} | ${ratio(x.luod_total, x.floor)} | ${ratio(x.luod_claims, x.floor)} | ${x.cpu ? `${fmt(x.cpu.luod_claims?.total, 0)} / ${fmt(x.cpu.clients, 0)}` : "–"} | ${x.verified} |`);
     }
     out.push("");
     out.push(`The real kexecs of the chain (the barrier before each restore above), luod's own timings (ms since the KEXEC request; from luoctl's REBOOTING line on the console when it got out before the jump, else from \`previous_update\` in the manifest, which ends at manifest_ms):\n`);
@@ -227,7 +231,7 @@ function markdown(r: Json): string {
     out.push(`|---:|---|---:|---|`);
     for (const x of s.restore) {
       const t = x.real_kexec_timings ? Object.entries(x.real_kexec_timings).map(([k, v]) => `${k.replace(/_ms$/, "")} ${v}`).join(", ") : "–";
-      out.push(`| ${x.n} | ${t} | ${fmt(x.floor_real_barrier)} | ${x.real_kexec_source} |`);
+      out.push(`| ${clientsOf(x)} | ${t} | ${fmt(x.floor_real_barrier)} | ${x.real_kexec_source} |`);
     }
     out.push("");
   }
