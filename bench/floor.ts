@@ -1,8 +1,8 @@
 // The no-broker floor: the same LUO ioctls luod and its clients make, done by one minimal
 // program with src/kernel directly — no sockets, no JSON protocol, no second process.
 //
-// barrier: open /dev/liveupdate, CREATE_SESSION ×N, close it; PRESERVE_FD ×N (memfds made up
-//          front, as the bench clients make theirs up front); a manifest-like session: a sealed
+// barrier: open /dev/liveupdate, CREATE_SESSION ×N, close it; PRESERVE_FD ×N (of memfds the caller
+//          made up front and may reuse across runs, as the bench clients reuse theirs); a manifest-like session: a sealed
 //          memfd holding N JSON entries the size of luod's, its own CREATE_SESSION + PRESERVE_FD;
 //          sync() (reported apart: luod stamps reboot_called_ms before its sync()).
 // restore: RETRIEVE_SESSION + read + FINISH of the manifest session; open the device,
@@ -43,9 +43,9 @@ function manifestLike(names: string[]): Uint8Array {
  * One barrier. With `hold` the sessions stay open (for a real kexec: the restore floor of the next
  * boot) and are returned; otherwise they are closed again (the time for that is release_ms).
  */
-export function floorBarrier(n: number, memfdBytes: number, tag: string, hold = false): { result: FloorBarrier; held: number[] } {
+export function floorBarrier(memfds: readonly number[], tag: string, hold = false): { result: FloorBarrier; held: number[] } {
+  const n = memfds.length;
   const names = Array.from({ length: n }, (_, i) => floorName(tag, i));
-  const memfds = names.map((_, i) => makeMemfd(floorId(i), memfdBytes)); // untimed, like the clients'
   const manifestName = hold ? FLOOR_MANIFEST : `${FLOOR_MANIFEST}:${tag}`;
 
   const t0 = performance.now();
@@ -69,7 +69,6 @@ export function floorBarrier(n: number, memfdBytes: number, tag: string, hold = 
   const t3 = performance.now();
   syncFilesystems();
   const t4 = performance.now();
-  for (const fd of memfds) closeFd(fd); // LUO holds its own reference
   let release = 0;
   if (!hold) {
     const t5 = performance.now();
@@ -100,7 +99,17 @@ export interface FloorRestore {
   verified: number;
 }
 
-/** After a live-update boot: get back what floorBarrier(n, …, hold=true) preserved. */
+/**
+ * The floor's memfds for n sessions (makeMemfd: every page written), made untimed, like the
+ * clients'. The first PRESERVE_FD of a memfd costs more than later ones (its pages may be migrated
+ * out of CMA, kernel-luo.md §3.3), so the sweep reuses one set across its runs, as its clients
+ * reuse theirs, and a real kexec makes fresh ones on both sides.
+ */
+export function floorMemfds(n: number, bytes: number): number[] {
+  return Array.from({ length: n }, (_, i) => makeMemfd(floorId(i), bytes));
+}
+
+/** After a live-update boot: get back what floorBarrier(…, hold=true) preserved. */
 export function floorRestore(): FloorRestore | null {
   const t0 = performance.now();
   let manifestSession: number;

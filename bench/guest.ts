@@ -18,7 +18,8 @@
 import { readFileSync, writeFileSync, mkdirSync, openSync, fsyncSync, closeSync, existsSync } from "node:fs";
 import { EventLoop } from "../src/kernel/epoll";
 import { Swarm } from "./swarm";
-import { floorBarrier, floorRestore, type FloorRestore } from "./floor";
+import { floorBarrier, floorMemfds, floorRestore, type FloorRestore } from "./floor";
+import { closeFd } from "../src/kernel/fd";
 import { startLuod, request, rssOf, run, lastJsonLine, machine, round, threadCpu, cpuDelta, selfCpuMs, stats, type LuodProcess } from "./lib";
 
 const SOCK = "/run/luod/liveupdate.sock";
@@ -223,10 +224,12 @@ async function barrierSweep(luod: LuodProcess): Promise<void> {
       await Bun.sleep(20);
     }
     const floors: unknown[] = [];
+    const memfds = floorMemfds(n, bytes);
     for (let r = 0; r <= reps; r++) {
-      const f = floorBarrier(n, bytes, `${n}-${r}`).result;
+      const f = floorBarrier(memfds, `${n}-${r}`).result;
       floors.push({ cold: r === 0, ...f });
     }
+    for (const fd of memfds) closeFd(fd);
     say(`floor n=${n}: ${JSON.stringify(floors[floors.length - 1])}`);
     sweeps.push({ n, subscribe_ms: round(subscribeMs), prepare_ms: prepareMs, luod_rss_subscribed: rssSubscribed, luod_rss_after: rssAfter, runs, floor: floors, errors, recreated_memfds: recreated });
     result.barrier = sweeps;
@@ -238,7 +241,9 @@ async function realKexec({ n, prepared }: { n: number; prepared: boolean }, stat
   const swarm = new Swarm(SOCK, bytes, loop);
   await swarm.subscribe(ids("c", n));
   const prepareMs = prepared ? round(await swarm.prepare()) : null;
-  const { result: floor } = floorBarrier(n, bytes, "hold", true);
+  const memfds = floorMemfds(n, bytes);
+  const { result: floor } = floorBarrier(memfds, "hold", true);
+  for (const fd of memfds) closeFd(fd); // LUO holds its own reference (kernel-luo.md §3.3)
   result.kexec_prepare = { n, prepared, prepare_ms: prepareMs, floor_barrier: floor };
   const load = await run([luoctl, "load", kernel, "--initrd", initrd, "--reuse-cmdline", "--socket", SOCK]);
   if (load.code !== 0) throw new Error(`luoctl load: ${load.stderr}`);
