@@ -54,13 +54,36 @@ export class RestoredSessions {
     private readonly now: () => Date = () => new Date(),
   ) {}
 
-  /** After a restart in the same boot: the state file is the only record left. */
+  /**
+   * After a restart in the same boot: the state file is the only record left. A session claimed
+   * before the restart is taken back when the kernel port still has a copy (under systemd, the
+   * fd store kept one and PID 1 handed it back): luod holds it again until FINISHED, so the client
+   * may die and CLAIM again. Without that copy, the client holds the only one.
+   */
   loadFromState(): boolean {
     const saved = this.files.read<RestoredFile>("restored");
     if (!saved) return false;
     this.previous = saved.previous;
     for (const s of saved.sessions) this.sessions.set(s.id, s);
+    for (const s of saved.sessions) if (s.state === "claimed") this.takeBack(s);
     return true;
+  }
+
+  private takeBack(s: RestoredSession): void {
+    try {
+      this.held.set(s.id, this.kernel.retrieveSession(s.session));
+      this.log.notice(`restored session ${s.session}, claimed before luod restarted, is held again (the fd store kept it)`);
+    } catch (e) {
+      if (e instanceof SysError && e.op.startsWith("RETRIEVE_SESSION") && e.code === "ENOENT") {
+        // its client closed it, after FINISHED or not: the kernel has finished it (kernel-luo.md §2)
+        this.transition(s, "finished");
+        this.save();
+        this.log.notice(`restored session ${s.session}, claimed before luod restarted, is gone: its client closed it`);
+      } else {
+        // EINVAL: retrieved and still open, in its client only (no fd store)
+        this.log.info(`restored session ${s.session} was claimed before luod restarted; its client holds the only copy (${(e as Error).message})`);
+      }
+    }
   }
 
   /** First start after a live-update boot: adopt the manifest the previous kernel's luod wrote. */

@@ -363,10 +363,11 @@ export class SystemdHandoff {
     if (parts.boot.restore_error) {
       if (this.incoming.size) this.log.warning(`the manifest could not be read: keeping all ${this.incoming.size} session(s) in the fd store`);
     } else {
-      const claimable = new Set(parts.restored.list().filter((r) => r.state === "unclaimed").map((r) => r.session));
+      // a session claimed before a restart stays too: luod holds it again until FINISHED (restored.ts)
+      const wanted = new Set(parts.restored.list().filter((r) => r.state === "unclaimed" || r.state === "claimed").map((r) => r.session));
       for (const name of [...this.incoming.keys()]) {
-        if (claimable.has(name)) continue;
-        this.log.info(`session ${name} from the fd store cannot be claimed (finished, discarded, claimed before a restart, or not in the manifest): releasing it`);
+        if (wanted.has(name)) continue;
+        this.log.info(`session ${name} from the fd store cannot be claimed (finished, discarded, or not in the manifest): releasing it`);
         this.release(name);
       }
     }

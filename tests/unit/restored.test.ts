@@ -102,6 +102,41 @@ describe("restored sessions", () => {
   });
 });
 
+describe("a luod restarted after a CLAIM, before FINISHED", () => {
+  async function restartedAfterClaim(): Promise<RestoredSessions> {
+    adopted().claim("vm-a", { uid: 1000, pid: 20 });
+    await Bun.sleep(SAVE_INTERVAL_MS + 20);
+    return new RestoredSessions(kernel, new StateFiles(dir), quiet);
+  }
+
+  test("holds the session again when the kernel port still has a copy (the fd store): the client may CLAIM again", async () => {
+    const after = await restartedAfterClaim();
+    kernel.incoming.get("luod:vm-a/7")!.retrieved = false; // as the systemd port hands out a dup of the stored fd
+    after.loadFromState();
+    expect(kernel.incoming.get("luod:vm-a/7")!.retrieved).toBe(true);
+    const again = after.claim("vm-a", { uid: 1000, pid: 21 });
+    expect(again.session).toBe("luod:vm-a/7");
+    after.finished("vm-a", { uid: 1000 });
+    expect(after.list().find((s) => s.id === "vm-a")!.state).toBe("finished");
+  });
+
+  test("without a copy (the client holds the only one), CLAIM is EBUSY and the record stays claimed", async () => {
+    const after = await restartedAfterClaim();
+    after.loadFromState(); // RETRIEVE_SESSION: EINVAL, retrieved and still open
+    expect(() => after.claim("vm-a", { uid: 1000, pid: 21 })).toThrow(expect.objectContaining({ code: "EBUSY" }));
+    expect(after.list().find((s) => s.id === "vm-a")!.state).toBe("claimed");
+  });
+
+  test("a session its client has closed since is gone: the record says finished, CLAIM is ENOENT", async () => {
+    const after = await restartedAfterClaim();
+    kernel.incoming.delete("luod:vm-a/7"); // RETRIEVE_SESSION: ENOENT
+    after.loadFromState();
+    expect(after.list().find((s) => s.id === "vm-a")!.state).toBe("finished");
+    expect(() => after.claim("vm-a", { uid: 1000, pid: 21 })).toThrow(expect.objectContaining({ code: "ENOENT" }));
+    expect(after.unclaimed().map((s) => s.id)).toEqual(["vm-b"]);
+  });
+});
+
 describe("claim by unit", () => {
   test("a non-root claimer from another systemd unit is EPERM, even with the right uid", () => {
     const r = new RestoredSessions(kernel, files, quiet);

@@ -306,6 +306,33 @@ describe("after the jump", () => {
     expect(d.sd.counts()).toEqual({ incoming: 0, lent: 0, staged: 0, carried: 0 });
   });
 
+  test("luod killed after a CLAIM and restarted: the fd store's copy is held again, so the client may die and CLAIM again", () => {
+    mgr.give("luod");
+    mgr.blobs.set("luod", manifestFor(["vm-a", "vm-b"]));
+    mgr.give("luod:vm-a/1");
+    mgr.give("luod:vm-b/1");
+    // what stays in systemd's store when luod is SIGKILLed: its own copies (the manifest is gone)
+    const store = mgr.listen.filter((l) => l.name !== "luod").map((l) => ({ fd: dupFd(l.fd), name: l.name }));
+    const first = daemon();
+    first.restored.adoptManifest(decodeManifest(first.k.takeBlob("luod", 0n)!));
+    first.start({ kind: "live-update boot" });
+    first.restored.claim("vm-a", { uid: 0, pid: 9 });
+    first.restored.flush(); // the record says claimed; then SIGKILL: nothing more runs
+    const removed = mgr.removes().length;
+    mgr.listen = store;
+    for (const l of store) mgr.names.set(l.fd, sessionOfFdName(l.name)!);
+    const after = daemon();
+    expect(after.restored.loadFromState()).toBe(true);
+    after.start({ kind: "restarted after a live-update boot" });
+    expect(mgr.removes().length).toBe(removed); // neither session left the store
+    expect(after.sd.counts()).toMatchObject({ incoming: 2, lent: 1 });
+    // the client dies meanwhile (its copy closes); it comes back and gets a dup of luod's copy
+    expect(after.restored.claim("vm-a", { uid: 0, pid: 10 }).fd).toBeGreaterThan(2);
+    after.restored.finished("vm-a", { uid: 0 });
+    expect(mgr.removes().slice(removed)).toEqual(["luod%3Avm-a/1"]);
+    expect(after.sd.counts()).toMatchObject({ incoming: 1, lent: 0 });
+  });
+
   test("a manifest that cannot be read keeps every session in the store", () => {
     mgr.give("luod:vm-a/1");
     const d = daemon();

@@ -10,10 +10,14 @@
 #         manifest lists the carried sessions, luod asks systemd to kexec; a delay inhibitor
 #         holds logind back while luod is SIGKILLed once more; the restarted luod sees the kexec
 #         coming and only waits; the inhibitor goes, systemd kexecs.
-# boot 2: the clients claim and verify every byte.
+# boot 2: vm-2 claims and verifies. vm-1 claims and holds its session unverified (a file left on
+#         the root disk in boot 1 tells it to); then luod is SIGKILLed, and after systemd has
+#         restarted it, vm-1 is SIGKILLed too. The restarted luod holds vm-1's session again
+#         (the fd store kept it), so the restarted vm-1 claims it once more and verifies every byte.
 . "$LUO_SHARE/payload/systemd-lib.sh"
 
 if [ "$LUO_STAGE" = 1 ]; then
+    mkdir -p /var/lib/luo-test && touch /var/lib/luo-test/hold-after-claim-vm-1
     echo "commit-delay = 8000" > /etc/luod.conf
     setup_stage1
 
@@ -65,6 +69,20 @@ if [ "$LUO_STAGE" = 1 ]; then
     kill $inhibitor
     sleep 120
     fail "still running 120 s after the inhibitor went: no kexec"
+fi
+
+if [ "$LUO_STAGE" = 2 ]; then
+    step "double fault: vm-1 holds its claimed session; SIGKILL luod, then vm-1"
+    until_ok 120 "vm-2 claimed and verified" systemctl is-active luo-test-client@vm-2.service
+    until_ok 120 "vm-1 holds its claimed session" sh -c "journalctl -b -u luo-test-client@vm-1.service -o cat | grep -q 'HOLDING vm-1'"
+    pid=$(systemctl show -p MainPID --value luod.service)
+    echo "JOB: kill -9 luod (pid $pid) while vm-1 holds its claimed session"
+    kill -9 "$pid"
+    until_ok 30 "luod restarted" sh -c "[ \$(systemctl show -p NRestarts --value luod.service) -ge 1 ] && systemctl is-active luod.service"
+    until_ok 10 "the restarted luod holds vm-1's session again" has_message 0 5 "claimed before luod restarted, is held again"
+    echo "JOB: kill -9 luo-test-client@vm-1 (pid $(systemctl show -p MainPID --value luo-test-client@vm-1.service))"
+    systemctl kill -s KILL luo-test-client@vm-1.service
+    pass "luod, then the client holding a claimed session, were killed"
 fi
 
 verify_stage2

@@ -11,6 +11,11 @@
 // where it is. When luod goes away after READY (a kexec's shutdown, or luod killed), its session
 // lives on in luod's fd store: the client just waits to be stopped. Before READY it exits 1.
 // --silent: never preserves nor answers (the READY deadline must abort the update).
+// A file /var/lib/luo-test/hold-after-claim-<id> (on the root disk, so it outlives the kexec)
+// makes the next CLAIM hold: the client takes the file away, says "HOLDING <id>" and waits with
+// the session, unverified and unfinished, until it is killed (the double-fault test). The client
+// systemd starts again finds no file and claims as usual.
+import { existsSync, renameSync } from "node:fs";
 import { pattern, verifyAndFinish } from "../../../../tests/vm/guest/pattern";
 import { LuoClient, LuoConnectionClosed, LuoError, preserveMemfd } from "../../../../src/client";
 import { memfdCreate } from "../../../../src/kernel/memfd";
@@ -47,6 +52,12 @@ const patternOf = (bytes: number) => pattern(id, bytes);
 async function claim(client: LuoClient): Promise<boolean> {
   try {
     const { session, sessionFd } = await client.claim(id);
+    const hold = `/var/lib/luo-test/hold-after-claim-${id}`;
+    if (existsSync(hold)) {
+      renameSync(hold, `${hold}.taken`);
+      say(`HOLDING ${id}: ${session} claimed, not verified nor finished`);
+      await new Promise(() => {}); // until SIGKILL
+    }
     const { size, same } = await verifyAndFinish(client, id, sessionFd, TOKEN, mib << 20);
     if (!same) {
       say(`MISMATCH ${id}: ${size} bytes from ${session}, expected ${mib << 20} with the id's pattern`);
