@@ -56,7 +56,7 @@ export function decodeManifest(bytes: Uint8Array): Manifest {
     throw new Error(`manifest version ${version} is newer than this luod understands (${MANIFEST_VERSION})`);
   // Fast path: valibot checks the header, a plain predicate the entries. After a boot with 1000
   // sessions, valibot's per-field pass over the entries was the longest step before the first
-  // CLAIM could be served (3 ms natively, cold; about 0.3 s under QEMU TCG: docs/performance.md).
+  // CLAIM could be served (2.9-3.8 ms natively, cold; about 0.36 s under QEMU TCG: docs/performance.md).
   const head = v.safeParse(ManifestHead, raw);
   if (head.success && head.output.entries.every(isEntry)) return head.output as Manifest;
   // Slow path, only for a bad manifest: the full schema says which field is wrong.
