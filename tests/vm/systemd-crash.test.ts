@@ -16,6 +16,7 @@ test.skipIf(!systemdVmAvailable())(
     for (const id of ["vm-1", "vm-2"]) expect(logLines(log, `VERIFIED ${id} 8388608 bytes`)).toHaveLength(1);
     expect(logLines(log, "JOB: PASS luod, then the client holding a claimed session, were killed")).toHaveLength(1);
     expect(logLines(log, "JOB: PASS every client claimed")).toHaveLength(1);
+    expect(logLines(log, "JOB: PASS the restarted luod held vm-1's claimed session again")).toHaveLength(1);
     expect(rc).toBe(0);
   },
   SYSTEMD_VM_TEST_TIMEOUT_MS,
