@@ -2,8 +2,9 @@
 // program with src/kernel directly — no sockets, no JSON protocol, no second process.
 //
 // barrier: open /dev/liveupdate, CREATE_SESSION ×N, close it; PRESERVE_FD ×N (of memfds the caller
-//          made up front and may reuse across runs, as the bench clients reuse theirs); a manifest-like session: a sealed
-//          memfd holding N JSON entries the size of luod's, its own CREATE_SESSION + PRESERVE_FD;
+//          made up front and may reuse across runs, as the bench clients reuse theirs); a
+//          manifest-like session: a sealed memfd holding N JSON entries the size of luod's, its
+//          own CREATE_SESSION + PRESERVE_FD;
 //          sync() (reported apart: luod stamps reboot_called_ms before its sync()).
 // restore: RETRIEVE_SESSION + read + FINISH of the manifest session; open the device,
 //          RETRIEVE_SESSION ×N, close it; RETRIEVE_FD ×N. FINISH + close afterwards (reported apart).
