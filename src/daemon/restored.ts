@@ -102,10 +102,6 @@ export class RestoredSessions {
     return this.list().filter((s) => s.state === "unclaimed");
   }
 
-  has(id: string): boolean {
-    return this.waiting(id) !== null;
-  }
-
   /** The restored session of `id` while it is unclaimed or claimed (O(1): SUBSCRIBE asks per client). */
   waiting(id: string): RestoredSession | null {
     const s = this.sessions.get(id);
@@ -130,7 +126,7 @@ export class RestoredSessions {
       return { session: s.session, fd: held };
     }
     if (s.state === "claimed")
-      throw new ProtocolError("EBUSY", `${id} was claimed before luod restarted; its client holds the only copy`);
+      throw onlyInItsClient(id);
     let fd: number;
     try {
       fd = this.kernel.retrieveSession(s.session);
@@ -140,7 +136,7 @@ export class RestoredSessions {
       if (e instanceof SysError && e.code === "EINVAL" && e.op.startsWith("RETRIEVE_SESSION")) {
         this.transition(s, "claimed");
         this.save();
-        throw new ProtocolError("EBUSY", `${id} was claimed before luod restarted; its client holds the only copy`);
+        throw onlyInItsClient(id);
       }
       const code = e instanceof SysError ? e.code : "EIO";
       throw new ProtocolError(code, `cannot retrieve ${s.session}: ${(e as Error).message}`);
@@ -239,6 +235,11 @@ export class RestoredSessions {
 
   private saveTimer: ReturnType<typeof setTimeout> | null = null;
   private lastWriteAt = 0;
+}
+
+/** CLAIM of a session whose only copy is in the client that claimed it before luod restarted. */
+function onlyInItsClient(id: string): ProtocolError {
+  return new ProtocolError("EBUSY", `${id} was claimed before luod restarted; its client holds the only copy`);
 }
 
 function fromEntry(e: ManifestEntry, at: string): RestoredSession {
