@@ -1,4 +1,5 @@
-// Readiness for raw fds without starving Bun's own event loop (bun-ffi.md §4, "worker" design).
+// Readiness for raw fds without starving Bun's own event loop (docs/bun.md#the-event-loop, the
+// "worker" design).
 // Idle: a Worker blocks in epoll_wait. When something is ready it wakes this thread, which then
 // polls the same epoll fd itself (epoll_wait with timeout 0) until nothing is ready, while the
 // worker waits on a shared flag; only then does the worker block again. So a burst of events

@@ -59,8 +59,9 @@ export function dupFd(fd: number): number {
 }
 
 /**
- * Every fd LUO hands out is O_CLOEXEC (kernel-luo.md §8 gotcha 3): clear the flag before passing
- * one through exec (a self re-exec, a systemd hand-off), set it again afterwards.
+ * Every fd LUO hands out is O_CLOEXEC (docs/kernel.md#every-fd-luo-returns-is-o_cloexec): clear the
+ * flag before passing one through exec (a self re-exec, a systemd hand-off), set it again
+ * afterwards.
  */
 export function setCloexec(fd: number, on: boolean): void {
   const flags = check("fcntl(F_GETFD)", sys.fcntl(fd, F_GETFD, 0));
@@ -141,7 +142,8 @@ export function readWhole(fd: number): Uint8Array {
 
 /**
  * What an fd points at, e.g. "/memfd:foo (deleted)", "socket:[123]",
- * "anon_inode:[luo_session] <name>" (kernel-luo.md §6; names may hold spaces/newlines).
+ * "anon_inode:[luo_session] <name>" (docs/kernel.md#proc-and-debugfs; names may hold
+ * spaces/newlines).
  */
 export function fdTarget(fd: number): string {
   try {

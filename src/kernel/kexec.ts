@@ -1,4 +1,5 @@
-// Loading the next kernel and jumping into it (kernel-luo.md §3.4, §3.5).
+// Loading the next kernel and jumping into it (docs/kernel.md#loading-the-next-kernel,
+// docs/kernel.md#the-freeze-and-its-rollback).
 import { readFileSync } from "node:fs";
 import { release } from "node:os";
 import { ptr } from "bun:ffi";
@@ -16,11 +17,11 @@ const LINUX_REBOOT_MAGIC2 = 672274793; // 0x28121969
 const LINUX_REBOOT_CMD_KEXEC = 0x45584543;
 
 /**
- * kexec_file_load(2). Only this call carries KHO: an image loaded with the legacy kexec_load
- * makes the jump silently drop every LUO session (§3.4, §8 gotcha 4), so there is no fallback.
- * cmdline_len counts the trailing NUL (the kernel answers EINVAL otherwise). A null initrd
- * sets KEXEC_FILE_NO_INITRAMFS. Segments must fit in KHO scratch, else EADDRNOTAVAIL (§5).
- * Needs CAP_SYS_BOOT in the initial user namespace (EPERM otherwise).
+ * kexec_file_load(2). Only this call carries KHO: an image loaded with the legacy kexec_load makes
+ * the jump silently drop every LUO session (docs/kernel.md#loading-the-next-kernel), so there is no
+ * fallback. cmdline_len counts the trailing NUL (the kernel answers EINVAL otherwise). A null
+ * initrd sets KEXEC_FILE_NO_INITRAMFS. Segments must fit in KHO scratch, else EADDRNOTAVAIL
+ * (docs/kernel.md#kho-scratch). Needs CAP_SYS_BOOT in the initial user namespace (EPERM otherwise).
  */
 export function kexecFileLoad(kernelFd: number, initrdFd: number | null, cmdline: string, flags = 0): void {
   const op = "kexec_file_load";
@@ -45,15 +46,19 @@ export function kexecLoaded(path = "/sys/kernel/kexec_loaded"): boolean | null {
   }
 }
 
-/** sync(2): kexec neither syncs nor unmounts (§3.5), so the caller must, right before the jump. */
+/**
+ * sync(2): kexec neither syncs nor unmounts (docs/kernel.md#sync-before-the-jump), so the caller
+ * must, right before the jump.
+ */
 export function syncFilesystems(): void {
   sys.sync();
 }
 
 /**
- * reboot(LINUX_REBOOT_CMD_KEXEC): LUO freezes and serializes every outgoing session here (§3.5),
- * so the caller must still hold all session fds. On success the machine is gone and this never
- * returns. On failure the freeze was rolled back, sessions are intact, and this throws:
+ * reboot(LINUX_REBOOT_CMD_KEXEC): LUO freezes and serializes every outgoing session here
+ * (docs/kernel.md#the-freeze-and-its-rollback), so the caller must still hold all session fds. On
+ * success the machine is gone and this never returns. On failure the freeze was rolled back,
+ * sessions are intact, and this throws:
  * EINVAL (no image loaded, or called from a child pid namespace), EBUSY, EPERM, or a freeze error.
  */
 export function rebootKexec(): never {

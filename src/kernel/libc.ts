@@ -1,9 +1,10 @@
 // The one dlopen of libc in the project: every syscall the kernel layer makes goes through the
 // symbols below. Also home of errno capture and SysError, the single error type for failed calls.
 //
-// Signatures are fixed even for variadic C functions (ioctl, fcntl, open, syscall): on x86_64
-// SysV, variadic integer/pointer arguments travel in the same registers as fixed ones
-// (bun-ffi.md §1), so a fixed declaration is exact. That is also why we refuse other arches.
+// Signatures are fixed even for variadic C functions (ioctl, fcntl, open, syscall): on x86_64 SysV,
+// variadic integer/pointer arguments travel in the same registers as fixed ones
+// (docs/bun.md#dlopen-variadic-functions-and-errno), so a fixed declaration is exact. That is also
+// why we refuse other arches.
 import { dlopen, FFIType, read } from "bun:ffi";
 
 if (process.arch !== "x64" || process.platform !== "linux") {
@@ -155,9 +156,9 @@ export function getgid(): number {
 const utf8 = new TextEncoder();
 
 /**
- * NUL-terminated UTF-8 copy of s, backed by its own ArrayBuffer (bun-ffi.md §2 rule 1: a small
- * `new Uint8Array(n)` may move when its buffer is materialized, so never hand out its address).
- * Throws SysError(op, EINVAL) for an embedded NUL, which C would silently truncate at.
+ * NUL-terminated UTF-8 copy of s, backed by its own ArrayBuffer (docs/bun.md#ffi-memory-rules, rule
+ * 1: a small `new Uint8Array(n)` may move when its buffer is materialized, so never hand out its
+ * address). Throws SysError(op, EINVAL) for an embedded NUL, which C would silently truncate at.
  */
 export function cString(op: string, s: string): Uint8Array {
   if (s.includes("\0")) throw new SysError(op, Errno.EINVAL, "string contains a NUL byte");

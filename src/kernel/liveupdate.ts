@@ -1,5 +1,5 @@
 // The LUO uAPI of Linux 7.2 (include/uapi/linux/liveupdate.h): /dev/liveupdate and its six ioctls.
-// Facts and section numbers refer to ../shared/docs/kernel-luo.md (the project's kernel notes).
+// The rules behind each call are in docs/kernel.md (cited by anchor).
 import { realpathSync } from "node:fs";
 import { ptr } from "bun:ffi";
 import { closeFd, findFdHolders, O_CLOEXEC, O_RDWR } from "./fd.ts";
@@ -7,7 +7,7 @@ import { check, cString, Errno, lastErrno, SysError, sys } from "./libc.ts";
 
 export const LIVEUPDATE_DEVICE = "/dev/liveupdate";
 
-/** _IO(0xBA, nr): no size or direction bits (§1). */
+/** _IO(0xBA, nr): no size or direction bits (docs/kernel.md#ioctls). */
 export const LIVEUPDATE_IOCTL = {
   CREATE_SESSION: 0xba00,
   RETRIEVE_SESSION: 0xba01,
@@ -21,8 +21,9 @@ export const LIVEUPDATE_IOCTL = {
 export const SESSION_NAME_FIELD = 64;
 export const SESSION_NAME_MAX = SESSION_NAME_FIELD - 1;
 
-// Full struct sizes (§1). The kernel rejects a smaller `size` with EINVAL and non-zero bytes past
-// its own struct with E2BIG (§1 dispatch steps 5–6), so we always send exactly these.
+// Full struct sizes (docs/kernel.md#struct-layouts). The kernel rejects a smaller `size` with
+// EINVAL and non-zero bytes past its own struct with E2BIG
+// (docs/kernel.md#dispatch-order-and-size-rules, steps 5–6), so we always send exactly these.
 const CREATE_RETRIEVE_SESSION_SIZE = 72;
 const PRESERVE_RETRIEVE_FD_SIZE = 16;
 const FINISH_SIZE = 8;
@@ -37,7 +38,8 @@ const U64_MAX = (1n << 64n) - 1n;
 
 /**
  * The UTF-8 bytes of a session name, or a SysError(op, EINVAL) before any ioctl: the kernel wants
- * 1..63 non-NUL bytes (§3.1) and would answer EINVAL itself for empty/unterminated names.
+ * 1..63 non-NUL bytes (docs/kernel.md#names-and-tokens) and would answer EINVAL itself for
+ * empty/unterminated names.
  */
 export function sessionNameBytes(name: string, op = "session name"): Uint8Array {
   const bytes = utf8.encode(name);
@@ -172,12 +174,13 @@ export function describeHolders(path: string): string {
 /**
  * open("/dev/liveupdate", O_RDWR|O_CLOEXEC).
  *
- * The device admits a single open file description system-wide: a second open, from anyone,
- * gets EBUSY (§2, §8 gotcha 1), and systemd ≥ 261 opens it too. So EBUSY is retried with
- * exponential backoff (default 6 attempts, 20 ms doubling: ≤ 620 ms, blocking this thread), and
- * the final error names the likely holder. ENOENT means this kernel has no LUO at all; EIO means
- * deserializing the previous kernel's sessions failed and LUO is dead until the next reboot (§2).
- * Prefer withLiveupdateDevice: nothing depends on keeping the device open (§2).
+ * The device admits a single open file description system-wide: a second open, from anyone, gets
+ * EBUSY (docs/kernel.md#single-open-device), and systemd ≥ 261 opens it too. So EBUSY is retried
+ * with exponential backoff (default 6 attempts, 20 ms doubling: ≤ 620 ms, blocking this thread),
+ * and the final error names the likely holder. ENOENT means this kernel has no LUO at all; EIO
+ * means deserializing the previous kernel's sessions failed and LUO is dead until the next reboot
+ * (docs/kernel.md#single-open-device). Prefer withLiveupdateDevice: nothing depends on keeping the
+ * device open (docs/kernel.md#single-open-device).
  */
 export function openLiveupdateDevice(opts: OpenDeviceOptions = {}): number {
   const path = opts.path ?? LIVEUPDATE_DEVICE;
@@ -227,7 +230,8 @@ export function openLiveupdateDevice(opts: OpenDeviceOptions = {}): number {
 
 /**
  * Open the device, run fn, always close it. fn must be synchronous: the device is closed as
- * soon as fn returns. Session fds created inside stay valid after the close (§2).
+ * soon as fn returns. Session fds created inside stay valid after the close
+ * (docs/kernel.md#single-open-device).
  */
 export function withLiveupdateDevice<T>(fn: (devFd: number) => T, opts?: OpenDeviceOptions): T {
   const devFd = openLiveupdateDevice(opts);
@@ -246,9 +250,10 @@ export function withLiveupdateDevice<T>(fn: (devFd: number) => T, opts?: OpenDev
 
 /**
  * CREATE_SESSION → a new *outgoing* session fd (O_RDWR|O_CLOEXEC: clear CLOEXEC before an exec
- * hand-off, §8 gotcha 3). The session lives exactly as long as its last fd reference: closing
- * every copy unpreserves it (§2). EEXIST: an outgoing session of that name exists (incoming
- * names don't count, §3.1).
+ * hand-off, docs/kernel.md#every-fd-luo-returns-is-o_cloexec). The session lives exactly as long as
+ * its last fd reference: closing every copy unpreserves it (docs/kernel.md#session-lifetimes).
+ * EEXIST: an outgoing session of that name exists (incoming names don't count,
+ * docs/kernel.md#names-and-tokens).
  */
 export function createSession(devFd: number, name: string): number {
   const op = `CREATE_SESSION ${name}`;
@@ -258,9 +263,10 @@ export function createSession(devFd: number, name: string): number {
 }
 
 /**
- * RETRIEVE_SESSION → the *incoming* session fd (O_CLOEXEC). Once per boot: ENOENT = no such
- * session (also the normal cold-boot answer), EINVAL = already retrieved and still open (§1).
- * Closing the returned fd is an implicit FINISH that discards unretrieved files (§2, gotcha 8).
+ * RETRIEVE_SESSION → the *incoming* session fd (O_CLOEXEC). Once per boot: ENOENT = no such session
+ * (also the normal cold-boot answer), EINVAL = already retrieved and still open
+ * (docs/kernel.md#errnos-per-ioctl). Closing the returned fd is an implicit FINISH that discards
+ * unretrieved files (docs/kernel.md#retrieve-once).
  */
 export function retrieveSession(devFd: number, name: string): number {
   const op = `RETRIEVE_SESSION ${name}`;
@@ -270,12 +276,13 @@ export function retrieveSession(devFd: number, name: string): number {
 }
 
 /**
- * PRESERVE_FD on an outgoing session. Only memfd (non-hugetlb, unlinked shmem) is accepted
- * (ENOENT otherwise); EBUSY = that inode is already preserved in some session, including a
- * retrieved-but-unfinished one; EEXIST = token used in this session (§1, §3.2). Afterwards the
- * memfd's size is frozen (EPERM on resize) but its contents stay live until the kexec (§3.3).
- * EFAULT can be raised *after* the file was preserved (copy-back failure): treat the session's
- * state as unknown, close and recreate it (§8 gotcha 14).
+ * PRESERVE_FD on an outgoing session. Only memfd (non-hugetlb, unlinked shmem) is accepted (ENOENT
+ * otherwise); EBUSY = that inode is already preserved in some session, including a
+ * retrieved-but-unfinished one; EEXIST = token used in this session
+ * (docs/kernel.md#errnos-per-ioctl). Afterwards the memfd's size is frozen (EPERM on resize) but
+ * its contents stay live until the kexec (docs/kernel.md#memfd-preservation). EFAULT can be raised
+ * *after* the file was preserved (copy-back failure): treat the session's state as unknown, close
+ * and recreate it (docs/kernel.md#errnos-per-ioctl).
  */
 export function preserveFd(sessionFd: number, fd: number, token: bigint, sessionName?: string): void {
   const op = withName("SESSION_PRESERVE_FD", sessionName);
@@ -283,11 +290,11 @@ export function preserveFd(sessionFd: number, fd: number, token: bigint, session
 }
 
 /**
- * RETRIEVE_FD on an incoming session → a new memfd fd (O_CLOEXEC, empty name). Repeating it for
- * the same token yields another fd on the same open file (shared offset). A handler failure
- * (EIO, ENOMEM from the caller's memcg, EINVAL, EOPNOTSUPP) is sticky: every later try for that
- * token returns the same error and the data is lost (§1, gotcha 10). ENOENT = unknown token or
- * already FINISHed.
+ * RETRIEVE_FD on an incoming session → a new memfd fd (O_CLOEXEC, empty name). Repeating it for the
+ * same token yields another fd on the same open file (shared offset). A handler failure (EIO,
+ * ENOMEM from the caller's memcg, EINVAL, EOPNOTSUPP) is sticky: every later try for that token
+ * returns the same error and the data is lost (docs/kernel.md#errnos-per-ioctl). ENOENT = unknown
+ * token or already FINISHed.
  */
 export function retrieveFd(sessionFd: number, token: bigint, sessionName?: string): number {
   const op = withName("SESSION_RETRIEVE_FD", sessionName);
@@ -297,16 +304,20 @@ export function retrieveFd(sessionFd: number, token: bigint, sessionName?: strin
 }
 
 /**
- * FINISH an incoming session. It does not check that every token was retrieved: unretrieved
- * memfds are freed silently (§4.2, gotcha 9), so check the manifest first. Idempotent; EINVAL
- * on an outgoing session. Retrieved memfds can be preserved again only after this (gotcha 11).
+ * FINISH an incoming session. It does not check that every token was retrieved: unretrieved memfds
+ * are freed silently (docs/kernel.md#finish), so check the manifest first. Idempotent; EINVAL on an
+ * outgoing session. Retrieved memfds can be preserved again only after this
+ * (docs/kernel.md#finish).
  */
 export function finishSession(sessionFd: number, sessionName?: string): void {
   const op = withName("SESSION_FINISH", sessionName);
   ioctl(op, sessionFd, LIVEUPDATE_IOCTL.SESSION_FINISH, encodeFinish());
 }
 
-/** GET_NAME: the exact session name (works on both kinds; /proc labels are not exact, §6). */
+/**
+ * GET_NAME: the exact session name (works on both kinds; /proc labels are not exact,
+ * docs/kernel.md#proc-and-debugfs).
+ */
 export function getSessionName(sessionFd: number): string {
   const buf = encodeGetName();
   ioctl("SESSION_GET_NAME", sessionFd, LIVEUPDATE_IOCTL.SESSION_GET_NAME, buf);

@@ -1,4 +1,5 @@
-// memfd_create, size and seals: the only file type LUO can preserve in 7.2 (kernel-luo.md §3.2).
+// memfd_create, size and seals: the only file type LUO can preserve in 7.2
+// (docs/kernel.md#what-can-be-preserved).
 import { check, cString, sys } from "./libc.ts";
 
 export const MFD_CLOEXEC = 1;
@@ -15,22 +16,25 @@ const F_ADD_SEALS = 1033;
 const F_GET_SEALS = 1034;
 
 /**
- * memfd_create(2). Don't add MFD_HUGETLB if it is to be preserved: hugetlb memfds are rejected
- * with ENOENT (kernel-luo.md §3.3). The name is lost across a live update either way.
+ * memfd_create(2). Don't add MFD_HUGETLB if it is to be preserved: hugetlb memfds are rejected with
+ * ENOENT (docs/kernel.md#what-can-be-preserved). The name is lost across a live update either way.
  */
 export function memfdCreate(name: string, flags: number = MFD_CLOEXEC | MFD_ALLOW_SEALING): number {
   const op = `memfd_create ${name}`;
   return check(op, sys.memfd_create(cString(op, name), flags));
 }
 
-/** ftruncate(2). After PRESERVE_FD a size change fails with EPERM (kernel-luo.md §3.3). */
+/**
+ * ftruncate(2). After PRESERVE_FD a size change fails with EPERM
+ * (docs/kernel.md#memfd-preservation).
+ */
 export function ftruncate(fd: number, size: number): void {
   check("ftruncate", sys.ftruncate(fd, size));
 }
 
 /**
  * F_ADD_SEALS. LUO captures seals at PRESERVE_FD time only; seals added afterwards are not
- * carried over (kernel-luo.md §3.3).
+ * carried over (docs/kernel.md#memfd-preservation).
  */
 export function addSeals(fd: number, seals: number): void {
   check("fcntl(F_ADD_SEALS)", sys.fcntl(fd, F_ADD_SEALS, seals));

@@ -1,5 +1,5 @@
 // sd_notify(3) and sd_listen_fds(3) without libsystemd. node:dgram cannot do AF_UNIX datagrams
-// (bun-ffi.md §8), so the datagram goes through our own sendmsg.
+// (docs/bun.md#sd_notify-and-signals), so the datagram goes through our own sendmsg.
 import { ptr } from "bun:ffi";
 import { closeFd, setCloexec } from "./fd.ts";
 import { SysError, check, lastErrno, sys, Errno } from "./libc.ts";
@@ -37,9 +37,10 @@ export function sdNotify(state: string): boolean {
 }
 
 /**
- * sd_pid_notify_with_fds: e.g. "FDSTORE=1\nFDNAME=luod-vm-42" with the fds to put in the unit's
- * fd store. With FileDescriptorStorePreserve=yes systemd ≥ 261 carries LUO session fds across a
- * kexec and hands them back through LISTEN_FDS (systemd-luo.md). The fds stay open here too.
+ * sd_pid_notify_with_fds: e.g. "FDSTORE=1\nFDNAME=luod-vm-42" with the fds to put in the unit's fd
+ * store. With FileDescriptorStorePreserve=yes systemd ≥ 261 carries LUO session fds across a kexec
+ * and hands them back through LISTEN_FDS
+ * (docs/systemd.md#how-pid-1-carries-fd-stores-across-a-kexec). The fds stay open here too.
  */
 export function sdNotifyWithFds(state: string, fds: readonly number[]): boolean {
   return notify(state, fds);

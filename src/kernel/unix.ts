@@ -1,5 +1,6 @@
-// AF_UNIX sockets over raw FFI, with SCM_RIGHTS and SO_PEERCRED. Bun's own sockets read with
-// recv() and silently drop passed fds (bun-ffi.md §3), so everything fd-carrying lives here.
+// AF_UNIX sockets over raw FFI, with SCM_RIGHTS and SO_PEERCRED. Bun's own sockets read with recv()
+// and silently drop passed fds (docs/bun.md#unix-sockets-and-scm_rights), so everything fd-carrying
+// lives here.
 import { ptr } from "bun:ffi";
 import { check, Errno, lastErrno, putPointer, rcOrErrno, SysError, sys } from "./libc.ts";
 import { O_NONBLOCK } from "./fd.ts";
@@ -181,7 +182,7 @@ export function shutdownSocket(fd: number): void {
 }
 
 // ---------------------------------------------------------------------------------------------
-// sendmsg/recvmsg with SCM_RIGHTS. x86_64 layouts (bun-ffi.md §3):
+// sendmsg/recvmsg with SCM_RIGHTS. x86_64 layouts (docs/bun.md#unix-sockets-and-scm_rights):
 //   msghdr 56 B: name 0, namelen 8, iov 16, iovlen 24, control 32, controllen 40, flags 48
 //   iovec 16 B: base 0, len 8;  cmsghdr: len u64 0, level i32 8, type i32 12, data 16
 
@@ -222,10 +223,10 @@ export interface MessageIoOptions {
 
 /**
  * Allocation-free sendmsg/recvmsg: msghdr, iovec and control buffers are allocated once per
- * instance, and their addresses are written into each other once. Per bun-ffi.md §2 every buffer
- * is an ArrayBuffer (stable address) and every buffer whose address sits in another struct is a
- * field of this object, so it lives as long as the msghdr that points at it.
- * Not reentrant across threads; one instance per thread (one per connection is not needed).
+ * instance, and their addresses are written into each other once. Per docs/bun.md#ffi-memory-rules
+ * every buffer is an ArrayBuffer (stable address) and every buffer whose address sits in another
+ * struct is a field of this object, so it lives as long as the msghdr that points at it. Not
+ * reentrant across threads; one instance per thread (one per connection is not needed).
  */
 export class MessageIo {
   /** receive() writes here; the message is buffer.subarray(0, n). Overwritten by each call. */
@@ -276,10 +277,10 @@ export class MessageIo {
 
   /**
    * One non-blocking recvmsg (MSG_CMSG_CLOEXEC|MSG_DONTWAIT). Returns bytes read (> 0), 0 at EOF,
-   * or -errno (-EAGAIN when drained). Received fds are appended to fdsOut, already close-on-exec.
-   * A stream delivers fds with the read that covers the first byte of the sendmsg that carried
-   * them (bun-ffi.md §3). If lastTruncated is set afterwards, some fds were dropped by the kernel;
-   * those that did fit are still in fdsOut and the caller must close them.
+   * or -errno (-EAGAIN when drained). Received fds are appended to fdsOut, already close-on-exec. A
+   * stream delivers fds with the read that covers the first byte of the sendmsg that carried them
+   * (docs/bun.md#unix-sockets-and-scm_rights). If lastTruncated is set afterwards, some fds were
+   * dropped by the kernel; those that did fit are still in fdsOut and the caller must close them.
    */
   receive(fd: number, fdsOut: number[]): number {
     const hdr = this.recvHdr;
