@@ -17,9 +17,12 @@ import cac from "cac";
 import { protectOptionValues, lastValue, unmark } from "../cli-options";
 import { readFileSync, statSync } from "node:fs";
 import { spawnSync } from "node:child_process";
+import { DEFAULT_SOCKET } from "../wire/limits";
+import { parseDurationMs } from "../duration";
+
+export { DEFAULT_SOCKET };
 
 export const DEFAULT_CONFIG_FILE = "/etc/luod.conf";
-export const DEFAULT_SOCKET = "/run/luod/liveupdate.sock";
 
 /** A startup error: one line, exit code 2. */
 export class ConfigError extends Error {
@@ -135,21 +138,6 @@ function checkValue(spec: OptionSpec, raw: string, where: string): unknown {
   const r = v.safeParse(spec.schema, raw);
   if (r.success) return r.output;
   throw new ConfigError(`${where}${spec.flag}: ${JSON.stringify(raw)} ${r.issues[0].message}`);
-}
-
-/** "10s", "500ms", "2m", "1h", "1m30s", a plain number of seconds; NaN for anything else. */
-export function parseDurationMs(text: string): number {
-  const s = text.trim();
-  if (/^\d+(\.\d+)?$/.test(s)) return Math.round(Number(s) * 1000);
-  const re = /(\d+(?:\.\d+)?)(ms|s|m|h)/y;
-  const unit: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
-  let total = 0;
-  let pos = 0;
-  for (let m = re.exec(s); m; m = re.exec(s)) {
-    total += Number(m[1]) * unit[m[2]!]!;
-    pos = re.lastIndex;
-  }
-  return pos > 0 && pos === s.length ? Math.round(total) : NaN;
 }
 
 // ---------------------------------------------------------------------------------------------
