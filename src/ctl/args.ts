@@ -2,28 +2,19 @@
 // protection around cac shared with luod (src/cli-options.ts).
 export { UsageError, protectOptionValues, optionValues, lastValue, unmark } from "../cli-options";
 import { UsageError } from "../cli-options";
-
-const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, min: 60_000, h: 3_600_000 };
+import { parseDurationMs } from "../duration";
 
 /**
- * Parses a duration into milliseconds: "30s", "2m", "500ms", "1h", "1m30s", "1.5s", or a plain
- * number of seconds ("45"). Throws UsageError for anything else, and for zero or negative values.
+ * Parses a duration into milliseconds (the grammar of src/duration.ts: "30s", "2m", "2min",
+ * "500ms", "1h", "1m30s", "1.5s", or a plain number of seconds). Throws UsageError for anything
+ * else, and for zero or negative values.
  */
 export function parseDuration(text: string): number {
-  const s = text.trim();
-  if (/^\d+(\.\d+)?$/.test(s)) return checkPositive(Math.round(Number(s) * 1000), text);
-  const re = /(\d+(?:\.\d+)?)(ms|min|s|m|h)/gy;
-  let total = 0;
-  let pos = 0;
-  let m: RegExpExecArray | null;
-  while ((m = re.exec(s)) !== null) {
-    total += Number(m[1]) * UNIT_MS[m[2]!]!;
-    pos = re.lastIndex;
-  }
-  if (pos === 0 || pos !== s.length) {
+  const ms = parseDurationMs(text);
+  if (Number.isNaN(ms)) {
     throw new UsageError(`invalid duration "${text}": use e.g. 30s, 2m, 500ms, 1m30s or a number of seconds`);
   }
-  return checkPositive(Math.round(total), text);
+  return checkPositive(ms, text);
 }
 
 function checkPositive(ms: number, text: string): number {

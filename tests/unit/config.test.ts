@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync, writeFileSync, chmodSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
-  parseArgs, parseConfigText, readConfigFile, mergeSettings, resolveGroup, helpText, parseDurationMs,
+  parseArgs, parseConfigText, readConfigFile, mergeSettings, resolveGroup, helpText,
   DEFAULTS, DEFAULT_CONFIG_FILE, OPTIONS, ConfigError,
 } from "../../src/daemon/config";
 import { toConfig } from "../../src/daemon/main";
@@ -130,8 +130,3 @@ describe("groups", () => {
   });
 });
 
-describe("durations", () => {
-  test.each([["10s", 10_000], ["500ms", 500], ["2m", 120_000], ["1m30s", 90_000], ["3", 3000], ["0", 0], ["x", NaN], ["10 s", NaN]])("%p is %p ms", (text, ms) => {
-    expect(parseDurationMs(text)).toBe(ms);
-  });
-});

@@ -1,7 +1,9 @@
 // luoctl argument parsing: durations, value protection around cac/mri, usage errors (exit 2),
 // help and version (exit 0).
 import { describe, expect, test } from "bun:test";
-import { luoctlMain, buildCmdline, type CtlIo } from "../../src/ctl/main";
+import { luoctlMain } from "../../src/ctl/main";
+import { buildCmdline } from "../../src/ctl/cmd-load";
+import type { CtlIo } from "../../src/ctl/io";
 import { optionValues, parseDuration, parseSha256, protectOptionValues, UsageError } from "../../src/ctl/args";
 
 function capture(overrides: Partial<CtlIo> = {}) {

@@ -7,7 +7,8 @@ import { join } from "node:path";
 import { LuoClient } from "../../src/client/client";
 import { FakeLuod, FakeLuodError } from "../../src/client/fake-luod";
 import { fileSize, readFull } from "../../src/client";
-import { luoctlMain, type CtlIo } from "../../src/ctl/main";
+import { luoctlMain } from "../../src/ctl/main";
+import type { CtlIo } from "../../src/ctl/io";
 
 let fake: FakeLuod;
 let dir: string;

@@ -4,7 +4,7 @@ import {
   ageOf, formatBytes, formatCheck, formatDuration, formatKexecDone, formatList, formatLoad, formatProgress,
   formatRemaining, formatStatus, table,
 } from "../../src/ctl/format";
-import { stripReply } from "../../src/ctl/main";
+import { stripReply } from "../../src/ctl/context";
 
 const NOW = Date.parse("2026-06-01T12:00:00Z");
 

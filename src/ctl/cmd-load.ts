@@ -1,0 +1,84 @@
+// The commands about the next kernel: load (luoctl opens the files, luod verifies and loads),
+// unload, and check (the preflight).
+import { closeSync, fstatSync, openSync } from "node:fs";
+import { UsageError, lastValue, optionValues, parseSha256, unmark } from "./args";
+import { EXIT_FAILED, EXIT_OK, LocalError, QUICK_REPLY_TIMEOUT_MS, emit, withClient, type Ctx } from "./context";
+import { formatCheck, formatLoad } from "./format";
+
+/** LOAD hashes and loads a kernel image: allow for a slow disk. */
+const LOAD_TIMEOUT_MS = 120_000;
+
+/** The command line luoctl sends with LOAD (luod normalizes and checks it). */
+export function buildCmdline(o: { cmdline?: string; reuse: boolean; append: string[] }, procCmdline: () => string): string {
+  if (o.cmdline !== undefined && o.reuse) throw new UsageError("--cmdline and --reuse-cmdline exclude each other");
+  if (o.cmdline === undefined && !o.reuse && o.append.length === 0) {
+    throw new UsageError("load needs a command line: --cmdline STRING, --reuse-cmdline, or --append STRING");
+  }
+  let base = o.cmdline ?? "";
+  if (o.reuse) {
+    try {
+      base = procCmdline().replace(/\n$/, "").trim();
+    } catch (e) {
+      throw new LocalError("EIO", `cannot read /proc/cmdline: ${(e as Error).message}`);
+    }
+  }
+  const parts = [base, ...o.append].map((p) => p.trim()).filter((p) => p !== "");
+  return parts.join(" ");
+}
+
+function openForLoad(path: string, what: string): number {
+  let fd: number;
+  try {
+    fd = openSync(path, "r");
+  } catch (e) {
+    const code = (e as { code?: string }).code ?? "EIO";
+    // node's message: "ENOENT: no such file or directory, open '/x'"
+    const why = /^[A-Z0-9]+: ([^,]+)/.exec((e as Error).message)?.[1];
+    throw new LocalError(code, `cannot open ${what} ${path}: ${why ? `${why} (${code})` : code}`);
+  }
+  try {
+    if (!fstatSync(fd).isFile()) throw new LocalError("EINVAL", `${what} ${path} is not a regular file`);
+  } catch (e) {
+    closeSync(fd);
+    throw e;
+  }
+  return fd;
+}
+
+export async function cmdLoad(ctx: Ctx, args: string[], opts: Record<string, unknown>): Promise<number> {
+  const kernel = unmark(args[0]!);
+  const initrd = lastValue(opts.initrd, "initrd");
+  const shaText = lastValue(opts.sha256, "sha256");
+  const sha256 = shaText === undefined ? undefined : parseSha256(shaText);
+  const cmdline = buildCmdline(
+    { cmdline: lastValue(opts.cmdline, "cmdline"), reuse: opts.reuseCmdline === true, append: optionValues(opts.append, "append") },
+    () => ctx.io.readProcCmdline(),
+  );
+  const fds: number[] = [];
+  try {
+    const kernelFd = openForLoad(kernel, "kernel");
+    fds.push(kernelFd);
+    const initrdFd = initrd === undefined ? null : openForLoad(initrd, "initrd");
+    if (initrdFd !== null) fds.push(initrdFd);
+    const r = await withClient(ctx, (c) =>
+      c.load({ kernelFd, initrdFd, cmdline, force: opts.force === true, sha256 }, { timeoutMs: LOAD_TIMEOUT_MS }),
+    );
+    emit(ctx, r, () => formatLoad(r));
+    return EXIT_OK;
+  } finally {
+    for (const fd of fds) closeSync(fd);
+  }
+}
+
+export async function cmdUnload(ctx: Ctx): Promise<number> {
+  const r = await withClient(ctx, (c) => c.unload({ timeoutMs: QUICK_REPLY_TIMEOUT_MS }));
+  emit(ctx, r, () => "kernel unloaded");
+  return EXIT_OK;
+}
+
+/** Exit 1 when luod is not ready for a live update. */
+export async function cmdCheck(ctx: Ctx): Promise<number> {
+  const r = await withClient(ctx, (c) => c.check({ timeoutMs: QUICK_REPLY_TIMEOUT_MS }));
+  emit(ctx, r, () => formatCheck(r));
+  return r.ready === true ? EXIT_OK : EXIT_FAILED;
+}

@@ -1,0 +1,126 @@
+// luoctl's commands and options, in --help order: each command's usage, help texts, options and
+// handler (the handlers are in cmd-*.ts). main.ts parses against this table, help.ts prints it.
+import { DEFAULT_SOCKET } from "../wire/limits";
+import type { Ctx } from "./context";
+import { cmdDiscard, cmdList, cmdStatus } from "./cmd-status";
+import { cmdCheck, cmdLoad, cmdUnload } from "./cmd-load";
+import { cmdAbort, cmdKexec } from "./cmd-kexec";
+
+/** Options that take a value (long names). Their values are protected from mri (args.ts). */
+export const VALUE_OPTIONS = new Set(["socket", "initrd", "cmdline", "append", "sha256", "timeout", "reason"]);
+
+export interface Spec {
+  /** cac raw name, e.g. "load <kernel>". */
+  raw: string;
+  summary: string;
+  details: string;
+  options: [string, string][];
+  examples?: string[];
+  run(ctx: Ctx, args: string[], opts: Record<string, unknown>): Promise<number>;
+}
+
+/** The command of a spec: "load" of "load <kernel>". */
+export function commandName(spec: Spec): string {
+  return spec.raw.split(" ")[0]!;
+}
+
+export const GLOBAL_OPTIONS: [string, string][] = [
+  ["--socket <path>", `luod's socket (default: $LUOD_SOCKET or ${DEFAULT_SOCKET})`],
+  ["--json", "machine-readable output on stdout (one JSON document; kexec: JSON lines)"],
+  ["-h, --help", "show help (for a command: luoctl COMMAND --help)"],
+  ["-v, --version", "show the version"],
+];
+
+export const SPECS: readonly Spec[] = [
+  {
+    raw: "status",
+    summary: "Show luod's phase, the loaded kernel, clients and restored sessions",
+    details:
+      "Shows the phase (idle, preparing, committing), the update in progress, the kernel luod loaded\n" +
+      "with its command line, the clients (subscribed/ready) and the sessions restored after a live-update\n" +
+      "boot with their state and age. Unclaimed sessions are marked with *: their memory stays reserved\n" +
+      "until their owner claims them or `luoctl discard ID` frees them.",
+    options: [],
+    run: cmdStatus,
+  },
+  {
+    raw: "list",
+    summary: "List subscribed clients",
+    details: "One line per client: id, state (subscribed, preserving, ready), pid, uid, gid, unit, whether it is\nconnected, how long ago it subscribed, and its session during an update.",
+    options: [],
+    run: cmdList,
+  },
+  {
+    raw: "load <kernel>",
+    summary: "Verify and load the next kernel (kexec_file_load)",
+    details:
+      "luoctl opens KERNEL (and --initrd) itself and hands the open files to luod, which verifies the\n" +
+      "image (bzImage header, 64-bit, relocatable, optional SHA-256), normalizes the command line\n" +
+      "(drops BOOT_IMAGE= and initrd=, removes duplicates: the last one wins) and loads it with\n" +
+      "kexec_file_load, the only call that carries the live-update data. A command line without\n" +
+      "liveupdate=on (or with kho=off) is refused unless --force. Loading replaces a loaded kernel.\n" +
+      "Give the command line with --cmdline, or --reuse-cmdline for the running kernel's /proc/cmdline;\n" +
+      "--append adds to either (or stands alone). A value starting with '-' is taken as the value.",
+    options: [
+      ["--initrd <file>", "initramfs to load with the kernel"],
+      ["--cmdline <string>", "the new kernel's command line"],
+      ["--reuse-cmdline", "start from the running kernel's command line (/proc/cmdline)"],
+      ["--append <string>", "append to the command line (may be repeated)"],
+      ["--force", "load even if the command line would leave live update off"],
+      ["--sha256 <hex>", "refuse the image unless its SHA-256 is this"],
+    ],
+    examples: [
+      "luoctl load /boot/vmlinuz-7.2.13 --initrd /boot/initrd.img-7.2.13 --reuse-cmdline",
+      'luoctl load /boot/vmlinuz --cmdline "root=/dev/vda1 ro kho=on liveupdate=on"',
+      "luoctl load /boot/vmlinuz --reuse-cmdline --append liveupdate=on",
+    ],
+    run: cmdLoad,
+  },
+  {
+    raw: "unload",
+    summary: "Unload the kernel luod loaded",
+    details: "Unloads the kernel image (kexec_file_load with KEXEC_FILE_UNLOAD). Refused during an update.",
+    options: [],
+    run: cmdUnload,
+  },
+  {
+    raw: "check",
+    summary: "Preflight checks for a live update (exit 1 when not ready)",
+    details:
+      "Asks luod whether a live update could run now: /dev/liveupdate present, kexec allowed, lockdown,\n" +
+      "a kernel loaded by luod and its command line. Exits 1 when something is not ready.",
+    options: [],
+    run: cmdCheck,
+  },
+  {
+    raw: "kexec",
+    summary: "Run the live update: preserve every client's session, then jump",
+    details:
+      "luod creates a session per client, sends it, and waits until every client is READY (or the\n" +
+      "--timeout passes, a client fails or disconnects, or someone runs `luoctl abort`); then it\n" +
+      "preserves its manifest, syncs and calls reboot(KEXEC) into the loaded kernel. If anything fails,\n" +
+      "the update is aborted, clients resume and the host keeps running: exit 1.\n" +
+      "--dry-run goes as far as all clients READY, then aborts on purpose (exit 0).\n" +
+      "Progress is shown on stderr: `ready 3/5, waiting: vm-1 vm-7 (12s left)`. Ctrl-C aborts the update.\n" +
+      "DUR: 30s, 2m, 500ms, 1m30s, or a number of seconds (default 30s).",
+    options: [
+      ["--timeout <dur>", "how long clients get to become READY (default 30s)"],
+      ["--dry-run", "stop after every client is READY; do not reboot"],
+    ],
+    run: cmdKexec,
+  },
+  {
+    raw: "abort",
+    summary: "Abort the update in progress",
+    details: "Aborts an update that is waiting for clients: they get ABORTED and carry on. Too late once luod\nis committing. Succeeds (exit 0) also when no update is running; the output says so.",
+    options: [["--reason <text>", "reason passed on to the clients"]],
+    run: cmdAbort,
+  },
+  {
+    raw: "discard <id>",
+    summary: "Free an unclaimed restored session",
+    details: "Finishes the restored session of client ID without handing it to anyone: its preserved memory\nis freed. Only for unclaimed sessions; see `luoctl status`.",
+    options: [],
+    run: cmdDiscard,
+  },
+];
