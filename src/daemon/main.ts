@@ -166,8 +166,8 @@ function restore(kernel: KernelPort, restored: RestoredSessions, log: Logger): B
   if (!kernel.devicePresent()) return { kind: "no LUO device" };
   try {
     const blob = kernel.takeBlob(INTERNAL_SESSION, MANIFEST_TOKEN);
-    if (!blob) return { kind: "cold boot" };
-    const manifest = decodeManifest(blob);
+    if (blob.kind === "absent") return { kind: "cold boot" };
+    const manifest = decodeManifest(blob.data);
     restored.adoptManifest(manifest);
     log.notice(`live-update boot: update ${manifest.attempt} from ${manifest.kernel.from} brought ${manifest.entries.length} session(s)`);
     return { kind: "live-update boot" };

@@ -37,7 +37,7 @@ import type { KernelPort } from "./kernel-port";
 import type { Logger } from "./log";
 import type { Broker, NextKernel } from "./broker";
 import type { RestoredSession } from "./restored";
-import { decodeManifest, encodeManifest, type ManifestEntry } from "./manifest";
+import { decodeManifest, encodeManifest, manifestEntry, type ManifestEntry } from "./manifest";
 import { StateFiles } from "./state-files";
 import { ProtocolError } from "../wire/errors";
 import { INTERNAL_SESSION, parseSessionName } from "../wire/ids";
@@ -458,12 +458,12 @@ export class SystemdHandoff {
         if (!e) return k.retrieveSession(name);
         const d = k.dup(e.fd);
         self.lent.set(d, name);
-        return d;
+        return { kind: "retrieved", fd: d };
       },
       takeBlob(name, token) {
         if (!self.incoming.has(name)) return k.takeBlob(name, token);
         try {
-          return self.ops.readBlob(self.incoming.get(name)!.fd, token, name);
+          return { kind: "taken", data: self.ops.readBlob(self.incoming.get(name)!.fd, token, name) };
         } finally {
           self.release(name);
         }
@@ -479,11 +479,11 @@ export class SystemdHandoff {
         // the broker closes its copies when an update ends without a jump
         if (session !== undefined) self.unstage(session);
       },
-      syncAndReboot(): never {
-        if (self.mode === "direct") return k.syncAndReboot();
+      jump() {
+        if (self.mode === "direct") return k.jump();
         self.jumpThroughSystemd();
         // systemd will stop luod: the broker stays "committing" until then (main.ts does not abort it)
-        return undefined as never;
+        return "delegated to systemd";
       },
     };
   }
@@ -499,10 +499,7 @@ export class SystemdHandoff {
       const c = clients.get(id);
       const fd = c?.session ? this.fdOf(c.session) : undefined;
       if (!c || !c.session || fd === undefined || this.staged.has(c.session)) continue;
-      const entry: ManifestEntry = {
-        id: c.id, session: c.session, uid: c.uid, gid: c.gid, pid: c.pid, unit: c.unit,
-        subscribedAt: c.since, readyAt: this.now().toISOString(),
-      };
+      const entry = manifestEntry(c, c.session, c.since, this.now().toISOString());
       if (this.stage({ fd, session: c.session, fdname: fdNameOf(c.session), entry })) n++;
     }
     if (!n) return;
@@ -571,9 +568,7 @@ export class SystemdHandoff {
       if (this.staged.has(session)) continue;
       const id = parseSessionName(session)?.id;
       const c = id === undefined ? undefined : this.parts?.broker.list().find((x) => x.id === id);
-      const entry: ManifestEntry | null = c
-        ? { id: c.id, session, uid: c.uid, gid: c.gid, pid: c.pid, unit: c.unit, subscribedAt: c.since, readyAt: this.now().toISOString() }
-        : null;
+      const entry = c ? manifestEntry(c, session, c.since, this.now().toISOString()) : null;
       missing.push({ fd, session, fdname: fdNameOf(session), entry });
     }
     const room = this.env.fdStoreMax - this.storeUsed();

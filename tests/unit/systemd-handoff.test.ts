@@ -15,7 +15,7 @@ import {
 } from "../../src/daemon/systemd";
 import { closeFd, dupFd } from "../../src/kernel/fd";
 import { memfdCreate } from "../../src/kernel/memfd";
-import { FakeKernel } from "../support/fake-kernel";
+import { FakeKernel } from "../../src/daemon/fake-kernel";
 import { RecordingPeer } from "../support/fake-peer";
 
 const lines: string[] = [];
@@ -291,8 +291,8 @@ describe("after the jump", () => {
     mgr.give("luod:gone/1"); // not in the manifest
     const d = daemon();
     const blob = d.k.takeBlob("luod", 0n);
-    expect(blob).not.toBeNull();
-    d.restored.adoptManifest(decodeManifest(blob!));
+    expect(blob.kind).toBe("taken");
+    d.restored.adoptManifest(decodeManifest((blob as { data: Uint8Array }).data));
     expect(mgr.removes()).toEqual(["luod"]);
     d.start({ kind: "live-update boot" });
     expect(mgr.removes()).toEqual(["luod", "luod%3Agone/1"]);
@@ -314,7 +314,7 @@ describe("after the jump", () => {
     // what stays in systemd's store when luod is SIGKILLed: its own copies (the manifest is gone)
     const store = mgr.listen.filter((l) => l.name !== "luod").map((l) => ({ fd: dupFd(l.fd), name: l.name }));
     const first = daemon();
-    first.restored.adoptManifest(decodeManifest(first.k.takeBlob("luod", 0n)!));
+    first.restored.adoptManifest(decodeManifest((first.k.takeBlob("luod", 0n) as { data: Uint8Array }).data));
     first.start({ kind: "live-update boot" });
     first.restored.claim("vm-a", { uid: 0, pid: 9 });
     first.restored.flush(); // the record says claimed; then SIGKILL: nothing more runs
