@@ -1,6 +1,7 @@
-// src/daemon/systemd.ts against a fake kernel and a fake service manager: the fd store protocol
-// (FDSTORE/FDSTOREREMOVE/BARRIER), the jump request, carried sessions after a restart, and the
-// sessions systemd hands back after a kexec. The real thing runs in tests/vm/systemd-*.test.ts.
+// src/daemon/systemd-handoff.ts (with fd-store.ts and kexec-mode.ts) against a fake kernel and a
+// fake service manager: the fd store protocol (FDSTORE/FDSTOREREMOVE/BARRIER), the jump request,
+// carried sessions after a restart, and the sessions systemd hands back after a kexec. The real
+// thing runs in tests/vm/systemd-*.test.ts.
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -10,9 +11,10 @@ import { createLogger } from "../../src/daemon/log";
 import { decodeManifest, encodeManifest, MANIFEST_FORMAT, MANIFEST_VERSION } from "../../src/daemon/manifest";
 import { RestoredSessions } from "../../src/daemon/restored";
 import { StateFiles } from "../../src/daemon/state-files";
-import {
-  SystemdHandoff, fdNameOf, sessionOfFdName, resolveKexecMode, parseSystemdVersion, type Environment, type SystemdOps,
-} from "../../src/daemon/systemd";
+import { SystemdHandoff } from "../../src/daemon/systemd-handoff";
+import { fdNameOf, sessionOfFdName } from "../../src/daemon/fd-store";
+import { resolveKexecMode, parseSystemdVersion, type Environment } from "../../src/daemon/kexec-mode";
+import type { SystemdOps } from "../../src/daemon/service-manager";
 import { closeFd, dupFd } from "../../src/kernel/fd";
 import { memfdCreate } from "../../src/kernel/memfd";
 import { FakeKernel } from "../../src/daemon/fake-kernel";
