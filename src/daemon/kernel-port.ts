@@ -1,6 +1,7 @@
 // What the broker needs from the kernel, as one small interface. The real implementation calls
-// src/kernel; unit tests plug in a fake (real memfds standing in for session fds), so the
-// broker's logic is tested fast on any host and proven on the real kernel in the VM.
+// src/kernel; unit tests plug in fake-kernel.ts (real memfds standing in for session fds), so the
+// broker's logic is tested fast on any host and proven on the real kernel in the VM. The kernel's
+// answers that luod acts on are typed outcomes; only real failures throw (a SysError).
 import { closeFd, dupFd, readWhole, writeFull } from "../kernel/fd";
 import { SysError, Errno } from "../kernel/libc";
 import {
