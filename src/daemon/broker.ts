@@ -13,7 +13,7 @@
 // session outlives aborted updates and ends with the subscription.
 import type { KernelPort } from "./kernel-port";
 import type { Logger } from "./log";
-import { encodeManifest, MANIFEST_TOKEN, MANIFEST_VERSION, MANIFEST_FORMAT, type Manifest } from "./manifest";
+import { encodeManifest, manifestEntry, MANIFEST_TOKEN, MANIFEST_VERSION, MANIFEST_FORMAT, type Manifest } from "./manifest";
 import { ProtocolError, type ErrorCode } from "../wire/errors";
 import { sessionNameFor, INTERNAL_SESSION } from "../wire/ids";
 import { SysError } from "../kernel/libc";
@@ -339,13 +339,9 @@ export class Broker {
       createdAt: new Date(this.now()).toISOString(),
       kernel: { from: safe(() => this.kernel.release(), "unknown"), next: this.opts.nextKernel() },
       timings: u.timings,
-      entries: u.participants.map((c) => ({
-        id: c.id,
-        session: c.session!.name,
-        ...c.owner,
-        subscribedAt: c.subscribedAt.toISOString(),
-        readyAt: c.readyAt?.toISOString() ?? null,
-      })),
+      entries: u.participants.map((c) =>
+        manifestEntry({ id: c.id, ...c.owner }, c.session!.name, c.subscribedAt.toISOString(), c.readyAt?.toISOString() ?? null),
+      ),
     };
     try {
       u.timings.manifest_ms = this.now() - u.t0;
@@ -364,7 +360,9 @@ export class Broker {
     this.log.notice(`update ${u.attempt}: all ${u.participants.length} client(s) READY, manifest preserved; jumping into the loaded kernel`);
     u.admin?.send({ event: "REBOOTING", update: u.attempt, timings: { ...u.timings } });
     try {
-      this.kernel.syncAndReboot();
+      // Returns "delegated to systemd" (or "jumped", from a fake kernel): the update stays
+      // "committing" until luod is stopped (main.ts does not abort it then).
+      this.kernel.jump();
     } catch (e) {
       // The freeze runs inside reboot(); on failure the kernel rolled everything back
       // (kernel-luo.md §3.5): report it and keep the host running. Never fall back to a cold reboot.

@@ -1,6 +1,7 @@
 // What the broker needs from the kernel, as one small interface. The real implementation calls
-// src/kernel; unit tests plug in a fake (real memfds standing in for session fds), so the
-// broker's logic is tested fast on any host and proven on the real kernel in the VM.
+// src/kernel; unit tests plug in fake-kernel.ts (real memfds standing in for session fds), so the
+// broker's logic is tested fast on any host and proven on the real kernel in the VM. The kernel's
+// answers that luod acts on are typed outcomes; only real failures throw (a SysError).
 import { closeFd, dupFd, readWhole, writeFull } from "../kernel/fd";
 import { SysError, Errno } from "../kernel/libc";
 import {
@@ -21,15 +22,33 @@ export function dirtyKiB(meminfo: string): number {
   return kib;
 }
 
+/**
+ * RETRIEVE_SESSION of an incoming session, by name. The kernel's two refusals that mean something
+ * to luod are outcomes, not errors: "absent" (ENOENT: no such incoming session, or it was
+ * finished) and "alreadyRetrieved" (EINVAL: retrieved in this boot and still open somewhere).
+ */
+export type RetrievedSession = { kind: "retrieved"; fd: number } | { kind: "absent" } | { kind: "alreadyRetrieved" };
+
+/** A blob session read and finished ("taken"), or "absent": no such incoming session (a cold boot). */
+export type TakenBlob = { kind: "taken"; data: Uint8Array } | { kind: "absent" };
+
+/**
+ * How jump() came back. A direct jump that works never returns: the machine is in the next
+ * kernel; one that fails throws the SysError of reboot(2). So a return means either
+ * "delegated to systemd" (systemd mode: `systemctl kexec` was accepted and systemd will stop
+ * luod, src/daemon/systemd-handoff.ts) or "jumped", which only a fake kernel returns (tests).
+ */
+export type JumpOutcome = "jumped" | "delegated to systemd";
+
 export interface KernelPort {
   /** Whether /dev/liveupdate exists (LUO compiled in and `liveupdate=on`). */
   devicePresent(): boolean;
   /** Creates outgoing sessions with one open of the device; all or nothing. */
   createSessions(names: string[]): number[];
-  /** RETRIEVE_SESSION; throws SysError (ENOENT: no such incoming session). */
-  retrieveSession(name: string): number;
-  /** RETRIEVE_SESSION + RETRIEVE_FD + read + FINISH of a blob session; null when it does not exist. */
-  takeBlob(sessionName: string, token: bigint): Uint8Array | null;
+  /** RETRIEVE_SESSION; any other failure (the device missing, say) throws a SysError. */
+  retrieveSession(name: string): RetrievedSession;
+  /** RETRIEVE_SESSION + RETRIEVE_FD + read + FINISH of a blob session; other failures throw a SysError. */
+  takeBlob(sessionName: string, token: bigint): TakenBlob;
   /** CREATE_SESSION + a sealed memfd holding `data`, preserved under `token`; returns the session fd. */
   preserveBlob(sessionName: string, token: bigint, data: Uint8Array): number;
   finishSession(fd: number, name: string): void;
@@ -41,12 +60,17 @@ export interface KernelPort {
   release(): string;
   /**
    * When much of the page cache is dirty, starts writing it back in the background (a `sync`
-   * process), so that the sync(2) of syncAndReboot — during which every client is paused —
+   * process), so that the sync(2) of jump() — during which every client is paused —
    * finds little left. Returns the dirty KiB it saw, or null if it started nothing.
    */
   startSync(): number | null;
-  /** sync(2) then reboot(LINUX_REBOOT_CMD_KEXEC). Returns only by throwing. */
-  syncAndReboot(): never;
+  /** sync(2) then reboot(LINUX_REBOOT_CMD_KEXEC); see JumpOutcome for what a return means. */
+  jump(): JumpOutcome;
+}
+
+/** The errno name of a failed kernel call (a SysError), for a reply; `fallback` for anything else. */
+export function kernelErrorCode(e: unknown, fallback: string): string {
+  return e instanceof SysError ? e.code : fallback;
 }
 
 export function realKernel(devicePath = LIVEUPDATE_DEVICE): KernelPort {
@@ -65,21 +89,17 @@ export function realKernel(devicePath = LIVEUPDATE_DEVICE): KernelPort {
         }
       }, dev);
     },
-    retrieveSession: (name) => withLiveupdateDevice((devFd) => retrieveSession(devFd, name), dev),
+    retrieveSession: (name) => withLiveupdateDevice((devFd) => retrieveIncoming(devFd, name), dev),
     takeBlob(sessionName, token) {
-      let sessionFd: number;
-      try {
-        sessionFd = withLiveupdateDevice((devFd) => retrieveSession(devFd, sessionName), dev);
-      } catch (e) {
-        // ENOENT from RETRIEVE_SESSION: not a live-update boot. (A missing device is ENOENT too,
-        // from the open: that one is an error and propagates.)
-        if (e instanceof SysError && e.errno === Errno.ENOENT && e.op.startsWith("RETRIEVE_SESSION")) return null;
-        throw e;
-      }
+      const r = withLiveupdateDevice((devFd) => retrieveIncoming(devFd, sessionName), dev);
+      // absent: not a live-update boot; already retrieved (and open elsewhere) is an error here
+      if (r.kind === "absent") return r;
+      if (r.kind === "alreadyRetrieved") throw new SysError(`RETRIEVE_SESSION ${sessionName}`, Errno.EINVAL);
+      const sessionFd = r.fd;
       try {
         const fd = retrieveFd(sessionFd, token, sessionName);
         try {
-          return readWhole(fd);
+          return { kind: "taken", data: readWhole(fd) };
         } finally {
           closeFd(fd);
         }
@@ -130,9 +150,23 @@ export function realKernel(devicePath = LIVEUPDATE_DEVICE): KernelPort {
         return null; // no sync(1) on this host: the sync(2) before the jump does all of it
       }
     },
-    syncAndReboot() {
+    jump() {
       syncFilesystems();
       return rebootKexec();
     },
   };
+}
+
+/**
+ * RETRIEVE_SESSION with its refusals as outcomes. Only the ioctl runs in here (the device is
+ * opened by the caller), so an ENOENT of a missing device is never taken for "absent".
+ */
+function retrieveIncoming(devFd: number, name: string): RetrievedSession {
+  try {
+    return { kind: "retrieved", fd: retrieveSession(devFd, name) };
+  } catch (e) {
+    if (e instanceof SysError && e.errno === Errno.ENOENT) return { kind: "absent" };
+    if (e instanceof SysError && e.errno === Errno.EINVAL) return { kind: "alreadyRetrieved" };
+    throw e;
+  }
 }

@@ -18,7 +18,8 @@ import { SysError } from "../kernel/libc";
 import { sdNotify } from "../kernel/sdnotify";
 import { oneLine } from "../wire/errors";
 import { parseArgs, readConfigFile, mergeSettings, helpText, resolveGroup, type Settings } from "./config";
-import { SystemdHandoff, type KexecMode } from "./systemd";
+import { SystemdHandoff } from "./systemd-handoff";
+import type { KexecMode } from "./kexec-mode";
 
 export { DEFAULT_SOCKET } from "./config";
 
@@ -88,7 +89,7 @@ export function toConfig(s: Settings, groups: (g: string) => number = (g) => res
 
 /** Starts luod and resolves with its exit code when it stops (SIGTERM/SIGINT). */
 export async function runDaemon(config: DaemonConfig, log: Logger, kernel: KernelPort): Promise<number> {
-  // the fd store ($LISTEN_FDS) and the jump through systemd (src/daemon/systemd.ts)
+  // the fd store ($LISTEN_FDS) and the jump through systemd (src/daemon/systemd-handoff.ts)
   const systemd = new SystemdHandoff({ requested: config.kexecMode ?? "auto", stateDir: config.stateDir, log });
   kernel = systemd.wrap(kernel);
   // Listen first: clients that start with luod after a live-update boot queue in the backlog
@@ -166,8 +167,8 @@ function restore(kernel: KernelPort, restored: RestoredSessions, log: Logger): B
   if (!kernel.devicePresent()) return { kind: "no LUO device" };
   try {
     const blob = kernel.takeBlob(INTERNAL_SESSION, MANIFEST_TOKEN);
-    if (!blob) return { kind: "cold boot" };
-    const manifest = decodeManifest(blob);
+    if (blob.kind === "absent") return { kind: "cold boot" };
+    const manifest = decodeManifest(blob.data);
     restored.adoptManifest(manifest);
     log.notice(`live-update boot: update ${manifest.attempt} from ${manifest.kernel.from} brought ${manifest.entries.length} session(s)`);
     return { kind: "live-update boot" };

@@ -22,6 +22,24 @@ const Entry = v.object({
 });
 export type ManifestEntry = v.InferOutput<typeof Entry>;
 
+/** Who a session belongs to, as the broker records it at SUBSCRIBE. */
+export interface SessionOwner {
+  id: string;
+  uid: number;
+  gid: number;
+  pid: number;
+  unit: string | null;
+}
+
+/**
+ * The one place a manifest entry is made (the broker's commit, the fd store's READY and carried
+ * sessions). It picks the owner's fields one by one, so nothing else of a caller's record leaks
+ * in, and in the manifest's order (id, session, uid, gid, pid, unit, times).
+ */
+export function manifestEntry(owner: SessionOwner, session: string, subscribedAt: string, readyAt: string | null): ManifestEntry {
+  return { id: owner.id, session, uid: owner.uid, gid: owner.gid, pid: owner.pid, unit: owner.unit, subscribedAt, readyAt };
+}
+
 const Manifest = v.object({
   format: v.literal(MANIFEST_FORMAT),
   version: v.literal(MANIFEST_VERSION),

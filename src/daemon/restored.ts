@@ -5,9 +5,8 @@
 // The registry is mirrored to a file under the state dir (tmpfs /run): a luod restarted after the
 // boot still knows every unclaimed session, although the kernel's manifest session is gone.
 import type { Manifest, ManifestEntry } from "./manifest";
-import type { KernelPort } from "./kernel-port";
+import { kernelErrorCode, type KernelPort, type RetrievedSession } from "./kernel-port";
 import { ProtocolError } from "../wire/errors";
-import { SysError } from "../kernel/libc";
 import type { StateFiles } from "./state-files";
 import type { Logger } from "./log";
 
@@ -70,19 +69,28 @@ export class RestoredSessions {
   }
 
   private takeBack(s: RestoredSession): void {
+    let r: RetrievedSession;
     try {
-      this.held.set(s.id, this.kernel.retrieveSession(s.session));
-      this.log.notice(`restored session ${s.session}, claimed before luod restarted, is held again (the fd store kept it)`);
+      r = this.kernel.retrieveSession(s.session);
     } catch (e) {
-      if (e instanceof SysError && e.op.startsWith("RETRIEVE_SESSION") && e.code === "ENOENT") {
+      this.log.info(`restored session ${s.session} was claimed before luod restarted; its client holds the only copy (${(e as Error).message})`);
+      return;
+    }
+    switch (r.kind) {
+      case "retrieved":
+        this.held.set(s.id, r.fd);
+        this.log.notice(`restored session ${s.session}, claimed before luod restarted, is held again (the fd store kept it)`);
+        return;
+      case "absent":
         // its client closed it, after FINISHED or not: the kernel has finished it (kernel-luo.md §2)
         this.transition(s, "finished");
         this.save();
         this.log.notice(`restored session ${s.session}, claimed before luod restarted, is gone: its client closed it`);
-      } else {
-        // EINVAL: retrieved and still open, in its client only (no fd store)
-        this.log.info(`restored session ${s.session} was claimed before luod restarted; its client holds the only copy (${(e as Error).message})`);
-      }
+        return;
+      case "alreadyRetrieved":
+        // retrieved and still open, in its client only (no fd store)
+        this.log.info(`restored session ${s.session} was claimed before luod restarted; its client holds the only copy (RETRIEVE_SESSION: EINVAL, retrieved and still open)`);
+        return;
     }
   }
 
@@ -127,20 +135,21 @@ export class RestoredSessions {
     }
     if (s.state === "claimed")
       throw onlyInItsClient(id);
-    let fd: number;
+    let r: RetrievedSession;
     try {
-      fd = this.kernel.retrieveSession(s.session);
+      r = this.kernel.retrieveSession(s.session);
     } catch (e) {
-      // EINVAL: already retrieved in this boot and still open; our record is one step behind
-      // (luod was killed right after a CLAIM): its client holds the only copy
-      if (e instanceof SysError && e.code === "EINVAL" && e.op.startsWith("RETRIEVE_SESSION")) {
-        this.transition(s, "claimed");
-        this.save();
-        throw onlyInItsClient(id);
-      }
-      const code = e instanceof SysError ? e.code : "EIO";
-      throw new ProtocolError(code, `cannot retrieve ${s.session}: ${(e as Error).message}`);
+      throw new ProtocolError(kernelErrorCode(e, "EIO"), `cannot retrieve ${s.session}: ${(e as Error).message}`);
     }
+    if (r.kind === "alreadyRetrieved") {
+      // already retrieved in this boot and still open; our record is one step behind
+      // (luod was killed right after a CLAIM): its client holds the only copy
+      this.transition(s, "claimed");
+      this.save();
+      throw onlyInItsClient(id);
+    }
+    if (r.kind === "absent") throw new ProtocolError("ENOENT", `cannot retrieve ${s.session}: RETRIEVE_SESSION: ENOENT, no such incoming session`);
+    const fd = r.fd;
     this.held.set(id, fd);
     this.transition(s, "claimed");
     s.claimedByPid = cred.pid;
@@ -165,21 +174,23 @@ export class RestoredSessions {
     if (!s || s.state === "finished" || s.state === "discarded") throw new ProtocolError("ENOENT", `no restored session ${id}`);
     if (s.state === "claimed")
       throw new ProtocolError("EBUSY", `${id} is claimed (pid ${s.claimedByPid}); its client must send FINISHED`);
+    let r: RetrievedSession;
     try {
-      const fd = this.kernel.retrieveSession(s.session);
-      try {
-        this.kernel.finishSession(fd, s.session);
-      } finally {
-        this.kernel.close(fd);
+      r = this.kernel.retrieveSession(s.session);
+      if (r.kind === "retrieved") {
+        try {
+          this.kernel.finishSession(r.fd, s.session);
+        } finally {
+          this.kernel.close(r.fd);
+        }
       }
     } catch (e) {
-      // ENOENT: the kernel no longer has it (finished elsewhere); the record goes either way
-      // (ENOENT from opening the device is another matter: LUO is missing, the record stays)
-      if (!(e instanceof SysError && e.code === "ENOENT" && e.op.startsWith("RETRIEVE_SESSION"))) {
-        const code = e instanceof SysError ? e.code : "EIO";
-        throw new ProtocolError(code, `cannot discard ${s.session}: ${(e as Error).message}`);
-      }
+      // e.g. ENOENT from opening the device: LUO is missing, the record stays
+      throw new ProtocolError(kernelErrorCode(e, "EIO"), `cannot discard ${s.session}: ${(e as Error).message}`);
     }
+    if (r.kind === "alreadyRetrieved")
+      throw new ProtocolError("EINVAL", `cannot discard ${s.session}: RETRIEVE_SESSION: EINVAL, retrieved in this boot and still open`);
+    // absent: the kernel no longer has it (finished elsewhere); the record goes either way
     this.transition(s, "discarded");
     this.save();
     this.log.notice(`restored session ${s.session} discarded by an administrator`);

@@ -5,7 +5,7 @@ import { Broker, type Peer, type KexecOutcome } from "../../src/daemon/broker";
 import { createLogger } from "../../src/daemon/log";
 import { decodeManifest } from "../../src/daemon/manifest";
 import { ProtocolError } from "../../src/wire/errors";
-import { FakeKernel } from "../support/fake-kernel";
+import { FakeKernel } from "../../src/daemon/fake-kernel";
 import { RecordingPeer } from "../support/fake-peer";
 
 const quiet = createLogger({ write: () => {} });
@@ -144,6 +144,19 @@ describe("an update", () => {
     expect(outcome.message).toContain("the host keeps running");
     expect(a.events("ABORTED")).toHaveLength(1);
     expect(broker.phase).toBe("idle");
+  });
+
+  test("a jump that returns (systemd will stop luod) leaves the update committing until luod stops", async () => {
+    kernel.rebootError = null; // the fake kernel's jump returns "jumped"
+    const a = subscribed("vm-a");
+    const run = broker.kexec(null, { timeoutMs: 5000, dryRun: false });
+    broker.ready(a);
+    await new Promise((r) => setTimeout(r, 0));
+    expect(kernel.reboots).toBe(1);
+    expect(broker.phase).toBe("committing");
+    expect(a.events("ABORTED")).toHaveLength(0);
+    broker.shutdown();
+    expect((await run).ok).toBe(false);
   });
 
   test("the admin connection gets PROGRESS and REBOOTING before the jump", async () => {

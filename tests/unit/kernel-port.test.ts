@@ -1,6 +1,9 @@
-// The real KernelPort's pure parts (its syscalls are proven in the VM tests).
+// The real KernelPort on a host without LUO: its pure parts, and which failures are errors (its
+// syscalls on the real device are proven in the VM tests).
 import { describe, expect, test } from "bun:test";
-import { dirtyKiB } from "../../src/daemon/kernel-port";
+import { dirtyKiB, kernelErrorCode, realKernel } from "../../src/daemon/kernel-port";
+import { SysError, Errno } from "../../src/kernel/libc";
+import { ProtocolError } from "../../src/wire/errors";
 
 describe("background sync before a real update", () => {
   test("counts Dirty and Writeback of /proc/meminfo, nothing else", () => {
@@ -13,5 +16,27 @@ describe("background sync before a real update", () => {
     ].join("\n");
     expect(dirtyKiB(meminfo)).toBe(82944);
     expect(dirtyKiB("MemTotal: 1 kB\n")).toBe(0);
+  });
+});
+
+describe("RETRIEVE_SESSION's outcomes", () => {
+  // ENOENT of RETRIEVE_SESSION is "absent"; ENOENT of a missing device is not: it is an error
+  test("a missing device throws ENOENT, it is never taken for an absent session", () => {
+    const k = realKernel("/nonexistent/liveupdate");
+    expect(() => k.retrieveSession("luod")).toThrow(expect.objectContaining({ code: "ENOENT" }));
+    expect(() => k.takeBlob("luod", 0n)).toThrow(expect.objectContaining({ code: "ENOENT" }));
+  });
+  test("any other failure of the ioctl throws its SysError", () => {
+    const k = realKernel("/dev/null");
+    expect(() => k.retrieveSession("luod")).toThrow(expect.objectContaining({ code: "ENOTTY" }));
+    expect(() => k.takeBlob("luod", 0n)).toThrow(expect.objectContaining({ code: "ENOTTY" }));
+  });
+});
+
+describe("kernelErrorCode", () => {
+  test("is the errno name of a SysError, the fallback for anything else", () => {
+    expect(kernelErrorCode(new SysError("op", Errno.EBUSY), "EIO")).toBe("EBUSY");
+    expect(kernelErrorCode(new ProtocolError("EPERM", "no"), "EIO")).toBe("EIO");
+    expect(kernelErrorCode(new Error("x"), "EIO")).toBe("EIO");
   });
 });

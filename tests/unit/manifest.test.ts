@@ -1,7 +1,7 @@
 // The manifest is the only record, after the jump, of which session belongs to whom: a bad one
 // must be refused with a message that names what is wrong, a good one read as written.
 import { describe, expect, test } from "bun:test";
-import { decodeManifest, encodeManifest, MANIFEST_FORMAT, MANIFEST_VERSION, type Manifest } from "../../src/daemon/manifest";
+import { decodeManifest, encodeManifest, manifestEntry, MANIFEST_FORMAT, MANIFEST_VERSION, type Manifest } from "../../src/daemon/manifest";
 
 const AT = "2026-11-23T10:00:00.000Z";
 const entry = (i: number) => ({
@@ -51,5 +51,13 @@ describe("decodeManifest", () => {
   test("refuses a header field of the wrong type even when every entry is good", () => {
     expect(() => decodeManifest(bytes({ ...manifest(), attempt: "7" }))).toThrow(/malformed.*attempt/);
     expect(() => decodeManifest(bytes({ ...manifest(), kernel: { from: "7.2.13", next: 1 } }))).toThrow(/malformed.*next/);
+  });
+});
+
+describe("manifestEntry", () => {
+  test("takes the owner's fields only, in the manifest's order", () => {
+    const client = { id: "vm-1", uid: 1000, gid: 1000, pid: 4001, unit: "vm.service", state: "ready", connected: true, since: AT };
+    const e = manifestEntry(client, "luod:vm-1/7", client.since, AT);
+    expect(JSON.stringify(e)).toBe(JSON.stringify(entry(1)));
   });
 });

@@ -8,7 +8,7 @@ import { RestoredSessions, SAVE_INTERVAL_MS } from "../../src/daemon/restored";
 import { StateFiles } from "../../src/daemon/state-files";
 import { createLogger } from "../../src/daemon/log";
 import type { Manifest } from "../../src/daemon/manifest";
-import { FakeKernel } from "../support/fake-kernel";
+import { FakeKernel } from "../../src/daemon/fake-kernel";
 
 const quiet = createLogger({ write: () => {} });
 let dir: string;

@@ -1,6 +1,7 @@
-// src/daemon/systemd.ts against a fake kernel and a fake service manager: the fd store protocol
-// (FDSTORE/FDSTOREREMOVE/BARRIER), the jump request, carried sessions after a restart, and the
-// sessions systemd hands back after a kexec. The real thing runs in tests/vm/systemd-*.test.ts.
+// src/daemon/systemd-handoff.ts (with fd-store.ts and kexec-mode.ts) against a fake kernel and a
+// fake service manager: the fd store protocol (FDSTORE/FDSTOREREMOVE/BARRIER), the jump request,
+// carried sessions after a restart, and the sessions systemd hands back after a kexec. The real
+// thing runs in tests/vm/systemd-*.test.ts.
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -10,12 +11,13 @@ import { createLogger } from "../../src/daemon/log";
 import { decodeManifest, encodeManifest, MANIFEST_FORMAT, MANIFEST_VERSION } from "../../src/daemon/manifest";
 import { RestoredSessions } from "../../src/daemon/restored";
 import { StateFiles } from "../../src/daemon/state-files";
-import {
-  SystemdHandoff, fdNameOf, sessionOfFdName, resolveKexecMode, parseSystemdVersion, type Environment, type SystemdOps,
-} from "../../src/daemon/systemd";
+import { SystemdHandoff } from "../../src/daemon/systemd-handoff";
+import { fdNameOf, sessionOfFdName } from "../../src/daemon/fd-store";
+import { resolveKexecMode, parseSystemdVersion, type Environment } from "../../src/daemon/kexec-mode";
+import type { SystemdOps } from "../../src/daemon/service-manager";
 import { closeFd, dupFd } from "../../src/kernel/fd";
 import { memfdCreate } from "../../src/kernel/memfd";
-import { FakeKernel } from "../support/fake-kernel";
+import { FakeKernel } from "../../src/daemon/fake-kernel";
 import { RecordingPeer } from "../support/fake-peer";
 
 const lines: string[] = [];
@@ -291,8 +293,8 @@ describe("after the jump", () => {
     mgr.give("luod:gone/1"); // not in the manifest
     const d = daemon();
     const blob = d.k.takeBlob("luod", 0n);
-    expect(blob).not.toBeNull();
-    d.restored.adoptManifest(decodeManifest(blob!));
+    expect(blob.kind).toBe("taken");
+    d.restored.adoptManifest(decodeManifest((blob as { data: Uint8Array }).data));
     expect(mgr.removes()).toEqual(["luod"]);
     d.start({ kind: "live-update boot" });
     expect(mgr.removes()).toEqual(["luod", "luod%3Agone/1"]);
@@ -314,7 +316,7 @@ describe("after the jump", () => {
     // what stays in systemd's store when luod is SIGKILLed: its own copies (the manifest is gone)
     const store = mgr.listen.filter((l) => l.name !== "luod").map((l) => ({ fd: dupFd(l.fd), name: l.name }));
     const first = daemon();
-    first.restored.adoptManifest(decodeManifest(first.k.takeBlob("luod", 0n)!));
+    first.restored.adoptManifest(decodeManifest((first.k.takeBlob("luod", 0n) as { data: Uint8Array }).data));
     first.start({ kind: "live-update boot" });
     first.restored.claim("vm-a", { uid: 0, pid: 9 });
     first.restored.flush(); // the record says claimed; then SIGKILL: nothing more runs
