@@ -18,7 +18,9 @@
 // buffered events are closed if the buffer overflows or the client closes.
 import { EventLoop } from "../kernel/epoll";
 import { Connection } from "../wire/connection";
-import { LuoRequests, closeQuietly } from "./requests";
+import { LuoRequests } from "./requests";
+import { closeQuietly } from "../kernel/fd";
+import { errorCodeOf } from "../wire/errors";
 import { MAX_REPLY_BYTES } from "../wire/framing";
 import { LuoConnectionClosed, LuoError, LuoTimeoutError } from "./errors";
 import { DEFAULT_SOCKET, connectWithRetry } from "./connect";
@@ -215,7 +217,7 @@ export class LuoClient extends LuoRequests {
     try {
       loop = new EventLoop({ onError: (e) => client.fatal(e) });
     } catch (e) {
-      closeQuietly([fd]);
+      closeQuietly(fd);
       throw e;
     }
     const client: LuoClient = new LuoClient(path, loop, opts.maxBufferedEvents ?? 64, opts.requestTimeoutMs ?? 30_000);
@@ -226,7 +228,7 @@ export class LuoClient extends LuoRequests {
         onClose: (reason) => client.onClose(reason),
       }, { maxLineBytes: MAX_REPLY_BYTES });
     } catch (e) {
-      closeQuietly([fd]);
+      closeQuietly(fd);
       loop.close();
       throw e;
     }
@@ -263,7 +265,7 @@ export class LuoClient extends LuoRequests {
         sent = this.conn.send(msg, fds);
       } catch (e) {
         this.pending.splice(this.pending.indexOf(p), 1);
-        reject(e instanceof LuoError ? e : new LuoError(codeOf(e, "EINVAL"), (e as Error).message));
+        reject(e instanceof LuoError ? e : new LuoError(errorCodeOf(e, "EINVAL"), (e as Error).message));
         return;
       }
       if (!sent) return; // the connection closed: onClose rejected p already
@@ -354,7 +356,7 @@ export class LuoClient extends LuoRequests {
       closeQuietly(fds);
       throw new LuoError("EBADMSG", `PREPARE's reply came with ${fds.length} fds instead of the session fd`, msg);
     }
-    if (this.preparedFd !== null) closeQuietly([fds[0]!]); // the same session again: keep the first fd
+    if (this.preparedFd !== null) closeQuietly(fds[0]!); // the same session again: keep the first fd
     else this.preparedFd = fds[0]!;
     return { id: String(msg.id ?? ""), session: String(msg.session ?? ""), sessionFd: this.preparedFd, prepared: true, update: null, deadline: null };
   }
@@ -586,10 +588,5 @@ function timingsOf(msg: Message): Record<string, number> {
   const out: Record<string, number> = {};
   for (const [k, v] of Object.entries(t)) if (typeof v === "number") out[k] = v;
   return out;
-}
-
-function codeOf(e: unknown, fallback: string): string {
-  const c = (e as { code?: unknown } | null)?.code;
-  return typeof c === "string" && /^E[A-Z0-9]+$/.test(c) ? c : fallback;
 }
 

@@ -2,11 +2,11 @@
 // Worker thread to start (about 6 ms of a ~20 ms `luoctl status`, docs/performance.md): for
 // luoctl's quick commands. Anything that waits for events (subscriptions, KEXEC) uses LuoClient.
 import { MessageIo, waitFd } from "../kernel/unix";
-import { closeFd } from "../kernel/fd";
+import { closeFd, closeQuietly } from "../kernel/fd";
 import { LineFramer, MAX_REPLY_BYTES, encodeLine } from "../wire/framing";
 import type { Message, Received, RequestOptions } from "./client";
 import { connectWithRetry, DEFAULT_SOCKET } from "./connect";
-import { LuoRequests, closeQuietly } from "./requests";
+import { LuoRequests } from "./requests";
 import { LuoConnectionClosed, LuoError, LuoTimeoutError } from "./errors";
 import { Errno } from "../kernel/libc";
 

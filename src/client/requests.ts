@@ -4,7 +4,7 @@
 import type {
   AbortReply, CheckReply, ListReply, LoadOptions, LoadReply, Message, Received, RequestOptions, StatusReply,
 } from "./client";
-import { closeFd } from "../kernel/fd";
+import { closeQuietly } from "../kernel/fd";
 
 export abstract class LuoRequests {
   /**
@@ -55,15 +55,5 @@ export abstract class LuoRequests {
   /** DISCARD: free an unclaimed restored session. */
   discard(id: string, opts?: RequestOptions): Promise<Message> {
     return this.request({ cmd: "DISCARD", id }, [], opts);
-  }
-}
-
-export function closeQuietly(fds: readonly number[]): void {
-  for (const fd of fds) {
-    try {
-      closeFd(fd);
-    } catch {
-      // already closed
-    }
   }
 }

@@ -13,13 +13,12 @@
 //   as a subscriber waiting for the next update does;
 // - per connection, src/wire/connection.ts bounds the line, the fds and the unsent output.
 import { acceptConnection, peerCredentials } from "../kernel/unix";
-import { closeFd } from "../kernel/fd";
+import { closeQuietly } from "../kernel/fd";
 import { EventLoop, EPOLLIN } from "../kernel/epoll";
-import { SysError } from "../kernel/libc";
 import { Connection } from "../wire/connection";
 import { MAX_REPLY_BYTES } from "../wire/framing";
 import { parseRequest, expectedFds, okReply, errorReply, type Request } from "../wire/messages";
-import { ProtocolError, oneLine, type ErrorCode } from "../wire/errors";
+import { ProtocolError, errorCodeOf, type ErrorCode } from "../wire/errors";
 import type { Broker, Peer } from "./broker";
 import type { KernelLoader } from "./loader";
 import type { RestoredSessions } from "./restored";
@@ -227,7 +226,7 @@ export class Server {
     this.stats.requests++;
     const parsed = parseRequest(msg);
     if (!parsed.ok) {
-      closeAll(fds);
+      closeQuietly(fds.splice(0));
       this.stats.errors++;
       peer.send(errorReply(parsed.cmd, parsed.code, parsed.message, parsed.tag));
       return;
@@ -235,13 +234,13 @@ export class Server {
     const req = parsed.request;
     const want = expectedFds(req);
     if (fds.length !== want) {
-      closeAll(fds);
+      closeQuietly(fds.splice(0));
       this.stats.errors++;
       peer.send(errorReply(req.cmd, "EBADMSG", `${req.cmd} carries ${want} fd(s), got ${fds.length}`, req.tag));
       return;
     }
     if (!permits(peer.roles, req.cmd)) {
-      closeAll(fds);
+      closeQuietly(fds.splice(0));
       this.stats.errors++;
       this.stats.denied++;
       peer.send(errorReply(req.cmd, "EPERM", whyRefused(peer.cred, req.cmd, this.o.access), req.tag));
@@ -256,11 +255,10 @@ export class Server {
       this.dispatch(peer, req, fds);
     } catch (e) {
       this.stats.errors++;
-      const code = e instanceof ProtocolError || e instanceof SysError ? e.code : "EIO";
       if (!(e instanceof ProtocolError)) this.o.log.error(`${req.cmd} from pid ${peer.cred.pid}: ${(e as Error).stack ?? e}`);
-      peer.send(errorReply(req.cmd, code, oneLine((e as Error).message), req.tag));
+      peer.send(errorReply(req.cmd, errorCodeOf(e, "EIO"), (e as Error).message, req.tag));
     } finally {
-      closeAll(fds); // received fds are ours; the kernel keeps its own references where it needs them
+      closeQuietly(fds.splice(0)); // received fds are ours; the kernel keeps its own references where it needs them
     }
   }
 
@@ -330,8 +328,7 @@ export class Server {
             else peer.send({ ...errorReply("KEXEC", o.code, o.message, req.tag), timings: o.timings });
           },
           (e) => {
-            const code = e instanceof ProtocolError || e instanceof SysError ? e.code : "EIO";
-            peer.send(errorReply("KEXEC", code, oneLine((e as Error).message), req.tag));
+            peer.send(errorReply("KEXEC", errorCodeOf(e, "EIO"), (e as Error).message, req.tag));
           },
         ).catch((e) => this.o.log.error(`replying to KEXEC: ${(e as Error).message}`)); // never an unhandled rejection
         return;
@@ -368,23 +365,5 @@ export class Server {
       previous_update: restored.previous,
       ...this.o.statusExtra(),
     };
-  }
-}
-
-function closeQuietly(fd: number): void {
-  try {
-    closeFd(fd);
-  } catch {
-    // already closed
-  }
-}
-
-function closeAll(fds: number[]): void {
-  for (const fd of fds.splice(0)) {
-    try {
-      closeFd(fd);
-    } catch {
-      // already closed: nothing to release
-    }
   }
 }

@@ -15,7 +15,7 @@ import { LineFramer, MAX_FDS_PER_MESSAGE, MAX_LINE_BYTES, encodeLine } from "./f
 import { errorReply, isPlainObject, type Tag } from "./messages";
 import { MessageIo } from "../kernel/unix.ts";
 import { EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLRDHUP, type EventLoop } from "../kernel/epoll.ts";
-import { closeFd, dupFd } from "../kernel/fd.ts";
+import { closeQuietly, dupFd } from "../kernel/fd.ts";
 import { Errno, errnoName } from "../kernel/libc.ts";
 
 /** What a Connection reports to its owner. Handlers are never called from the constructor. */
@@ -213,7 +213,7 @@ export class Connection {
     } catch {
       // the loop may already be gone (shutdown): closing the fd removes it from epoll anyway
     }
-    closeQuietly([this.fd]);
+    closeQuietly(this.fd);
     for (const item of this.out.splice(0)) closeQuietly(item.fds);
     this.outBytes = 0;
     const unclaimed = this.framer.drainFds();
@@ -480,12 +480,3 @@ function echoOf(msg: Record<string, unknown>): { cmd?: string; tag?: Tag } {
   return echo;
 }
 
-function closeQuietly(fds: readonly number[]): void {
-  for (const fd of fds) {
-    try {
-      closeFd(fd);
-    } catch {
-      // EBADF: already closed; nothing else can be done about a failing close
-    }
-  }
-}
