@@ -17,7 +17,10 @@ import { closeQuietly } from "../kernel/fd";
 import { EventLoop, EPOLLIN } from "../kernel/epoll";
 import { Connection } from "../wire/connection";
 import { MAX_REPLY_BYTES } from "../wire/framing";
-import { parseRequest, expectedFds, okReply, errorReply, type Request } from "../wire/messages";
+import { parseRequest, expectedFds, type Request } from "../wire/requests";
+import { okReply, errorReply } from "../wire/replies";
+import { claimedReply } from "../wire/events";
+import { KEXEC_TIMEOUT_DEFAULT_MS } from "../wire/limits";
 import { ProtocolError, errorCodeOf, type ErrorCode } from "../wire/errors";
 import type { Broker, Peer } from "./broker";
 import type { KernelLoader } from "./loader";
@@ -289,7 +292,7 @@ export class Server {
       case "CLAIM": {
         const claimer = { uid: peer.cred.uid, pid: peer.cred.pid, get unit() { return peer.unit; } }; // read only if checked
         const { session, fd } = restored.claim(req.id, claimer);
-        peer.send({ event: "CLAIMED", reply: "CLAIM", ok: true, id: req.id, session, fds: 1, ...(req.tag !== undefined ? { tag: req.tag } : {}) }, [fd]);
+        peer.send(claimedReply(req.id, session, req.tag), [fd]);
         return;
       }
       case "FINISHED":
@@ -321,7 +324,7 @@ export class Server {
         return void reply({ ...c, ready: c.ready && broker.phase === "idle", phase: broker.phase });
       }
       case "KEXEC": {
-        const timeoutMs = req.timeout_ms ?? 30_000;
+        const timeoutMs = req.timeout_ms ?? KEXEC_TIMEOUT_DEFAULT_MS;
         broker.kexec(peer, { timeoutMs, dryRun: req.dry_run ?? false }).then(
           (o) => {
             if (o.ok) peer.send(okReply("KEXEC", { dry_run: o.dryRun, timings: o.timings }, req.tag));

@@ -1,6 +1,6 @@
 // One protocol connection over a non-blocking AF_UNIX stream fd: reads lines + fds through the
 // framing, writes queued lines + fds without ever blocking. Used by luod for every peer, and by
-// any client that receives fds. Protocol only: requests are validated by the caller (messages.ts).
+// any client that receives fds. Protocol only: requests are validated by the caller (requests.ts).
 //
 // Ownership rules (docs/protocol.md, "File descriptors"):
 // - the Connection owns its socket fd from the constructor on and closes it in close();
@@ -12,7 +12,7 @@
 //   closed here. `strayFds` counts those closed because no line claimed them.
 import { type ErrorCode, oneLine } from "./errors";
 import { LineFramer, MAX_FDS_PER_MESSAGE, MAX_LINE_BYTES, encodeLine } from "./framing";
-import { errorReply, isPlainObject, type Tag } from "./messages";
+import { echoOf, errorReply, isPlainObject, type Tag } from "./replies";
 import { MessageIo } from "../kernel/unix.ts";
 import { EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLRDHUP, type EventLoop } from "../kernel/epoll.ts";
 import { closeQuietly, dupFd } from "../kernel/fd.ts";
@@ -470,13 +470,3 @@ function echoOfLine(line: string): { cmd?: string; tag?: Tag } {
     return {};
   }
 }
-
-/** `cmd` and `tag` of a message, when they have the types a reply can echo. */
-function echoOf(msg: Record<string, unknown>): { cmd?: string; tag?: Tag } {
-  const echo: { cmd?: string; tag?: Tag } = {};
-  if (typeof msg.cmd === "string" && msg.cmd.length <= 32) echo.cmd = msg.cmd;
-  const tag = msg.tag;
-  if ((typeof tag === "string" && tag.length <= 64) || (typeof tag === "number" && Number.isSafeInteger(tag))) echo.tag = tag;
-  return echo;
-}
-
