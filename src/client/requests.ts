@@ -1,10 +1,30 @@
 // The requests every kind of luod connection can make, over one abstract call(): LuoClient
 // (event loop: subscriptions, events, KEXEC progress) and OneShotClient (blocking, one request:
-// luoctl's quick commands) share them, so a request is built in one place only.
-import type {
-  AbortReply, CheckReply, ListReply, LoadOptions, LoadReply, Message, Received, RequestOptions, StatusReply,
-} from "./client";
+// luoctl's quick commands) share them, so a request is built in one place only. The types both
+// kinds share live here too, so that neither client module needs the other.
 import { closeQuietly } from "../kernel/fd";
+import type { AbortReply, CheckReply, JsonObject, ListReply, LoadReply, StatusReply } from "../wire/replies";
+
+export type Message = JsonObject;
+
+export interface Received {
+  msg: Message;
+  /** File descriptors that came with the message; the receiver owns (and must close) them. */
+  fds: number[];
+}
+
+export interface RequestOptions {
+  /** Reject with LuoTimeoutError when no reply came in time (the late reply is then dropped). */
+  timeoutMs?: number;
+}
+
+export interface LoadOptions {
+  kernelFd: number;
+  initrdFd?: number | null;
+  cmdline: string;
+  force?: boolean;
+  sha256?: string;
+}
 
 export abstract class LuoRequests {
   /**
