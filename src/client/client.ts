@@ -14,6 +14,7 @@
 import { EventLoop } from "../kernel/epoll";
 import { Connection } from "../wire/connection";
 import { LuoRequests, type Message, type Received, type RequestOptions } from "./requests";
+import type { RequestOf } from "../wire/requests"; // types only: the schemas stay unloaded
 import { Inbox, type EventListener, type Interceptor, type WaitOptions } from "./inbox";
 import { closeQuietly } from "../kernel/fd";
 import { MAX_REPLY_BYTES } from "../wire/framing";
@@ -170,7 +171,7 @@ export class LuoClient extends LuoRequests {
 
   /** SUBSCRIBE: register `id` on this connection. The reply says `restored` (a session awaits CLAIM). */
   subscribe(id: string, opts?: RequestOptions): Promise<Message> {
-    return this.request({ cmd: "SUBSCRIBE", id }, [], opts);
+    return this.request({ cmd: "SUBSCRIBE", id } satisfies RequestOf<"SUBSCRIBE">, [], opts);
   }
 
   /**
@@ -181,7 +182,7 @@ export class LuoClient extends LuoRequests {
    * drops luod's copy; close yours too, and the kernel unpreserves the memfds.
    */
   async prepare(opts?: RequestOptions): Promise<Preservation> {
-    const { msg, fds } = await this.call({ cmd: "PREPARE" }, [], opts);
+    const { msg, fds } = await this.call({ cmd: "PREPARE" } satisfies RequestOf<"PREPARE">, [], opts);
     if (fds.length !== 1) {
       closeQuietly(fds);
       throw new LuoError("EBADMSG", `PREPARE's reply came with ${fds.length} fds instead of the session fd`, msg);
@@ -193,17 +194,18 @@ export class LuoClient extends LuoRequests {
 
   /** READY: every memfd is preserved into the session luod sent. */
   ready(opts?: RequestOptions): Promise<Message> {
-    return this.request({ cmd: "READY" }, [], opts);
+    return this.request({ cmd: "READY" } satisfies RequestOf<"READY">, [], opts);
   }
 
   /** FAIL: this client cannot preserve; the update is aborted. */
   fail(reason?: string, opts?: RequestOptions): Promise<Message> {
-    return this.request(reason === undefined ? { cmd: "FAIL" } : { cmd: "FAIL", reason }, [], opts);
+    const req: RequestOf<"FAIL"> = reason === undefined ? { cmd: "FAIL" } : { cmd: "FAIL", reason };
+    return this.request(req, [], opts);
   }
 
   /** UNSUBSCRIBE. A prepared session's fd (prepare()) stays yours: close it to unpreserve. */
   async unsubscribe(opts?: RequestOptions): Promise<Message> {
-    const reply = await this.request({ cmd: "UNSUBSCRIBE" }, [], opts);
+    const reply = await this.request({ cmd: "UNSUBSCRIBE" } satisfies RequestOf<"UNSUBSCRIBE">, [], opts);
     this.preparedFd = null;
     return reply;
   }
@@ -213,7 +215,7 @@ export class LuoClient extends LuoRequests {
    * `sessionFd` (retrieveMemfd), finishSession() it, close it, then finished(id).
    */
   async claim(id: string, opts?: RequestOptions): Promise<{ session: string; sessionFd: number }> {
-    const { msg, fds } = await this.call({ cmd: "CLAIM", id }, [], opts);
+    const { msg, fds } = await this.call({ cmd: "CLAIM", id } satisfies RequestOf<"CLAIM">, [], opts);
     if (fds.length !== 1) {
       closeQuietly(fds);
       throw new LuoError("EBADMSG", `CLAIMED for ${id} came with ${fds.length} fds instead of the session fd`, msg);
@@ -223,7 +225,7 @@ export class LuoClient extends LuoRequests {
 
   /** FINISHED: the restored session of `id` is finished; luod drops its copy. */
   finished(id: string, opts?: RequestOptions): Promise<Message> {
-    return this.request({ cmd: "FINISHED", id }, [], opts);
+    return this.request({ cmd: "FINISHED", id } satisfies RequestOf<"FINISHED">, [], opts);
   }
 
   /**
@@ -270,7 +272,7 @@ export class LuoClient extends LuoRequests {
    * was aborted, including when reboot() returned after REBOOTING.
    */
   kexec(o: KexecOptions = {}): Promise<KexecResult> {
-    const req: Message & { cmd: string } = { cmd: "KEXEC" };
+    const req: RequestOf<"KEXEC"> = { cmd: "KEXEC" };
     if (o.timeoutMs !== undefined) req.timeout_ms = o.timeoutMs;
     if (o.dryRun) req.dry_run = true;
     let rebooting: Message | null = null;
