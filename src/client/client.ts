@@ -5,36 +5,29 @@
 // process alive while the connection is open; close() (or luod closing the connection) releases
 // it, so a script that closes its client exits normally.
 //
-// Messages from luod are dispatched like this:
-//  * a reply (`reply` + boolean `ok`) goes to the oldest outstanding request with the same `tag`
-//    (when the reply has one) or else the same `cmd` (FIFO). `CLAIMED` is the reply to CLAIM (the
-//    seed protocol's form without `reply` is accepted too);
-//  * an event goes to the first waitFor() waiting for it, else to the on() listeners, else into a
-//    small buffer that later waitFor() calls look at first (an event can arrive in the same read as
-//    the reply that precedes it, before the caller had a chance to call waitFor).
+// Messages from luod are routed by inbox.ts: replies to the requests awaiting them, events to
+// waitFor(), the on() listeners, or a small buffer (read its header for the rules).
 //
 // File descriptors that arrive with a message belong to whoever receives the message: the caller
 // of call()/claim()/waitFor(), or the on() listeners. request() closes any it gets. Fds of
 // buffered events are closed if the buffer overflows or the client closes.
 import { EventLoop } from "../kernel/epoll";
 import { Connection } from "../wire/connection";
-import { LuoRequests, closeQuietly } from "./requests";
+import { LuoRequests, type Message, type Received, type RequestOptions } from "./requests";
+import type { RequestOf } from "../wire/requests"; // types only: the schemas stay unloaded
+import { Inbox, type EventListener, type Interceptor, type WaitOptions } from "./inbox";
+import { closeQuietly } from "../kernel/fd";
 import { MAX_REPLY_BYTES } from "../wire/framing";
-import { LuoConnectionClosed, LuoError, LuoTimeoutError } from "./errors";
+import { LuoConnectionClosed, LuoError } from "./errors";
 import { DEFAULT_SOCKET, connectWithRetry } from "./connect";
 
 export { DEFAULT_SOCKET, connectWithRetry };
-
-export type Message = Record<string, unknown>;
-export type Tag = string | number;
-
-export interface Received {
-  msg: Message;
-  /** File descriptors that came with the message; the receiver owns (and must close) them. */
-  fds: number[];
-}
-
-export type EventListener = (msg: Message, fds: number[]) => void;
+export type { Message, Received, RequestOptions, LoadOptions } from "./requests";
+export type { EventListener, WaitOptions } from "./inbox";
+export type { Tag } from "../wire/replies";
+export type {
+  AbortReply, CheckReply, ClientInfo, ListReply, LoadReply, RestoredInfo, StatusReply, UpdateInfo,
+} from "../wire/replies";
 
 export interface ConnectOptions {
   /** How long to retry a connect that finds luod's backlog full (EAGAIN). Default 2000 ms. */
@@ -46,24 +39,6 @@ export interface ConnectOptions {
    * update). Default 30000 ms, so that an application never hangs on a luod that stopped answering.
    */
   requestTimeoutMs?: number;
-}
-
-export interface RequestOptions {
-  /** Reject with LuoTimeoutError when no reply came in time (the late reply is then dropped). */
-  timeoutMs?: number;
-}
-
-export interface WaitOptions {
-  /** Default: wait forever (until the connection closes). */
-  timeoutMs?: number;
-}
-
-export interface LoadOptions {
-  kernelFd: number;
-  initrdFd?: number | null;
-  cmdline: string;
-  force?: boolean;
-  sha256?: string;
 }
 
 export interface KexecOptions {
@@ -100,101 +75,9 @@ export interface Preservation {
   deadline: string | null;
 }
 
-// ---- reply shapes (protocol v1 as luod sends it; not validated here: luod may add fields) ----
-
-export interface ClientInfo extends Message {
-  id: string;
-  uid: number;
-  gid: number;
-  pid: number;
-  unit?: string | null;
-  /** subscribed | prepared | preserving | ready */
-  state: string;
-  connected?: boolean;
-  /** ISO 8601: when it subscribed. */
-  since: string;
-  /** The session name during an update. */
-  session?: string | null;
-}
-
-export interface RestoredInfo extends Message {
-  id: string;
-  session: string;
-  /** unclaimed | claimed | finished | discarded */
-  state: string;
-  uid?: number;
-  unit?: string | null;
-  age_s?: number;
-}
-
-export interface UpdateInfo extends Message {
-  attempt: number;
-  dry_run?: boolean;
-  ready: number;
-  total: number;
-  waiting: string[];
-  remaining_ms: number;
-}
-
-export interface StatusReply extends Message {
-  phase: string;
-  update: UpdateInfo | null;
-  clients: { subscribed: number; ready: number } & Message;
-  kernel: ({ loaded: boolean; version?: string; sha256?: string; cmdline?: string; loaded_at?: string } & Message) | null;
-  restored: RestoredInfo[];
-}
-
-export interface ListReply extends Message {
-  clients: ClientInfo[];
-}
-
-export interface LoadReply extends Message {
-  kernel: { version: string; size: number; sha256: string } & Message;
-  initrd: ({ size: number } & Message) | null;
-  /** The command line as loaded (normalized by luod). */
-  cmdline: string;
-}
-
-export interface CheckReply extends Message {
-  ready: boolean;
-  checks: ({ name: string; ok: boolean; detail: string } & Message)[];
-}
-
-export interface AbortReply extends Message {
-  /** Whether an update was running. */
-  aborted: boolean;
-}
-
-interface Pending {
-  cmd: string;
-  tag?: Tag;
-  /** Timed out: the reply is still expected (it keeps its FIFO place) but is dropped. */
-  abandoned: boolean;
-  resolve(r: Received): void;
-  reject(e: Error): void;
-}
-
-interface Waiter {
-  names: ReadonlySet<string>;
-  resolve(r: Received): void;
-  reject(e: Error): void;
-  timer: ReturnType<typeof setTimeout> | null;
-}
-
-/** Internal consumers that see events before waiters and listeners (kexec progress). */
-type Interceptor = (msg: Message, fds: number[]) => boolean;
-
-
-
 export class LuoClient extends LuoRequests {
-  private readonly pending: Pending[] = [];
-  private readonly waiters: Waiter[] = [];
-  private readonly listeners = new Map<string, Set<EventListener>>();
-  private readonly buffered: Received[] = [];
-  private readonly interceptors = new Set<Interceptor>();
-  private readonly closeListeners = new Set<(reason: string) => void>();
+  private readonly inbox: Inbox;
   private closeReason: string | null = null;
-  private closeError: LuoConnectionClosed | null = null;
   private conn!: Connection;
   /** The session fd prepare() returned: START_PRESERVATION of a prepared session brings none. */
   private preparedFd: number | null = null;
@@ -202,10 +85,11 @@ export class LuoClient extends LuoRequests {
   private constructor(
     readonly path: string,
     private readonly loop: EventLoop,
-    private readonly maxBuffered: number,
+    maxBuffered: number,
     private readonly requestTimeoutMs: number,
   ) {
     super();
+    this.inbox = new Inbox(maxBuffered);
   }
 
   /** Connects to luod. Rejects with LuoConnectError (code = errno name) when that fails. */
@@ -215,18 +99,18 @@ export class LuoClient extends LuoRequests {
     try {
       loop = new EventLoop({ onError: (e) => client.fatal(e) });
     } catch (e) {
-      closeQuietly([fd]);
+      closeQuietly(fd);
       throw e;
     }
     const client: LuoClient = new LuoClient(path, loop, opts.maxBufferedEvents ?? 64, opts.requestTimeoutMs ?? 30_000);
     try {
       client.conn = new Connection(fd, loop, {
-        onMessage: (msg, fds) => client.onMessage(msg, fds),
+        onMessage: (msg, fds) => client.inbox.deliver(msg, fds),
         onInvalid: (code, message) => client.fatal(new LuoError(code, `invalid message from luod: ${message}`)),
         onClose: (reason) => client.onClose(reason),
       }, { maxLineBytes: MAX_REPLY_BYTES });
     } catch (e) {
-      closeQuietly([fd]);
+      closeQuietly(fd);
       loop.close();
       throw e;
     }
@@ -250,41 +134,12 @@ export class LuoClient extends LuoRequests {
    * `fds` are sent with the request (dup'ed: you keep yours); `obj.fds` is set for you.
    */
   call(obj: Message & { cmd: string }, fds: readonly number[] = [], opts: RequestOptions = {}): Promise<Received> {
-    if (this.closeError) return Promise.reject(this.closeError);
     const msg: Message = { ...obj };
     if (fds.length > 0) msg.fds = fds.length;
     else delete msg.fds;
-    return new Promise<Received>((resolve, reject) => {
-      const p: Pending = { cmd: obj.cmd, abandoned: false, resolve, reject };
-      if (typeof obj.tag === "string" || typeof obj.tag === "number") p.tag = obj.tag;
-      this.pending.push(p);
-      let sent: boolean;
-      try {
-        sent = this.conn.send(msg, fds);
-      } catch (e) {
-        this.pending.splice(this.pending.indexOf(p), 1);
-        reject(e instanceof LuoError ? e : new LuoError(codeOf(e, "EINVAL"), (e as Error).message));
-        return;
-      }
-      if (!sent) return; // the connection closed: onClose rejected p already
-      const timeoutMs = opts.timeoutMs ?? (obj.cmd === "KEXEC" ? undefined : this.requestTimeoutMs);
-      if (timeoutMs !== undefined) {
-        const timer = setTimeout(() => {
-          if (p.abandoned || !this.pending.includes(p)) return;
-          p.abandoned = true;
-          reject(new LuoTimeoutError(`no reply to ${obj.cmd} within ${timeoutMs} ms`));
-        }, timeoutMs);
-        const settle = <T>(f: (x: T) => void) => (x: T) => {
-          clearTimeout(timer);
-          f(x);
-        };
-        p.resolve = settle(resolve);
-        p.reject = settle(reject);
-      }
-    });
+    const timeoutMs = opts.timeoutMs ?? (obj.cmd === "KEXEC" ? undefined : this.requestTimeoutMs);
+    return this.inbox.expectReply(obj.cmd, obj.tag, timeoutMs, () => this.conn.send(msg, fds));
   }
-
-
 
   /**
    * Listen to events (`"PROGRESS"`, `"ABORTED"`…, or `"*"` for all). Events a waitFor() takes
@@ -293,15 +148,7 @@ export class LuoClient extends LuoRequests {
    * Returns a function that removes the listener.
    */
   on(event: string, cb: EventListener): () => void {
-    if (event === "close") {
-      const f = (reason: string) => cb({ event: "close", reason }, []);
-      this.closeListeners.add(f);
-      return () => this.closeListeners.delete(f);
-    }
-    let set = this.listeners.get(event);
-    if (!set) this.listeners.set(event, (set = new Set()));
-    set.add(cb);
-    return () => set!.delete(cb);
+    return this.inbox.on(event, cb);
   }
 
   /**
@@ -310,21 +157,7 @@ export class LuoClient extends LuoRequests {
    * LuoConnectionClosed when the connection closes first.
    */
   waitFor(names: string | readonly string[], opts: WaitOptions = {}): Promise<Received> {
-    const set = new Set(typeof names === "string" ? [names] : names);
-    const i = this.buffered.findIndex((r) => set.has(r.msg.event as string));
-    if (i >= 0) return Promise.resolve(this.buffered.splice(i, 1)[0]!);
-    if (this.closeError) return Promise.reject(this.closeError);
-    return new Promise<Received>((resolve, reject) => {
-      const w: Waiter = { names: set, resolve, reject, timer: null };
-      if (opts.timeoutMs !== undefined && Number.isFinite(opts.timeoutMs)) {
-        w.timer = setTimeout(() => {
-          const at = this.waiters.indexOf(w);
-          if (at >= 0) this.waiters.splice(at, 1);
-          reject(new LuoTimeoutError(`no ${[...set].join("/")} within ${opts.timeoutMs} ms`));
-        }, opts.timeoutMs);
-      }
-      this.waiters.push(w);
-    });
+    return this.inbox.waitFor(names, opts);
   }
 
   /** Closes the connection and the event loop. Outstanding requests and waits reject. Idempotent. */
@@ -338,7 +171,7 @@ export class LuoClient extends LuoRequests {
 
   /** SUBSCRIBE: register `id` on this connection. The reply says `restored` (a session awaits CLAIM). */
   subscribe(id: string, opts?: RequestOptions): Promise<Message> {
-    return this.request({ cmd: "SUBSCRIBE", id }, [], opts);
+    return this.request({ cmd: "SUBSCRIBE", id } satisfies RequestOf<"SUBSCRIBE">, [], opts);
   }
 
   /**
@@ -349,29 +182,30 @@ export class LuoClient extends LuoRequests {
    * drops luod's copy; close yours too, and the kernel unpreserves the memfds.
    */
   async prepare(opts?: RequestOptions): Promise<Preservation> {
-    const { msg, fds } = await this.call({ cmd: "PREPARE" }, [], opts);
+    const { msg, fds } = await this.call({ cmd: "PREPARE" } satisfies RequestOf<"PREPARE">, [], opts);
     if (fds.length !== 1) {
       closeQuietly(fds);
       throw new LuoError("EBADMSG", `PREPARE's reply came with ${fds.length} fds instead of the session fd`, msg);
     }
-    if (this.preparedFd !== null) closeQuietly([fds[0]!]); // the same session again: keep the first fd
+    if (this.preparedFd !== null) closeQuietly(fds[0]!); // the same session again: keep the first fd
     else this.preparedFd = fds[0]!;
     return { id: String(msg.id ?? ""), session: String(msg.session ?? ""), sessionFd: this.preparedFd, prepared: true, update: null, deadline: null };
   }
 
   /** READY: every memfd is preserved into the session luod sent. */
   ready(opts?: RequestOptions): Promise<Message> {
-    return this.request({ cmd: "READY" }, [], opts);
+    return this.request({ cmd: "READY" } satisfies RequestOf<"READY">, [], opts);
   }
 
   /** FAIL: this client cannot preserve; the update is aborted. */
   fail(reason?: string, opts?: RequestOptions): Promise<Message> {
-    return this.request(reason === undefined ? { cmd: "FAIL" } : { cmd: "FAIL", reason }, [], opts);
+    const req: RequestOf<"FAIL"> = reason === undefined ? { cmd: "FAIL" } : { cmd: "FAIL", reason };
+    return this.request(req, [], opts);
   }
 
   /** UNSUBSCRIBE. A prepared session's fd (prepare()) stays yours: close it to unpreserve. */
   async unsubscribe(opts?: RequestOptions): Promise<Message> {
-    const reply = await this.request({ cmd: "UNSUBSCRIBE" }, [], opts);
+    const reply = await this.request({ cmd: "UNSUBSCRIBE" } satisfies RequestOf<"UNSUBSCRIBE">, [], opts);
     this.preparedFd = null;
     return reply;
   }
@@ -381,7 +215,7 @@ export class LuoClient extends LuoRequests {
    * `sessionFd` (retrieveMemfd), finishSession() it, close it, then finished(id).
    */
   async claim(id: string, opts?: RequestOptions): Promise<{ session: string; sessionFd: number }> {
-    const { msg, fds } = await this.call({ cmd: "CLAIM", id }, [], opts);
+    const { msg, fds } = await this.call({ cmd: "CLAIM", id } satisfies RequestOf<"CLAIM">, [], opts);
     if (fds.length !== 1) {
       closeQuietly(fds);
       throw new LuoError("EBADMSG", `CLAIMED for ${id} came with ${fds.length} fds instead of the session fd`, msg);
@@ -391,7 +225,7 @@ export class LuoClient extends LuoRequests {
 
   /** FINISHED: the restored session of `id` is finished; luod drops its copy. */
   finished(id: string, opts?: RequestOptions): Promise<Message> {
-    return this.request({ cmd: "FINISHED", id }, [], opts);
+    return this.request({ cmd: "FINISHED", id } satisfies RequestOf<"FINISHED">, [], opts);
   }
 
   /**
@@ -438,7 +272,7 @@ export class LuoClient extends LuoRequests {
    * was aborted, including when reboot() returned after REBOOTING.
    */
   kexec(o: KexecOptions = {}): Promise<KexecResult> {
-    const req: Message & { cmd: string } = { cmd: "KEXEC" };
+    const req: RequestOf<"KEXEC"> = { cmd: "KEXEC" };
     if (o.timeoutMs !== undefined) req.timeout_ms = o.timeoutMs;
     if (o.dryRun) req.dry_run = true;
     let rebooting: Message | null = null;
@@ -456,15 +290,15 @@ export class LuoClient extends LuoRequests {
       }
       return false;
     };
-    this.interceptors.add(intercept);
+    const stopIntercepting = this.inbox.intercept(intercept);
     return this.call(req).then(
       ({ msg, fds }) => {
-        this.interceptors.delete(intercept);
+        stopIntercepting();
         closeQuietly(fds);
         return { rebooting: false as const, dryRun: msg.dry_run === true, timings: timingsOf(msg), reply: msg };
       },
       (e: unknown) => {
-        this.interceptors.delete(intercept);
+        stopIntercepting();
         if (rebooting && e instanceof LuoConnectionClosed) {
           const ev: Message = rebooting;
           return { rebooting: true as const, timings: timingsOf(ev), event: ev };
@@ -474,96 +308,16 @@ export class LuoClient extends LuoRequests {
     );
   }
 
-  // ---- dispatch -------------------------------------------------------------------------------
-
-  private onMessage(msg: Message, fds: number[]): void {
-    if ("reply" in msg && typeof msg.ok === "boolean") {
-      this.onReply(msg, fds);
-      return;
-    }
-    const name = typeof msg.event === "string" ? msg.event : null;
-    if (name === null) {
-      closeQuietly(fds); // neither reply nor event: protocol v1 lets us ignore it
-      return;
-    }
-    // The seed protocol's CLAIMED has no `reply`: it answers the oldest CLAIM.
-    if (name === "CLAIMED" && this.pending.some((p) => p.cmd === "CLAIM")) {
-      this.onReply({ ...msg, reply: "CLAIM", ok: true }, fds);
-      return;
-    }
-    for (const f of this.interceptors) if (f(msg, fds)) return;
-    const wi = this.waiters.findIndex((w) => w.names.has(name));
-    if (wi >= 0) {
-      const w = this.waiters.splice(wi, 1)[0]!;
-      if (w.timer) clearTimeout(w.timer);
-      w.resolve({ msg, fds });
-      return;
-    }
-    const ls = [...(this.listeners.get(name) ?? []), ...(this.listeners.get("*") ?? [])];
-    if (ls.length > 0) {
-      for (const cb of ls) {
-        try {
-          cb(msg, fds);
-        } catch (e) {
-          queueMicrotask(() => {
-            throw e; // a listener's bug is the application's, not the connection's
-          });
-        }
-      }
-      return;
-    }
-    this.buffered.push({ msg, fds });
-    while (this.buffered.length > this.maxBuffered) closeQuietly(this.buffered.shift()!.fds);
-  }
-
-  private onReply(msg: Message, fds: number[]): void {
-    let i = -1;
-    if (msg.tag !== undefined) i = this.pending.findIndex((p) => p.tag === msg.tag);
-    if (i < 0) i = this.pending.findIndex((p) => p.cmd === msg.reply);
-    if (i < 0 && msg.reply === null) i = 0; // luod could not read our cmd: the oldest request
-    if (i < 0 || i >= this.pending.length) {
-      closeQuietly(fds); // a reply to nothing we sent: ignore it
-      return;
-    }
-    const p = this.pending.splice(i, 1)[0]!;
-    if (p.abandoned) {
-      closeQuietly(fds);
-      return;
-    }
-    if (msg.ok === true) {
-      p.resolve({ msg, fds });
-      return;
-    }
-    closeQuietly(fds);
-    const err = (typeof msg.error === "object" && msg.error !== null ? msg.error : {}) as Message;
-    const code = typeof err.code === "string" ? err.code : "EIO";
-    const message = typeof err.message === "string" && err.message !== "" ? err.message : `${p.cmd} failed with ${code}`;
-    p.reject(new LuoError(code, message, msg));
-  }
+  // ---- the connection ------------------------------------------------------------------------
 
   private onClose(reason: string): void {
     this.closeReason = reason;
     const byUs = reason === "closed by the client";
-    this.closeError = new LuoConnectionClosed(
+    const error = new LuoConnectionClosed(
       byUs ? "ESHUTDOWN" : "ECONNRESET",
       byUs ? "the client was closed" : `lost the connection to luod (${reason})`,
     );
-    for (const p of this.pending.splice(0)) if (!p.abandoned) p.reject(this.closeError);
-    for (const w of this.waiters.splice(0)) {
-      if (w.timer) clearTimeout(w.timer);
-      w.reject(this.closeError);
-    }
-    // Buffered events stay readable by waitFor() (a START_PRESERVATION + fd may be in there);
-    // close() closes their fds.
-    for (const f of this.closeListeners) {
-      try {
-        f(reason);
-      } catch (e) {
-        queueMicrotask(() => {
-          throw e;
-        });
-      }
-    }
+    this.inbox.closed(error, reason); // buffered events stay readable; close() closes their fds
     // No connection, no reason to keep an epoll worker: let the process exit.
     this.loop.close();
   }
@@ -576,7 +330,7 @@ export class LuoClient extends LuoRequests {
 
   /** Closes fds of events nobody took (call when you no longer want them). */
   dropBufferedEvents(): void {
-    for (const r of this.buffered.splice(0)) closeQuietly(r.fds);
+    this.inbox.dropBuffered();
   }
 }
 
@@ -586,10 +340,5 @@ function timingsOf(msg: Message): Record<string, number> {
   const out: Record<string, number> = {};
   for (const [k, v] of Object.entries(t)) if (typeof v === "number") out[k] = v;
   return out;
-}
-
-function codeOf(e: unknown, fallback: string): string {
-  const c = (e as { code?: unknown } | null)?.code;
-  return typeof c === "string" && /^E[A-Z0-9]+$/.test(c) ? c : fallback;
 }
 

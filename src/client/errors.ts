@@ -45,3 +45,11 @@ export class LuoTimeoutError extends LuoError {
     this.name = "LuoTimeoutError";
   }
 }
+
+/** The LuoError a reply with `ok: false` stands for (EIO and a plain message when it names none). */
+export function replyFailure(msg: Record<string, unknown>, cmd: string): LuoError {
+  const err = (typeof msg.error === "object" && msg.error !== null ? msg.error : {}) as Record<string, unknown>;
+  const code = typeof err.code === "string" ? err.code : "EIO";
+  const message = typeof err.message === "string" && err.message !== "" ? err.message : `${cmd} failed with ${code}`;
+  return new LuoError(code, message, msg);
+}

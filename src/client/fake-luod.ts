@@ -13,7 +13,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { acceptConnection, unixListen } from "../kernel/unix";
 import { EPOLLIN, EventLoop } from "../kernel/epoll";
-import { closeFd } from "../kernel/fd";
+import { closeFd, closeQuietly } from "../kernel/fd";
 import { Connection } from "../wire/connection";
 
 export type FakeMessage = Record<string, unknown>;
@@ -146,13 +146,7 @@ export class FakeLuod {
         peer.send({ reply: cmd, ok: false, error: { code: "EIO", message: `fake luod handler: ${(e as Error).message}` }, ...echo });
       }
     } finally {
-      for (const fd of fds) {
-        try {
-          closeFd(fd);
-        } catch {
-          // the handler closed it
-        }
-      }
+      closeQuietly(fds); // the handler may have closed some
     }
   }
 }

@@ -2,12 +2,11 @@
 // Worker thread to start (about 6 ms of a ~20 ms `luoctl status`, docs/performance.md): for
 // luoctl's quick commands. Anything that waits for events (subscriptions, KEXEC) uses LuoClient.
 import { MessageIo, waitFd } from "../kernel/unix";
-import { closeFd } from "../kernel/fd";
+import { closeFd, closeQuietly } from "../kernel/fd";
 import { LineFramer, MAX_REPLY_BYTES, encodeLine } from "../wire/framing";
-import type { Message, Received, RequestOptions } from "./client";
 import { connectWithRetry, DEFAULT_SOCKET } from "./connect";
-import { LuoRequests, closeQuietly } from "./requests";
-import { LuoConnectionClosed, LuoError, LuoTimeoutError } from "./errors";
+import { LuoRequests, type Message, type Received, type RequestOptions } from "./requests";
+import { LuoConnectionClosed, LuoTimeoutError, replyFailure } from "./errors";
 import { Errno } from "../kernel/libc";
 
 const DEFAULT_TIMEOUT_MS = 30_000;
@@ -69,9 +68,7 @@ export class OneShotClient extends LuoRequests {
         }
         if (msg.ok === true) return { msg, fds };
         closeQuietly(fds);
-        const err = (typeof msg.error === "object" && msg.error !== null ? msg.error : {}) as Message;
-        const code = typeof err.code === "string" ? err.code : "EIO";
-        throw new LuoError(code, typeof err.message === "string" && err.message ? err.message : `${cmd} failed with ${code}`, msg);
+        throw replyFailure(msg, cmd);
       }
       if (!waitFd(this.fd, "read", Math.max(0, until - Date.now()))) throw new LuoTimeoutError(`no reply to ${cmd} in time`);
       const fds: number[] = [];

@@ -1,10 +1,33 @@
 // The requests every kind of luod connection can make, over one abstract call(): LuoClient
 // (event loop: subscriptions, events, KEXEC progress) and OneShotClient (blocking, one request:
-// luoctl's quick commands) share them, so a request is built in one place only.
-import type {
-  AbortReply, CheckReply, ListReply, LoadOptions, LoadReply, Message, Received, RequestOptions, StatusReply,
-} from "./client";
-import { closeFd } from "../kernel/fd";
+// luoctl's quick commands) share them, so a request is built in one place only, checked against
+// the protocol's request types. The types both kinds share live here too, so that neither client
+// module needs the other.
+import { closeQuietly } from "../kernel/fd";
+import type { AbortReply, CheckReply, JsonObject, ListReply, LoadReply, StatusReply } from "../wire/replies";
+// Types only (erased): the schemas stay unloaded, luoctl's quick commands do not build them.
+import type { RequestOf } from "../wire/requests";
+
+export type Message = JsonObject;
+
+export interface Received {
+  msg: Message;
+  /** File descriptors that came with the message; the receiver owns (and must close) them. */
+  fds: number[];
+}
+
+export interface RequestOptions {
+  /** Reject with LuoTimeoutError when no reply came in time (the late reply is then dropped). */
+  timeoutMs?: number;
+}
+
+export interface LoadOptions {
+  kernelFd: number;
+  initrdFd?: number | null;
+  cmdline: string;
+  force?: boolean;
+  sha256?: string;
+}
 
 export abstract class LuoRequests {
   /**
@@ -22,48 +45,39 @@ export abstract class LuoRequests {
     return r.msg;
   }
   status(opts?: RequestOptions): Promise<StatusReply> {
-    return this.request({ cmd: "STATUS" }, [], opts) as Promise<StatusReply>;
+    return this.request({ cmd: "STATUS" } satisfies RequestOf<"STATUS">, [], opts) as Promise<StatusReply>;
   }
 
   list(opts?: RequestOptions): Promise<ListReply> {
-    return this.request({ cmd: "LIST" }, [], opts) as Promise<ListReply>;
+    return this.request({ cmd: "LIST" } satisfies RequestOf<"LIST">, [], opts) as Promise<ListReply>;
   }
 
   /** LOAD: luod verifies and loads the kernel (and initrd) from these fds; you keep your fds. */
   load(o: LoadOptions, opts?: RequestOptions): Promise<LoadReply> {
     const fds = [o.kernelFd];
     if (o.initrdFd !== undefined && o.initrdFd !== null) fds.push(o.initrdFd);
-    const req: Message & { cmd: string } = { cmd: "LOAD", cmdline: o.cmdline, initrd: fds.length === 2 };
+    const req: RequestOf<"LOAD"> = { cmd: "LOAD", cmdline: o.cmdline, initrd: fds.length === 2 };
     if (o.force) req.force = true;
     if (o.sha256 !== undefined) req.sha256 = o.sha256;
     return this.request(req, fds, opts) as Promise<LoadReply>;
   }
 
   unload(opts?: RequestOptions): Promise<Message> {
-    return this.request({ cmd: "UNLOAD" }, [], opts);
+    return this.request({ cmd: "UNLOAD" } satisfies RequestOf<"UNLOAD">, [], opts);
   }
 
   check(opts?: RequestOptions): Promise<CheckReply> {
-    return this.request({ cmd: "CHECK" }, [], opts) as Promise<CheckReply>;
+    return this.request({ cmd: "CHECK" } satisfies RequestOf<"CHECK">, [], opts) as Promise<CheckReply>;
   }
 
   /** ABORT: the reply says whether an update was running (`aborted`). */
   abort(reason?: string, opts?: RequestOptions): Promise<AbortReply> {
-    return this.request(reason === undefined ? { cmd: "ABORT" } : { cmd: "ABORT", reason }, [], opts) as Promise<AbortReply>;
+    const req: RequestOf<"ABORT"> = reason === undefined ? { cmd: "ABORT" } : { cmd: "ABORT", reason };
+    return this.request(req, [], opts) as Promise<AbortReply>;
   }
 
   /** DISCARD: free an unclaimed restored session. */
   discard(id: string, opts?: RequestOptions): Promise<Message> {
-    return this.request({ cmd: "DISCARD", id }, [], opts);
-  }
-}
-
-export function closeQuietly(fds: readonly number[]): void {
-  for (const fd of fds) {
-    try {
-      closeFd(fd);
-    } catch {
-      // already closed
-    }
+    return this.request({ cmd: "DISCARD", id } satisfies RequestOf<"DISCARD">, [], opts);
   }
 }

@@ -16,6 +16,7 @@ import type { Logger } from "./log";
 import { encodeManifest, manifestEntry, MANIFEST_TOKEN, MANIFEST_VERSION, MANIFEST_FORMAT, type Manifest } from "./manifest";
 import { ProtocolError, type ErrorCode } from "../wire/errors";
 import { sessionNameFor, INTERNAL_SESSION } from "../wire/ids";
+import { abortedEvent, preservationRequestEvent, progressEvent, rebootingEvent, startPreservationEvent } from "../wire/events";
 import { SysError } from "../kernel/libc";
 import { VERSION } from "../version";
 
@@ -297,12 +298,12 @@ export class Broker {
     // consumer), which aborts the update, and the abort must find every fd to release.
     fresh.forEach((c, i) => (c.session = { name: names[i], fd: fds[i] }));
     for (const c of u.participants) c.state = "preserving";
-    const request = { event: "PRESERVATION_REQUEST", update: u.attempt, timeout_ms: u.timeoutMs, deadline };
+    const request = preservationRequestEvent(u.attempt, u.timeoutMs, deadline);
     for (const c of u.participants) {
       if (this.update !== u) return; // aborted by a send that closed a connection
       const { name, fd } = c.session!;
       // a prepared client has its session fd already; the others get it with these lines
-      const start = { event: "START_PRESERVATION", id: c.id, session: name, update: u.attempt, ...(c.prepared ? { prepared: true } : { fds: 1 }) };
+      const start = startPreservationEvent(c.id, name, u.attempt, c.prepared);
       // one write per client for both events (half the sendmsgs, one wakeup of the client)
       c.peer?.send([request, start], c.prepared ? [] : [fd]);
     }
@@ -358,7 +359,7 @@ export class Broker {
     }
     u.timings.reboot_called_ms = this.now() - u.t0;
     this.log.notice(`update ${u.attempt}: all ${u.participants.length} client(s) READY, manifest preserved; jumping into the loaded kernel`);
-    u.admin?.send({ event: "REBOOTING", update: u.attempt, timings: { ...u.timings } });
+    u.admin?.send(rebootingEvent(u.attempt, { ...u.timings }));
     try {
       // Returns "delegated to systemd" (or "jumped", from a fake kernel): the update stays
       // "committing" until luod is stopped (main.ts does not abort it then).
@@ -398,7 +399,7 @@ export class Broker {
       }
       if (!c.prepared) this.dropSession(c);
       c.state = c.prepared ? "prepared" : "subscribed";
-      c.peer.send({ event: "ABORTED", update: u.attempt, reason });
+      c.peer.send(abortedEvent(u.attempt, reason));
     }
     if (u.internalFd !== null) this.closeQuietly(u.internalFd);
     if (outcome.ok) this.log.notice(`update ${u.attempt}: ${reason}`);
@@ -421,7 +422,7 @@ export class Broker {
     const u = this.update;
     if (!u?.admin) return;
     const s = this.summary().update!;
-    u.admin.send({ event: "PROGRESS", phase: this.phase, ready: s.ready, total: s.total, waiting: s.waiting, remaining_ms: s.remaining_ms });
+    u.admin.send(progressEvent(this.phase, s));
   }
 
   // ---- helpers -------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 // The socket side of luod: accepts connections, authorizes each request from the peer's
 // credentials (taken once, at accept: SO_PEERCRED + SO_PEERGROUPS), validates it (src/wire) and
-// hands it to the broker, the loader or the restored-session registry.
+// hands it to dispatch.ts, which serves it (broker, loader or restored-session registry).
 // Bad input is answered with one error line; it never throws out of here and never disturbs others.
 //
 // Bounds (docs/daemon.md, "Who may do what" and docs/protocol.md, "Limits"):
@@ -13,17 +13,18 @@
 //   as a subscriber waiting for the next update does;
 // - per connection, src/wire/connection.ts bounds the line, the fds and the unsent output.
 import { acceptConnection, peerCredentials } from "../kernel/unix";
-import { closeFd } from "../kernel/fd";
+import { closeQuietly } from "../kernel/fd";
 import { EventLoop, EPOLLIN } from "../kernel/epoll";
-import { SysError } from "../kernel/libc";
 import { Connection } from "../wire/connection";
 import { MAX_REPLY_BYTES } from "../wire/framing";
-import { parseRequest, expectedFds, okReply, errorReply, type Request } from "../wire/messages";
-import { ProtocolError, oneLine, type ErrorCode } from "../wire/errors";
-import type { Broker, Peer } from "./broker";
+import { parseRequest, expectedFds } from "../wire/requests";
+import { errorReply } from "../wire/replies";
+import { ProtocolError, errorCodeOf, type ErrorCode } from "../wire/errors";
+import type { Broker } from "./broker";
 import type { KernelLoader } from "./loader";
 import type { RestoredSessions } from "./restored";
-import { groupsOfPeer, ownsRestored, permits, rolesOf, unitOf, whyRefused, type AccessPolicy, type Roles } from "./access";
+import { groupsOfPeer, permits, rolesOf, unitOf, whyRefused, type AccessPolicy, type Roles } from "./access";
+import { Dispatcher, type Requester } from "./dispatch";
 import type { Logger } from "./log";
 import { VERSION } from "../version";
 
@@ -50,7 +51,7 @@ export interface ServerOptions {
   statusExtra: () => Record<string, unknown>;
 }
 
-class ClientPeer implements Peer {
+class ClientPeer implements Requester {
   /** Set once a request passed validation and the permission check. */
   engaged = false;
   timer: ReturnType<typeof setTimeout> | null = null;
@@ -102,9 +103,14 @@ export class Server {
   private lastAcceptWarning = 0;
   readonly stats: ServerStats = { accepted: 0, refused: 0, requests: 0, invalid: 0, errors: 0, denied: 0, stray_fds: 0, timed_out: 0 };
   private readonly firstRequestTimeoutMs: number;
+  private readonly dispatcher: Dispatcher;
 
   constructor(private readonly o: ServerOptions) {
     this.firstRequestTimeoutMs = o.firstRequestTimeoutMs ?? DEFAULT_FIRST_REQUEST_TIMEOUT_MS;
+    this.dispatcher = new Dispatcher({
+      broker: o.broker, loader: o.loader, restored: o.restored, log: o.log, statusExtra: o.statusExtra,
+      luodStatus: (admin) => ({ version: VERSION, pid: process.pid, connections: this.peers.size, ...(admin ? { stats: this.liveStats() } : {}) }),
+    });
     o.loop.watch(o.listenFd, EPOLLIN, () => this.acceptAll());
   }
 
@@ -227,7 +233,7 @@ export class Server {
     this.stats.requests++;
     const parsed = parseRequest(msg);
     if (!parsed.ok) {
-      closeAll(fds);
+      closeQuietly(fds.splice(0));
       this.stats.errors++;
       peer.send(errorReply(parsed.cmd, parsed.code, parsed.message, parsed.tag));
       return;
@@ -235,13 +241,13 @@ export class Server {
     const req = parsed.request;
     const want = expectedFds(req);
     if (fds.length !== want) {
-      closeAll(fds);
+      closeQuietly(fds.splice(0));
       this.stats.errors++;
       peer.send(errorReply(req.cmd, "EBADMSG", `${req.cmd} carries ${want} fd(s), got ${fds.length}`, req.tag));
       return;
     }
     if (!permits(peer.roles, req.cmd)) {
-      closeAll(fds);
+      closeQuietly(fds.splice(0));
       this.stats.errors++;
       this.stats.denied++;
       peer.send(errorReply(req.cmd, "EPERM", whyRefused(peer.cred, req.cmd, this.o.access), req.tag));
@@ -253,94 +259,13 @@ export class Server {
       peer.timer = null;
     }
     try {
-      this.dispatch(peer, req, fds);
+      this.dispatcher.dispatch(peer, req, fds);
     } catch (e) {
       this.stats.errors++;
-      const code = e instanceof ProtocolError || e instanceof SysError ? e.code : "EIO";
       if (!(e instanceof ProtocolError)) this.o.log.error(`${req.cmd} from pid ${peer.cred.pid}: ${(e as Error).stack ?? e}`);
-      peer.send(errorReply(req.cmd, code, oneLine((e as Error).message), req.tag));
+      peer.send(errorReply(req.cmd, errorCodeOf(e, "EIO"), (e as Error).message, req.tag));
     } finally {
-      closeAll(fds); // received fds are ours; the kernel keeps its own references where it needs them
-    }
-  }
-
-  private dispatch(peer: ClientPeer, req: Request, fds: number[]): void {
-    const { broker, loader, restored } = this.o;
-    const reply = (fields: Record<string, unknown> = {}) => peer.send(okReply(req.cmd, fields, req.tag));
-    switch (req.cmd) {
-      case "SUBSCRIBE": {
-        // a restored session waiting for its owner keeps its id: nobody else may take it meanwhile
-        const waiting = restored.waiting(req.id);
-        if (waiting && !ownsRestored(peer.cred, waiting))
-          throw new ProtocolError("EPERM", `${req.id} has a restored session of uid ${waiting.uid} waiting to be claimed`);
-        return void reply({ ...broker.subscribe(peer, req.id), restored: waiting !== null });
-      }
-      case "PREPARE": {
-        const { id, session, fd } = broker.prepare(peer, req.id);
-        peer.send(okReply(req.cmd, { id, session, fds: 1 }, req.tag), [fd]); // luod keeps its fd
-        return;
-      }
-      case "READY":
-        return void reply(broker.ready(peer, req.id));
-      case "FAIL":
-        broker.fail(peer, req.reason);
-        return void reply();
-      case "UNSUBSCRIBE":
-        broker.unsubscribe(peer);
-        return void reply();
-      case "CLAIM": {
-        const claimer = { uid: peer.cred.uid, pid: peer.cred.pid, get unit() { return peer.unit; } }; // read only if checked
-        const { session, fd } = restored.claim(req.id, claimer);
-        peer.send({ event: "CLAIMED", reply: "CLAIM", ok: true, id: req.id, session, fds: 1, ...(req.tag !== undefined ? { tag: req.tag } : {}) }, [fd]);
-        return;
-      }
-      case "FINISHED":
-        restored.finished(req.id, peer.cred);
-        return void reply({ id: req.id });
-      case "STATUS":
-        return void reply(this.status(peer));
-      case "LIST":
-        return void reply({ clients: broker.list() });
-      case "LOAD": {
-        if (broker.phase !== "idle") throw new ProtocolError("EBUSY", `an update is ${broker.phase}`);
-        const k = loader.load({
-          kernelFd: fds[0], initrdFd: req.initrd ? fds[1] : null,
-          cmdline: req.cmdline, force: req.force ?? false, sha256: req.sha256 ?? null,
-        });
-        return void reply({
-          kernel: { version: k.version, size: k.size, sha256: k.sha256 },
-          initrd: k.initrdSize === null ? null : { size: k.initrdSize },
-          cmdline: k.cmdline,
-          warnings: k.warnings,
-        });
-      }
-      case "UNLOAD":
-        if (broker.phase !== "idle") throw new ProtocolError("EBUSY", `an update is ${broker.phase}`);
-        loader.unload();
-        return void reply();
-      case "CHECK": {
-        const c = loader.check();
-        return void reply({ ...c, ready: c.ready && broker.phase === "idle", phase: broker.phase });
-      }
-      case "KEXEC": {
-        const timeoutMs = req.timeout_ms ?? 30_000;
-        broker.kexec(peer, { timeoutMs, dryRun: req.dry_run ?? false }).then(
-          (o) => {
-            if (o.ok) peer.send(okReply("KEXEC", { dry_run: o.dryRun, timings: o.timings }, req.tag));
-            else peer.send({ ...errorReply("KEXEC", o.code, o.message, req.tag), timings: o.timings });
-          },
-          (e) => {
-            const code = e instanceof ProtocolError || e instanceof SysError ? e.code : "EIO";
-            peer.send(errorReply("KEXEC", code, oneLine((e as Error).message), req.tag));
-          },
-        ).catch((e) => this.o.log.error(`replying to KEXEC: ${(e as Error).message}`)); // never an unhandled rejection
-        return;
-      }
-      case "ABORT":
-        return void reply({ aborted: broker.abortByAdmin(req.reason) });
-      case "DISCARD":
-        restored.discard(req.id);
-        return void reply({ id: req.id });
+      closeQuietly(fds.splice(0)); // received fds are ours; the kernel keeps its own references where it needs them
     }
   }
 
@@ -349,42 +274,5 @@ export class Server {
     let strays = this.stats.stray_fds;
     for (const p of this.peers) strays += p.conn.strayFds;
     return { ...this.stats, stray_fds: strays };
-  }
-
-  /** Admins see everything; a client sees the same, but only its own uid's restored sessions. */
-  private status(peer: ClientPeer): Record<string, unknown> {
-    const { broker, loader, restored } = this.o;
-    const now = Date.now();
-    const k = loader.loaded();
-    const admin = peer.roles.admin;
-    return {
-      luod: { version: VERSION, pid: process.pid, connections: this.peers.size, ...(admin ? { stats: this.liveStats() } : {}) },
-      ...broker.summary(),
-      kernel: k ? { loaded: true, version: k.version, sha256: k.sha256, cmdline: k.cmdline, loaded_at: k.loadedAt } : { loaded: false },
-      restored: restored.list().filter((s) => admin || s.uid === peer.cred.uid).map((s) => ({
-        id: s.id, session: s.session, state: s.state, uid: s.uid, unit: s.unit,
-        age_s: Math.round((now - Date.parse(s.restoredAt)) / 1000),
-      })),
-      previous_update: restored.previous,
-      ...this.o.statusExtra(),
-    };
-  }
-}
-
-function closeQuietly(fd: number): void {
-  try {
-    closeFd(fd);
-  } catch {
-    // already closed
-  }
-}
-
-function closeAll(fds: number[]): void {
-  for (const fd of fds.splice(0)) {
-    try {
-      closeFd(fd);
-    } catch {
-      // already closed: nothing to release
-    }
   }
 }

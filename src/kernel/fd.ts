@@ -25,6 +25,22 @@ export function closeFd(fd: number): void {
   }
 }
 
+/**
+ * Closes each fd and ignores any error: for fds being released on paths that could do nothing
+ * about a failure (cleanup, a refused request, a closing connection). Safe because close(2)
+ * releases the fd whatever it reports (Linux frees it before EIO or EINTR can be returned, so a
+ * retry could only close someone else's fd), and EBADF means it was released already.
+ */
+export function closeQuietly(fds: number | Iterable<number>): void {
+  for (const fd of typeof fds === "number" ? [fds] : fds) {
+    try {
+      closeFd(fd);
+    } catch {
+      // see above: the fd is released either way
+    }
+  }
+}
+
 /** TCGETS fills the kernel's struct termios (36 bytes; glibc's is 60) for a terminal only, ENOTTY
  *  otherwise (include/uapi/asm-generic/termbits.h, drivers/tty/tty_ioctl.c). 64 bytes hold either. */
 const TCGETS = 0x5401;

@@ -1,6 +1,6 @@
 // One protocol connection over a non-blocking AF_UNIX stream fd: reads lines + fds through the
 // framing, writes queued lines + fds without ever blocking. Used by luod for every peer, and by
-// any client that receives fds. Protocol only: requests are validated by the caller (messages.ts).
+// any client that receives fds. Protocol only: requests are validated by the caller (requests.ts).
 //
 // Ownership rules (docs/protocol.md, "File descriptors"):
 // - the Connection owns its socket fd from the constructor on and closes it in close();
@@ -11,11 +11,13 @@
 //   refused); every other received fd (strays, fds of invalid lines, fds queued at close) is
 //   closed here. `strayFds` counts those closed because no line claimed them.
 import { type ErrorCode, oneLine } from "./errors";
-import { LineFramer, MAX_FDS_PER_MESSAGE, MAX_LINE_BYTES, encodeLine } from "./framing";
-import { errorReply, isPlainObject, type Tag } from "./messages";
+import { LineFramer, MAX_FDS_PER_MESSAGE, MAX_LINE_BYTES } from "./framing";
+import { OutputQueue, encodeMessages } from "./output-queue";
+import { echoOf, errorReply, type Tag } from "./replies";
+import { decodeLine, echoOfLine, invalidLine, type Incoming } from "./incoming";
 import { MessageIo } from "../kernel/unix.ts";
 import { EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLRDHUP, type EventLoop } from "../kernel/epoll.ts";
-import { closeFd, dupFd } from "../kernel/fd.ts";
+import { closeQuietly } from "../kernel/fd.ts";
 import { Errno, errnoName } from "../kernel/libc.ts";
 
 /** What a Connection reports to its owner. Handlers are never called from the constructor. */
@@ -68,17 +70,6 @@ const READ_EVENTS = EPOLLIN | EPOLLRDHUP;
 
 let sharedIo: MessageIo | null = null;
 
-interface Outgoing {
-  data: Uint8Array;
-  offset: number;
-  /** Dups owned by the connection; emptied once a sendmsg carried them. */
-  fds: number[];
-}
-
-type Incoming =
-  | { kind: "message"; msg: Record<string, unknown>; fds: number[] }
-  | { kind: "invalid"; message: string; echo: { cmd?: string; tag?: Tag } };
-
 export class Connection {
   /** fds received that no line claimed (or that belonged to an invalid line), all closed. */
   strayFds = 0;
@@ -97,8 +88,7 @@ export class Connection {
   private poisoned: string | null = null;
   /** Complete lines wait in the framer because the output was backlogged. */
   private linesWaiting = false;
-  private readonly out: Outgoing[] = [];
-  private outBytes = 0;
+  private readonly output: OutputQueue;
   private wantOut = false;
   private inCallback = false;
   private closeReason: string | null = null;
@@ -114,6 +104,7 @@ export class Connection {
     this.framer = new LineFramer(opts.maxLineBytes ?? MAX_LINE_BYTES);
     this.maxSendLineBytes = opts.maxSendLineBytes ?? this.framer.maxLineBytes;
     this.io = opts.io ?? (sharedIo ??= new MessageIo());
+    this.output = new OutputQueue(fd, this.io);
     loop.watch(fd, READ_EVENTS, (events: number) => this.onReady(events));
   }
 
@@ -128,7 +119,7 @@ export class Connection {
 
   /** Bytes accepted by send() and not yet written to the socket. */
   get queuedBytes(): number {
-    return this.outBytes;
+    return this.output.queuedBytes;
   }
 
   /**
@@ -144,50 +135,24 @@ export class Connection {
   send(obj: object | readonly object[], fds: readonly number[] = []): boolean {
     if (this.closeReason !== null) return false;
     const objs = Array.isArray(obj) ? obj : [obj];
-    let said = 0;
-    for (const o of objs) {
-      const n = (o as { fds?: unknown }).fds ?? 0;
-      if (typeof n !== "number" || n > MAX_FDS_PER_MESSAGE) throw new RangeError(`at most ${MAX_FDS_PER_MESSAGE} fds per message`);
-      said += n;
-    }
-    if (said !== fds.length) throw new RangeError(`the messages say "fds": ${said} in all but ${fds.length} fds are attached`);
-    const data = objs.length === 1 ? encodeLine(objs[0]!, this.maxSendLineBytes) : concat(objs.map((o) => encodeLine(o, this.maxSendLineBytes)));
+    const data = encodeMessages(objs, fds.length, this.maxSendLineBytes);
     this.messagesOut += objs.length;
-    if (this.out.length === 0) {
-      // the usual case: nothing waits, so send now with the caller's fds (no dup needed)
-      const n = this.io.send(this.fd, data, fds);
-      if (n === data.length) return true;
-      if (n > 0) {
-        // the fds went with the first bytes; the rest waits for EPOLLOUT
-        this.out.push({ data, offset: n, fds: [] });
-        this.outBytes += data.length - n;
-        this.setWantOut(true);
-        return this.withinQueueLimit();
-      }
-      if (n !== -Errno.EAGAIN && n !== 0) {
-        this.shutdown(`send: ${errnoName(-n)}`, false);
-        return false;
-      }
-      this.setWantOut(true); // the socket is full: queue below, write on EPOLLOUT
+    const r = this.output.push(data, fds);
+    if (r === "done") return true;
+    if (r !== "blocked") {
+      this.shutdown(`send: ${errnoName(r)}`, false);
+      return false;
     }
-    const dups: number[] = [];
-    try {
-      for (const fd of fds) dups.push(dupFd(fd));
-    } catch (e) {
-      closeQuietly(dups);
-      throw e;
-    }
-    this.out.push({ data, offset: 0, fds: dups });
-    this.outBytes += data.length;
-    if (!this.wantOut) this.flush();
+    this.setWantOut(true); // written on EPOLLOUT
     return this.withinQueueLimit();
   }
 
   /** False when the connection is closed, or is closed now for too much unsent output. */
   private withinQueueLimit(): boolean {
     if (this.closeReason !== null) return false;
-    if (this.outBytes > this.maxQueuedBytes) {
-      this.close(`slow consumer: ${this.outBytes} bytes unsent, over the limit of ${this.maxQueuedBytes}`);
+    const queued = this.output.queuedBytes;
+    if (queued > this.maxQueuedBytes) {
+      this.close(`slow consumer: ${queued} bytes unsent, over the limit of ${this.maxQueuedBytes}`);
       return false;
     }
     return true;
@@ -207,15 +172,14 @@ export class Connection {
   private shutdown(reason: string, flushFirst: boolean): void {
     if (this.closeReason !== null) return;
     this.closeReason = oneLine(reason); // first: nothing below may re-enter (no re-arm, no second close)
-    if (flushFirst && this.out.length > 0) this.writeQueued();
+    if (flushFirst && !this.output.empty) this.writeQueued();
     try {
       this.loop.unwatch(this.fd);
     } catch {
       // the loop may already be gone (shutdown): closing the fd removes it from epoll anyway
     }
-    closeQuietly([this.fd]);
-    for (const item of this.out.splice(0)) closeQuietly(item.fds);
-    this.outBytes = 0;
+    closeQuietly(this.fd);
+    this.output.clear();
     const unclaimed = this.framer.drainFds();
     this.strayFds += unclaimed.length;
     closeQuietly(unclaimed);
@@ -241,7 +205,7 @@ export class Connection {
 
   /** The peer does not read its replies (more than readPauseBytes unsent): take no more lines. */
   private get backlogged(): boolean {
-    return this.wantOut && this.outBytes > this.readPauseBytes;
+    return this.wantOut && this.output.queuedBytes > this.readPauseBytes;
   }
 
   private arm(): void {
@@ -273,20 +237,9 @@ export class Connection {
 
   /** Returns null, or the errno of a failed send (EAGAIN is not a failure: it sets wantOut). */
   private writeQueued(): number | null {
-    while (this.out.length > 0) {
-      const head = this.out[0]!;
-      const n = this.io.send(this.fd, head.data.subarray(head.offset), head.fds);
-      if (n === -Errno.EAGAIN || n === 0) {
-        this.setWantOut(true);
-        return null;
-      }
-      if (n < 0) return -n;
-      if (head.fds.length > 0) closeQuietly(head.fds.splice(0)); // they went with these bytes
-      head.offset += n;
-      this.outBytes -= n;
-      if (head.offset >= head.data.length) this.out.shift();
-    }
-    this.setWantOut(false);
+    const r = this.output.flush();
+    if (typeof r === "number") return r;
+    this.setWantOut(r === "blocked");
     return null;
   }
 
@@ -340,7 +293,7 @@ export class Connection {
         line = this.framer.nextLine();
       } catch (e) {
         this.dropQueuedFds(); // a line we cannot read may have carried fds: none can be trusted now
-        this.deliver(this.invalid((e as Error).message, {}));
+        this.deliver(invalidLine((e as Error).message, {}));
         continue;
       }
       if (line === null) break;
@@ -351,11 +304,12 @@ export class Connection {
         const why = this.poisoned;
         this.poisoned = null;
         this.dropQueuedFds();
-        if (!blank) this.deliver(this.invalid(why, echoOfLine(line)));
+        if (!blank) this.deliver(invalidLine(why, echoOfLine(line)));
         continue;
       }
       if (blank) continue;
-      let item = this.lineToIncoming(line);
+      let item = decodeLine(line, this.framer);
+      if (item.kind === "invalid") this.dropQueuedFds(); // see decodeLine
       // fds still queued when nothing but blank lines follows belong to no line (framing.ts):
       // they came with this line's bytes, so it is the request that carried more fds than it
       // said (docs/protocol.md). Both its own fds and the strays are closed.
@@ -364,7 +318,7 @@ export class Connection {
         this.strayFds += strays.length;
         closeQuietly(strays);
         closeQuietly(item.fds);
-        item = this.invalid(
+        item = invalidLine(
           `${strays.length} fd(s) arrived that no line claimed; closed (the line says "fds": ${item.fds.length})`,
           echoOf(item.msg),
         );
@@ -393,37 +347,6 @@ export class Connection {
     }
   }
 
-  private lineToIncoming(line: string): Incoming {
-    let msg: unknown;
-    try {
-      msg = JSON.parse(line);
-    } catch (e) {
-      this.dropQueuedFds(); // a line we cannot read may have carried fds: none can be trusted now
-      return this.invalid(`invalid JSON: ${oneLine((e as Error).message, 200)}`, {});
-    }
-    if (!isPlainObject(msg)) {
-      this.dropQueuedFds();
-      return this.invalid(`a message must be a JSON object, got ${msg === null ? "null" : Array.isArray(msg) ? "an array" : typeof msg}`, {});
-    }
-    const echo = echoOf(msg);
-    const n = msg.fds ?? 0;
-    if (typeof n !== "number" || !Number.isInteger(n) || n < 0 || n > MAX_FDS_PER_MESSAGE) {
-      this.dropQueuedFds();
-      return this.invalid(`"fds" must be an integer from 0 to ${MAX_FDS_PER_MESSAGE}, got ${oneLine(JSON.stringify(n), 40)}`, echo);
-    }
-    const fds = this.framer.takeFds(n);
-    if (fds === null) {
-      const queued = this.framer.queuedFds;
-      this.dropQueuedFds();
-      return this.invalid(`the line says "fds": ${n} but ${queued} fd(s) arrived with it`, echo);
-    }
-    return { kind: "message", msg, fds };
-  }
-
-  private invalid(message: string, echo: { cmd?: string; tag?: Tag }): Incoming {
-    return { kind: "invalid", message, echo };
-  }
-
   private dropQueuedFds(): void {
     const fds = this.framer.drainFds();
     this.strayFds += fds.length;
@@ -447,45 +370,6 @@ export class Connection {
     } catch (e) {
       // A handler bug must not take the event loop down; this connection cannot be trusted now.
       this.shutdown(`internal error while handling a message: ${e instanceof Error ? e.message : String(e)}`, true);
-    }
-  }
-}
-
-function concat(parts: readonly Uint8Array[]): Uint8Array {
-  const all = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    all.set(p, at);
-    at += p.length;
-  }
-  return all;
-}
-
-/** `cmd` and `tag` of a raw line, when it is a JSON object that has them. */
-function echoOfLine(line: string): { cmd?: string; tag?: Tag } {
-  try {
-    const msg: unknown = JSON.parse(line);
-    return isPlainObject(msg) ? echoOf(msg) : {};
-  } catch {
-    return {};
-  }
-}
-
-/** `cmd` and `tag` of a message, when they have the types a reply can echo. */
-function echoOf(msg: Record<string, unknown>): { cmd?: string; tag?: Tag } {
-  const echo: { cmd?: string; tag?: Tag } = {};
-  if (typeof msg.cmd === "string" && msg.cmd.length <= 32) echo.cmd = msg.cmd;
-  const tag = msg.tag;
-  if ((typeof tag === "string" && tag.length <= 64) || (typeof tag === "number" && Number.isSafeInteger(tag))) echo.tag = tag;
-  return echo;
-}
-
-function closeQuietly(fds: readonly number[]): void {
-  for (const fd of fds) {
-    try {
-      closeFd(fd);
-    } catch {
-      // EBADF: already closed; nothing else can be done about a failing close
     }
   }
 }

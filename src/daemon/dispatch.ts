@@ -1,0 +1,137 @@
+// What luod does for each request that passed validation and the permission check (server.ts
+// sees to both): it calls the broker, the loader or the restored-session registry and sends the
+// reply, built with src/wire's builders in the shapes src/wire/replies.ts declares. A refusal is
+// thrown (ProtocolError, or a SysError from the kernel layer); server.ts turns it into the error
+// reply, and closes the request's fds after dispatch() returns.
+import { type Request } from "../wire/requests";
+import {
+  okReply, errorReply, type AbortReply, type CheckReply, type ListReply, type LoadReply, type PrepareReply, type StatusReply,
+  type SubscribeReply,
+} from "../wire/replies";
+import { claimedReply } from "../wire/events";
+import { KEXEC_TIMEOUT_DEFAULT_MS } from "../wire/limits";
+import { ProtocolError, errorCodeOf } from "../wire/errors";
+import type { Broker, Peer } from "./broker";
+import type { KernelLoader } from "./loader";
+import type { RestoredSessions } from "./restored";
+import { ownsRestored, type Roles } from "./access";
+import type { Logger } from "./log";
+
+/** A connection as dispatch() needs it: the broker's Peer, and the roles found at accept. */
+export interface Requester extends Peer {
+  readonly roles: Roles;
+}
+
+export interface DispatcherOptions {
+  broker: Broker;
+  loader: KernelLoader;
+  restored: RestoredSessions;
+  log: Logger;
+  /** STATUS's `luod` object (version, pid, connections; the server's counters for admins). */
+  luodStatus: (admin: boolean) => Record<string, unknown>;
+  /** Extra fields for STATUS (boot kind, device state…). */
+  statusExtra: () => Record<string, unknown>;
+}
+
+export class Dispatcher {
+  constructor(private readonly o: DispatcherOptions) {}
+
+  /** Serves `req` (`fds`: the ones it carried, closed by the caller afterwards). Throws a refusal. */
+  dispatch(peer: Requester, req: Request, fds: number[]): void {
+    const { broker, loader, restored } = this.o;
+    const reply = (fields: Record<string, unknown> = {}) => peer.send(okReply(req.cmd, fields, req.tag));
+    switch (req.cmd) {
+      case "SUBSCRIBE": {
+        // a restored session waiting for its owner keeps its id: nobody else may take it meanwhile
+        const waiting = restored.waiting(req.id);
+        if (waiting && !ownsRestored(peer.cred, waiting))
+          throw new ProtocolError("EPERM", `${req.id} has a restored session of uid ${waiting.uid} waiting to be claimed`);
+        return void reply({ ...broker.subscribe(peer, req.id), restored: waiting !== null } satisfies SubscribeReply);
+      }
+      case "PREPARE": {
+        const { id, session, fd } = broker.prepare(peer, req.id);
+        peer.send(okReply(req.cmd, { id, session, fds: 1 } satisfies PrepareReply, req.tag), [fd]); // luod keeps its fd
+        return;
+      }
+      case "READY":
+        return void reply(broker.ready(peer, req.id));
+      case "FAIL":
+        broker.fail(peer, req.reason);
+        return void reply();
+      case "UNSUBSCRIBE":
+        broker.unsubscribe(peer);
+        return void reply();
+      case "CLAIM": {
+        const claimer = { uid: peer.cred.uid, pid: peer.cred.pid, get unit() { return peer.unit; } }; // read only if checked
+        const { session, fd } = restored.claim(req.id, claimer);
+        peer.send(claimedReply(req.id, session, req.tag), [fd]);
+        return;
+      }
+      case "FINISHED":
+        restored.finished(req.id, peer.cred);
+        return void reply({ id: req.id });
+      case "STATUS":
+        return void reply(this.status(peer));
+      case "LIST":
+        return void reply({ clients: broker.list() } satisfies ListReply);
+      case "LOAD": {
+        if (broker.phase !== "idle") throw new ProtocolError("EBUSY", `an update is ${broker.phase}`);
+        const k = loader.load({
+          kernelFd: fds[0], initrdFd: req.initrd ? fds[1] : null,
+          cmdline: req.cmdline, force: req.force ?? false, sha256: req.sha256 ?? null,
+        });
+        return void reply({
+          kernel: { version: k.version, size: k.size, sha256: k.sha256 },
+          initrd: k.initrdSize === null ? null : { size: k.initrdSize },
+          cmdline: k.cmdline,
+          warnings: k.warnings,
+        } satisfies LoadReply);
+      }
+      case "UNLOAD":
+        if (broker.phase !== "idle") throw new ProtocolError("EBUSY", `an update is ${broker.phase}`);
+        loader.unload();
+        return void reply();
+      case "CHECK": {
+        const c = loader.check();
+        return void reply({ ...c, ready: c.ready && broker.phase === "idle", phase: broker.phase } satisfies CheckReply);
+      }
+      case "KEXEC": {
+        const timeoutMs = req.timeout_ms ?? KEXEC_TIMEOUT_DEFAULT_MS;
+        broker.kexec(peer, { timeoutMs, dryRun: req.dry_run ?? false }).then(
+          (o) => {
+            if (o.ok) peer.send(okReply("KEXEC", { dry_run: o.dryRun, timings: o.timings }, req.tag));
+            else peer.send({ ...errorReply("KEXEC", o.code, o.message, req.tag), timings: o.timings });
+          },
+          (e) => {
+            peer.send(errorReply("KEXEC", errorCodeOf(e, "EIO"), (e as Error).message, req.tag));
+          },
+        ).catch((e) => this.o.log.error(`replying to KEXEC: ${(e as Error).message}`)); // never an unhandled rejection
+        return;
+      }
+      case "ABORT":
+        return void reply({ aborted: broker.abortByAdmin(req.reason) } satisfies AbortReply);
+      case "DISCARD":
+        restored.discard(req.id);
+        return void reply({ id: req.id });
+    }
+  }
+
+  /** Admins see everything; a client sees the same, but only its own uid's restored sessions. */
+  private status(peer: Requester): StatusReply {
+    const { broker, loader, restored } = this.o;
+    const now = Date.now();
+    const k = loader.loaded();
+    const admin = peer.roles.admin;
+    return {
+      luod: this.o.luodStatus(admin),
+      ...broker.summary(),
+      kernel: k ? { loaded: true, version: k.version, sha256: k.sha256, cmdline: k.cmdline, loaded_at: k.loadedAt } : { loaded: false },
+      restored: restored.list().filter((s) => admin || s.uid === peer.cred.uid).map((s) => ({
+        id: s.id, session: s.session, state: s.state, uid: s.uid, unit: s.unit,
+        age_s: Math.round((now - Date.parse(s.restoredAt)) / 1000),
+      })),
+      previous_update: restored.previous,
+      ...this.o.statusExtra(),
+    };
+  }
+}
