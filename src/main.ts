@@ -1,7 +1,7 @@
 // One executable, two personalities: the name it was started by picks luod or luoctl.
 // Compiled, process.argv0 is the real argv[0] (the symlink name); process.argv[0] is "bun" and
 // process.argv[1] the embedded entry, so user arguments are always process.argv.slice(2)
-// (docs/bun-ffi.md §5). `luo luod …` / `luo luoctl …` also work (from source and in tests).
+// (docs/bun.md#the-invoked-name). `luo luod …` / `luo luoctl …` also work (from source and in tests).
 import { basename } from "node:path";
 import { VERSION } from "./version";
 

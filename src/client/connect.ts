@@ -5,7 +5,8 @@ import { unixConnect } from "../kernel/unix";
 import { Errno, SysError } from "../kernel/libc";
 import { LuoConnectError } from "./errors";
 
-export const DEFAULT_SOCKET = "/run/luod/liveupdate.sock";
+/** The protocol's default socket path (docs/protocol.md, "Transport"). */
+export { DEFAULT_SOCKET } from "../wire/limits";
 
 export async function connectWithRetry(path: string, timeoutMs: number): Promise<number> {
   const until = Date.now() + timeoutMs;

@@ -2,12 +2,14 @@
 // handed out (START_PRESERVATION), and get it back from the restored session (CLAIMED).
 // Apps import these (and LuoClient) instead of src/kernel, which stays an internal layer.
 //
-// What the kernel does with them (kernel-luo.md §3.3, §4.2, §8):
+// What the kernel does with them (docs/kernel.md#memfd-preservation, docs/kernel.md#retrieve-once,
+// docs/kernel.md#finish):
 //  * tokens are u64, unique per session, chosen by the app; the same token retrieves the memfd;
 //  * from PRESERVE until the session is closed the memfd's size is frozen (EPERM on ftruncate or
 //    extending writes); contents stay writable until the jump;
-//  * a restored memfd can be retrieved once; FINISH (or closing the session fd) ends the session,
-//    and memfds not retrieved by then are freed silently;
+//  * a restored session can be retrieved once per boot (RETRIEVE_FD of a token may be repeated);
+//    FINISH (or closing the session fd) ends the session, and memfds not retrieved by then are
+//    freed silently;
 //  * every fd returned is O_CLOEXEC.
 import {
   finishSession as kFinishSession,

@@ -5,19 +5,18 @@
 //   any failure (FAIL, deadline, a client lost before READY, ABORT, reboot returning) → idle
 //
 // luod keeps its own copy of every outgoing session fd until the jump: an outgoing session dies
-// with its last fd (kernel-luo.md §2), so a client may exit after READY and lose nothing.
+// with its last fd (docs/kernel.md#session-lifetimes), so a client may exit after READY and lose nothing.
 //
 // A client may PREPARE while idle: its session is created then, and it preserves its memfds at
-// once. Contents stay live after PRESERVE_FD, only the size freezes (kernel-luo.md §3.3), so the
+// once. Contents stay live after PRESERVE_FD, only the size freezes (docs/kernel.md#memfd-preservation), so the
 // heavy pinning leaves the barrier; START_PRESERVATION then only asks it to quiesce. A prepared
 // session outlives aborted updates and ends with the subscription.
 import type { KernelPort } from "./kernel-port";
 import type { Logger } from "./log";
 import { encodeManifest, manifestEntry, MANIFEST_TOKEN, MANIFEST_VERSION, MANIFEST_FORMAT, type Manifest } from "./manifest";
-import { ProtocolError, type ErrorCode } from "../wire/errors";
+import { ProtocolError, errorCodeOf, type ErrorCode } from "../wire/errors";
 import { sessionNameFor, INTERNAL_SESSION } from "../wire/ids";
 import { abortedEvent, preservationRequestEvent, progressEvent, rebootingEvent, startPreservationEvent } from "../wire/events";
-import { SysError } from "../kernel/libc";
 import { VERSION } from "../version";
 
 /** One connection, as the broker sees it. */
@@ -85,9 +84,9 @@ export interface BrokerOptions {
   commitDelayMs?: number;
   /** Numbers update attempts; never repeats within a boot (it names the sessions). */
   nextAttempt?: () => number;
-  /** A client became READY (systemd.ts puts its session in the fd store). */
+  /** A client became READY (systemd-handoff.ts puts its session in the fd store). */
   onReady?: (id: string) => void;
-  /** An update ended without a jump, a finished dry run included (systemd.ts empties its fd store of it, and unloads the kernel after a real one). */
+  /** An update ended without a jump, a finished dry run included (systemd-handoff.ts empties its fd store of it, and unloads the kernel after a real one). */
   onAbort?: (dryRun: boolean) => void;
   now?: () => number;
 }
@@ -289,7 +288,7 @@ export class Broker {
     try {
       fds = names.length ? this.kernel.createSessions(names) : [];
     } catch (e) {
-      this.abort(errorCode(e, "EIO"), `creating sessions failed: ${(e as Error).message}`);
+      this.abort(errorCodeOf(e, "EIO"), `creating sessions failed: ${(e as Error).message}`);
       return;
     }
     u.timings.sessions_created_ms = this.now() - u.t0;
@@ -349,7 +348,7 @@ export class Broker {
       manifest.timings = { ...u.timings };
       u.internalFd = this.kernel.preserveBlob(INTERNAL_SESSION, MANIFEST_TOKEN, encodeManifest(manifest));
     } catch (e) {
-      this.abort(errorCode(e, "EIO"), `preserving the manifest failed: ${(e as Error).message}`);
+      this.abort(errorCodeOf(e, "EIO"), `preserving the manifest failed: ${(e as Error).message}`);
       return;
     }
     u.timings.manifest_preserved_ms = this.now() - u.t0;
@@ -366,8 +365,8 @@ export class Broker {
       this.kernel.jump();
     } catch (e) {
       // The freeze runs inside reboot(); on failure the kernel rolled everything back
-      // (kernel-luo.md §3.5): report it and keep the host running. Never fall back to a cold reboot.
-      this.abort(errorCode(e, "EIO"), `${(e as Error).message}; the host keeps running`);
+      // (docs/kernel.md#the-freeze-and-its-rollback): report it and keep the host running. Never fall back to a cold reboot.
+      this.abort(errorCodeOf(e, "EIO"), `${(e as Error).message}; the host keeps running`);
     }
   }
 
@@ -465,11 +464,6 @@ export class Broker {
   }
 }
 
-function errorCode(e: unknown, fallback: ErrorCode): ErrorCode {
-  if (e instanceof SysError) return e.code;
-  if (e instanceof ProtocolError) return e.code;
-  return fallback;
-}
 
 function safe<T>(f: () => T, fallback: T): T {
   try {

@@ -68,11 +68,6 @@ export interface KernelPort {
   jump(): JumpOutcome;
 }
 
-/** The errno name of a failed kernel call (a SysError), for a reply; `fallback` for anything else. */
-export function kernelErrorCode(e: unknown, fallback: string): string {
-  return e instanceof SysError ? e.code : fallback;
-}
-
 export function realKernel(devicePath = LIVEUPDATE_DEVICE): KernelPort {
   const dev = { path: devicePath };
   return {
@@ -104,7 +99,7 @@ export function realKernel(devicePath = LIVEUPDATE_DEVICE): KernelPort {
           closeFd(fd);
         }
       } finally {
-        // FINISH releases the kernel's copy; closing would do it implicitly (kernel-luo.md §2)
+        // FINISH releases the kernel's copy; closing would do it implicitly (docs/kernel.md#session-lifetimes)
         try { finishSession(sessionFd, sessionName); } finally { closeFd(sessionFd); }
       }
     },
@@ -112,7 +107,7 @@ export function realKernel(devicePath = LIVEUPDATE_DEVICE): KernelPort {
       const memfd = memfdCreate(sessionName);
       try {
         writeFull(memfd, data, 0);
-        // seals are captured at PRESERVE time (kernel-luo.md §3.3), so seal first
+        // seals are captured at PRESERVE time (docs/kernel.md#memfd-preservation), so seal first
         addSeals(memfd, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL);
         const [sessionFd] = this.createSessions([sessionName]);
         try {
@@ -123,7 +118,7 @@ export function realKernel(devicePath = LIVEUPDATE_DEVICE): KernelPort {
         }
         return sessionFd;
       } finally {
-        closeFd(memfd); // LUO holds its own reference after PRESERVE (kernel-luo.md §3.3)
+        closeFd(memfd); // LUO holds its own reference after PRESERVE (docs/kernel.md#memfd-preservation)
       }
     },
     finishSession: (fd, name) => finishSession(fd, name),

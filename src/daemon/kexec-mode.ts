@@ -2,7 +2,7 @@
 // luod may assume about its service manager (docs/systemd.md):
 //  * direct:  luod calls sync() + reboot(LINUX_REBOOT_CMD_KEXEC) itself while it holds every
 //             session fd. For hosts without systemd ≥ 261. On a systemd host that skips the orderly
-//             shutdown and systemd's own LUO step (systemd-luo.md, "Implications for luod").
+//             shutdown and systemd's own LUO step (docs/systemd.md#what-this-means-for-luod).
 //  * systemd: every client session goes into luod's own fd store (FDSTORE=1) as soon as its client
 //             is READY, the manifest session "luod" at the commit; then luod runs `systemctl kexec`.
 //             systemd stops the units in order, keeps the fds through systemd-shutdown (the unit has
@@ -17,7 +17,7 @@ import type { SystemdOps } from "./service-manager";
 
 export const KEXEC_MODES = ["auto", "direct", "systemd"] as const;
 export type KexecMode = (typeof KEXEC_MODES)[number];
-/** The first systemd whose PID 1 carries fd stores across a kexec through LUO (systemd-luo.md §1). */
+/** The first systemd whose PID 1 carries fd stores across a kexec through LUO (docs/systemd.md#systemd-versions). */
 export const MIN_SYSTEMD_VERSION = 261;
 
 // ---- what luod may assume about its service manager --------------------------------------------

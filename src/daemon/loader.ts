@@ -1,6 +1,6 @@
 // The next kernel: verify, load with kexec_file_load, unload, and the preflight CHECK.
 // Only kexec_file_load carries the KHO data; a legacy kexec_load image would make the jump lose
-// every session silently (kernel-luo.md §3.4), so luod loads the kernel itself and remembers that
+// every session silently (docs/kernel.md#loading-the-next-kernel), so luod loads the kernel itself and remembers that
 // it did (in the state dir: a restarted luod must not trust an image someone else loaded).
 import { existsSync, readFileSync } from "node:fs";
 import type { KernelPort } from "./kernel-port";
@@ -151,7 +151,7 @@ function readText(path: string): string | null {
   }
 }
 
-/** The errnos of kexec_file_load that have one likely cause (kernel-luo.md §3.4). */
+/** The errnos of kexec_file_load that have one likely cause (docs/kernel.md#loading-the-next-kernel). */
 function hint(code: string): string {
   switch (code) {
     case "EPERM": return " (needs CAP_SYS_BOOT; or kexec_load_disabled, or lockdown refused an unsigned image)";

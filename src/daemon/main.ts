@@ -142,7 +142,7 @@ export async function runDaemon(config: DaemonConfig, log: Logger, kernel: Kerne
     const onTerm = () => stop("SIGTERM");
     const onInt = () => stop("SIGINT");
     // Last resort: luod may hold the only copy of READY clients' sessions, and exiting closes
-    // them (an outgoing session dies with its last fd, kernel-luo.md §2). A bug that escapes a
+    // them (an outgoing session dies with its last fd, docs/kernel.md#session-lifetimes). A bug that escapes a
     // timer is logged, not fatal; the event loop's callbacks have their own onError above.
     const onBug = (e: unknown) => log.error(`unexpected error (luod keeps running): ${(e as Error)?.stack ?? String(e)}`);
     process.on("SIGTERM", onTerm);
@@ -159,7 +159,7 @@ interface BootInfo {
 
 /**
  * After a live-update boot the manifest is in luod's own session. Retrieving it consumes it
- * (once per boot, kernel-luo.md §4.2), so its content goes to the state dir at once: a luod
+ * (once per boot, docs/kernel.md#retrieve-once), so its content goes to the state dir at once: a luod
  * restarted later in this boot reads it from there.
  */
 function restore(kernel: KernelPort, restored: RestoredSessions, log: Logger): BootInfo {

@@ -1,6 +1,6 @@
 // The manifest: who owns which session, written by luod into a sealed memfd in its own LUO
 // session ("luod", token 0) just before the jump. The kernel cannot list incoming sessions
-// (kernel-luo.md §4.1, gotcha 7), so after boot this is the only record of what to hand back.
+// (docs/kernel.md#detecting-a-live-update-boot), so after boot this is the only record of what to hand back.
 import * as v from "valibot";
 
 export const MANIFEST_FORMAT = "luod-manifest";

@@ -1,12 +1,13 @@
 // Sessions that came back from the previous kernel, one per manifest entry:
 //   unclaimed → claimed → finished, or unclaimed → discarded.
-// A restored session can be retrieved once per boot and closing it finishes it (kernel-luo.md §2,
-// gotcha 8), so it is retrieved only when its owner CLAIMs, and luod keeps a copy until FINISHED.
+// A restored session can be retrieved once per boot and closing it finishes it
+// (docs/kernel.md#retrieve-once), so it is retrieved only when its owner CLAIMs, and luod keeps a
+// copy until FINISHED.
 // The registry is mirrored to a file under the state dir (tmpfs /run): a luod restarted after the
 // boot still knows every unclaimed session, although the kernel's manifest session is gone.
 import type { Manifest, ManifestEntry } from "./manifest";
-import { kernelErrorCode, type KernelPort, type RetrievedSession } from "./kernel-port";
-import { ProtocolError } from "../wire/errors";
+import { type KernelPort, type RetrievedSession } from "./kernel-port";
+import { ProtocolError, errorCodeOf } from "../wire/errors";
 import type { StateFiles } from "./state-files";
 import type { Logger } from "./log";
 
@@ -82,7 +83,7 @@ export class RestoredSessions {
         this.log.notice(`restored session ${s.session}, claimed before luod restarted, is held again (the fd store kept it)`);
         return;
       case "absent":
-        // its client closed it, after FINISHED or not: the kernel has finished it (kernel-luo.md §2)
+        // its client closed it, after FINISHED or not: the kernel has finished it (docs/kernel.md#session-lifetimes)
         this.transition(s, "finished");
         this.save();
         this.log.notice(`restored session ${s.session}, claimed before luod restarted, is gone: its client closed it`);
@@ -139,7 +140,7 @@ export class RestoredSessions {
     try {
       r = this.kernel.retrieveSession(s.session);
     } catch (e) {
-      throw new ProtocolError(kernelErrorCode(e, "EIO"), `cannot retrieve ${s.session}: ${(e as Error).message}`);
+      throw new ProtocolError(errorCodeOf(e, "EIO"), `cannot retrieve ${s.session}: ${(e as Error).message}`);
     }
     if (r.kind === "alreadyRetrieved") {
       // already retrieved in this boot and still open; our record is one step behind
@@ -186,7 +187,7 @@ export class RestoredSessions {
       }
     } catch (e) {
       // e.g. ENOENT from opening the device: LUO is missing, the record stays
-      throw new ProtocolError(kernelErrorCode(e, "EIO"), `cannot discard ${s.session}: ${(e as Error).message}`);
+      throw new ProtocolError(errorCodeOf(e, "EIO"), `cannot discard ${s.session}: ${(e as Error).message}`);
     }
     if (r.kind === "alreadyRetrieved")
       throw new ProtocolError("EINVAL", `cannot discard ${s.session}: RETRIEVE_SESSION: EINVAL, retrieved in this boot and still open`);

@@ -2,7 +2,7 @@
 // framing, writes queued lines + fds without ever blocking. Used by luod for every peer, and by
 // any client that receives fds. Protocol only: requests are validated by the caller (requests.ts).
 //
-// Ownership rules (docs/protocol.md, "File descriptors"):
+// Ownership rules (docs/protocol.md, "File descriptors: who owns what"):
 // - the Connection owns its socket fd from the constructor on and closes it in close();
 // - send(obj, fds): the caller keeps its own fds. They are sent at once when nothing is queued;
 //   otherwise they are DUPed, and the dups are closed once the sendmsg that carried them

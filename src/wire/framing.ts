@@ -1,6 +1,6 @@
 // NDJSON framing with fd counts (docs/protocol.md, "Transport"). Pure: no syscalls.
 //
-// The fd rule (bun-ffi.md §3). On an AF_UNIX stream socket, SCM_RIGHTS fds arrive with the
+// The fd rule (docs/bun.md#unix-sockets-and-scm_rights). On an AF_UNIX stream socket, SCM_RIGHTS fds arrive with the
 // recvmsg that reads the FIRST byte of the sendmsg that carried them (a read may glue earlier
 // plain bytes in front, and always stops after a segment that carries fds). A sender therefore
 // attaches a line's fds to the sendmsg that holds the line's first byte and says how many with

@@ -133,7 +133,7 @@ describe("doc citations", () => {
   });
 });
 
-// The research notes were written outside the repository (../shared/docs/): a fresh clone has
+// The research notes were written outside the repository, next to it: a fresh clone has
 // none of them, so nothing may cite them, nor their section numbers (a bare "§N").
 const OUTSIDE_NOTES = [
   /shared\/docs/,

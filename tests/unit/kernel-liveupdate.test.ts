@@ -1,4 +1,4 @@
-// LUO uAPI: struct encodings byte for byte against kernel-luo.md §1, and the device-open paths
+// LUO uAPI: struct encodings byte for byte against docs/kernel.md#struct-layouts, and the device-open paths
 // this host can exercise (it has no /dev/liveupdate).
 import { describe, expect, test } from "bun:test";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";

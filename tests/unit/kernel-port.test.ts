@@ -1,9 +1,7 @@
 // The real KernelPort on a host without LUO: its pure parts, and which failures are errors (its
 // syscalls on the real device are proven in the VM tests).
 import { describe, expect, test } from "bun:test";
-import { dirtyKiB, kernelErrorCode, realKernel } from "../../src/daemon/kernel-port";
-import { SysError, Errno } from "../../src/kernel/libc";
-import { ProtocolError } from "../../src/wire/errors";
+import { dirtyKiB, realKernel } from "../../src/daemon/kernel-port";
 
 describe("background sync before a real update", () => {
   test("counts Dirty and Writeback of /proc/meminfo, nothing else", () => {
@@ -30,13 +28,5 @@ describe("RETRIEVE_SESSION's outcomes", () => {
     const k = realKernel("/dev/null");
     expect(() => k.retrieveSession("luod")).toThrow(expect.objectContaining({ code: "ENOTTY" }));
     expect(() => k.takeBlob("luod", 0n)).toThrow(expect.objectContaining({ code: "ENOTTY" }));
-  });
-});
-
-describe("kernelErrorCode", () => {
-  test("is the errno name of a SysError, the fallback for anything else", () => {
-    expect(kernelErrorCode(new SysError("op", Errno.EBUSY), "EIO")).toBe("EBUSY");
-    expect(kernelErrorCode(new ProtocolError("EPERM", "no"), "EIO")).toBe("EIO");
-    expect(kernelErrorCode(new Error("x"), "EIO")).toBe("EIO");
   });
 });
