@@ -2,7 +2,8 @@
 // once a second by systemd-handoff.ts, sent only when it changed.
 import type { Logger } from "./log";
 import type { SystemdOps } from "./service-manager";
-import type { DaemonParts } from "./systemd-handoff";
+import type { Broker, NextKernel } from "./broker";
+import type { RestoredSession } from "./restored";
 
 export class StatusNotifier {
   private last = "";
@@ -30,8 +31,16 @@ export class StatusNotifier {
   }
 }
 
+/** What the STATUS= line reads (systemd-handoff.ts's DaemonParts has it). */
+export interface StatusSources {
+  broker: Pick<Broker, "summary">;
+  restored: { list(): RestoredSession[] };
+  loader: { loaded(): NextKernel | null };
+  boot: { kind: string };
+}
+
 /** The STATUS= line while luod is not jumping. */
-export function statusLine(mode: string, parts: DaemonParts, counts: { incoming: number; staged: number; carried: number }): string {
+export function statusLine(mode: string, parts: StatusSources, counts: { incoming: number; staged: number; carried: number }): string {
   const s = parts.broker.summary();
   const u = s.update;
   const store = counts.staged + counts.carried ? `; ${counts.staged + counts.carried} session(s) in the fd store` : "";

@@ -25,12 +25,16 @@ const IMPORT_PATTERNS = [
   /\bimport\s*\(\s*["']([^"']+)["']\s*\)/g, // import("x"), await import("x")
 ];
 
-/** What a file imports: repo-relative paths for relative specifiers, else the specifier itself. */
-function importsOf(file: string): string[] {
+/**
+ * What a file imports: repo-relative paths for relative specifiers, else the specifier itself.
+ * `loadedOnly`: leave out type-only imports (erased at build time: they load nothing).
+ */
+function importsOf(file: string, loadedOnly = false): string[] {
   const text = readFileSync(join(ROOT, file), "utf8");
   const out = new Set<string>();
   for (const re of IMPORT_PATTERNS) {
     for (const m of text.matchAll(re)) {
+      if (loadedOnly && /^\s*(?:import|export)\s+type\s/.test(m[0])) continue;
       const spec = m[1]!;
       if (!spec.startsWith(".")) {
         out.add(spec);
@@ -78,6 +82,16 @@ function violations(dirs: string[], forbidden: (imported: string) => boolean): s
   return out;
 }
 
+/** Every module and package that loading `file` loads, following only the imports that load. */
+function loadedBy(file: string, seen = new Set<string>()): Set<string> {
+  for (const dep of importsOf(file, true)) {
+    if (seen.has(dep)) continue;
+    seen.add(dep);
+    if (dep.startsWith("src/")) loadedBy(dep, seen);
+  }
+  return seen;
+}
+
 const under = (...dirs: string[]) => (p: string) => dirs.some((d) => p.startsWith(`${d}/`));
 
 describe("architecture", () => {
@@ -100,5 +114,13 @@ describe("architecture", () => {
 
   test("src/wire imports nothing from src/daemon, src/ctl or src/client", () => {
     expect(violations(["src/wire"], under("src/daemon", "src/ctl", "src/client"))).toEqual([]);
+  });
+
+  // luoctl's quick commands and client applications stay light: only src/wire/requests.ts builds
+  // the protocol's valibot schemas (docs/performance.md).
+  test("the client library, luoctl's one-shot client and the connection do not load valibot", () => {
+    expect(loadedBy("src/wire/requests.ts").has("valibot")).toBe(true); // the check can see it
+    for (const entry of ["src/client/index.ts", "src/client/oneshot.ts", "src/wire/connection.ts", "src/wire/replies.ts", "src/wire/events.ts"])
+      expect([entry, loadedBy(entry).has("valibot")]).toEqual([entry, false]);
   });
 });
