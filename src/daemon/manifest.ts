@@ -90,7 +90,7 @@ export function decodeManifest(bytes: Uint8Array): Manifest {
 /** The manifest without its entries' fields: those are checked by isEntry. */
 const ManifestHead = v.object({ ...Manifest.entries, entries: v.array(v.unknown()) });
 
-/** Refuses whatever the Entry schema refuses (tests/unit/manifest.test.ts holds it to that). */
+/** Refuses whatever the Entry schema refuses (tests/unit/daemon-manifest.test.ts holds it to that). */
 function isEntry(e: unknown): e is ManifestEntry {
   if (typeof e !== "object" || e === null) return false;
   const x = e as Record<string, unknown>;

@@ -1,6 +1,6 @@
 // What luod asks of its service manager and of the session fds it hands over: sd_notify (with
 // fds), $LISTEN_FDS, systemctl, LIVEUPDATE_SESSION_GET_NAME, reading a blob session. One object,
-// so that tests replace all of it with a fake manager (tests/unit/systemd-handoff.test.ts).
+// so that tests replace all of it with a fake manager (tests/unit/daemon-systemd-handoff.test.ts).
 import { sdListenFds, sdNotify, sdNotifyBarrier, sdNotifyWithFds } from "../kernel/sdnotify";
 import { closeFd, readWhole } from "../kernel/fd";
 import { finishSession, getSessionName, retrieveFd } from "../kernel/liveupdate";
