@@ -1,5 +1,5 @@
 // The floor of `luoctl status`: the smallest one-shot client a Bun binary can be. Blocking
-// connect, one write, blocking reads until the newline, print — no epoll worker, no cac, no
+// connect, one write, poll + read until the newline, print — no epoll worker, no cac, no
 // valibot. Compiled like dist/luo (bench/run.ts), so its whole-process time next to luoctl's shows
 // what luoctl adds on top of the runtime and luod's reply.
 //   luo-probe SOCKET            print the STATUS reply
@@ -10,25 +10,40 @@
 //                               prints {reply, progress_events, progress_bytes, wall_ms}. luoctl
 //                               parses and prints every PROGRESS; at 1000 clients luod then drops it
 //                               as a slow consumer, so the barrier numbers come from this one.
-import { ptr } from "bun:ffi";
-import { unixConnect } from "../src/kernel/unix";
-import { closeFd } from "../src/kernel/fd";
-import { sys } from "../src/kernel/libc";
+import { MessageIo, unixConnect, waitFd } from "../src/kernel/unix";
+import { closeFd, writeFull } from "../src/kernel/fd";
+import { Errno } from "../src/kernel/libc";
 
 const socket = process.argv[2] ?? "/run/luod/liveupdate.sock";
 const req = new TextEncoder().encode('{"cmd":"STATUS"}\n');
-const reqBuf = new Uint8Array(new ArrayBuffer(req.length));
-reqBuf.set(req);
 const buf = new Uint8Array(new ArrayBuffer(4 << 20)); // STATUS after a big restore is long
+const io = new MessageIo();
+const FOREVER_MS = 3_600_000;
+
+/**
+ * The next bytes from `fd` into io.buffer: their count, or <= 0 at EOF (-errno on an error).
+ * Poll, then one recvmsg: the syscalls luoctl's one-shot client (src/client/oneshot.ts) makes.
+ */
+function receive(fd: number): number {
+  for (;;) {
+    waitFd(fd, "read", FOREVER_MS);
+    const fds: number[] = [];
+    const n = io.receive(fd, fds);
+    for (const f of fds) closeFd(f); // luod sends none with these replies
+    if (n !== -Errno.EAGAIN) return n;
+  }
+}
 
 function once(): number {
   const fd = unixConnect(socket);
   try {
-    if (Number(sys.write(fd, ptr(reqBuf), reqBuf.length)) !== reqBuf.length) throw new Error("short write");
+    writeFull(fd, req);
     let n = 0;
     for (;;) {
-      const r = Number(sys.read(fd, ptr(buf, n), buf.length - n));
+      const r = receive(fd);
       if (r <= 0) throw new Error(`read: ${r}`);
+      if (n + r > buf.length) throw new Error(`the reply is longer than ${buf.length} bytes`);
+      buf.set(io.buffer.subarray(0, r), n);
       n += r;
       if (buf.subarray(0, n).includes(10)) return n;
     }
@@ -37,25 +52,24 @@ function once(): number {
   }
 }
 
-/** Blocking reads until the KEXEC reply line; PROGRESS lines are only counted. */
+/** Reads until the KEXEC reply line; PROGRESS lines are only counted. */
 function kexecDryRun(timeoutMs: number): void {
   const t0 = performance.now();
   const fd = unixConnect(socket);
-  const line = new TextEncoder().encode(JSON.stringify({ cmd: "KEXEC", dry_run: true, timeout_ms: timeoutMs }) + "\n");
-  const out = new Uint8Array(new ArrayBuffer(line.length));
-  out.set(line);
-  if (Number(sys.write(fd, ptr(out), out.length)) !== out.length) throw new Error("short write");
+  writeFull(fd, new TextEncoder().encode(JSON.stringify({ cmd: "KEXEC", dry_run: true, timeout_ms: timeoutMs }) + "\n"));
   const big = new Uint8Array(new ArrayBuffer(1 << 20));
   let have = 0;
   let events = 0;
   let bytes = 0;
   const dec = new TextDecoder();
   for (;;) {
-    const r = Number(sys.read(fd, ptr(big, have), big.length - have));
+    const r = receive(fd);
     if (r <= 0) {
       console.log(JSON.stringify({ reply: null, error: `connection closed by luod (read ${r})`, progress_events: events, progress_bytes: bytes, wall_ms: performance.now() - t0 }));
       process.exit(1);
     }
+    if (have + r > big.length) throw new Error(`a line is longer than ${big.length} bytes`);
+    big.set(io.buffer.subarray(0, r), have);
     bytes += r;
     have += r;
     let start = 0;

@@ -15,8 +15,8 @@ import { join, resolve } from "node:path";
 import { EventLoop } from "../src/kernel/epoll";
 import { Connection } from "../src/wire/connection";
 import { unixConnect } from "../src/kernel/unix";
-import { Swarm } from "./swarm";
-import { rssOf, stats, round, threadCpu, cpuDelta } from "./lib";
+import { Swarm } from "./lib/swarm";
+import { rssOf, stats, round, threadCpu, cpuDelta } from "./lib/common";
 
 const args = process.argv.slice(2);
 const opt = (name: string, fallback: string) => {

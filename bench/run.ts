@@ -17,11 +17,11 @@
 //
 // It uses dist/luo as built (`node_modules/.bin/bun scripts/build-binary.ts`), copied to a private
 // directory first so that a rebuild during the run cannot change the binary under it. The guest
-// driver (bench/guest.ts) and the status probe (bench/probe.ts) are compiled there too.
+// driver (bench/lib/guest.ts) and the status probe (bench/probe.ts) are compiled there too.
 import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { join, relative, resolve } from "node:path";
-import { hostBench } from "./host";
-import { machine, run, stats, round, type Stats } from "./lib";
+import { hostBench } from "./lib/host";
+import { machine, run, stats, round, type Stats } from "./lib/common";
 
 const root = resolve(import.meta.dir, "..");
 const args = process.argv.slice(2);
@@ -55,7 +55,7 @@ async function prepare(dir: string): Promise<void> {
   mkdirSync(dir, { recursive: true });
   copyFileSync(dist, join(dir, "luo"));
   for (const name of ["luod", "luoctl"]) symlinkSync("luo", join(dir, name));
-  for (const [out, entries] of [["luo-bench", ["bench/guest.ts", "src/kernel/epoll-worker.ts"]], ["luo-probe", ["bench/probe.ts", "src/kernel/epoll-worker.ts"]]] as const) {
+  for (const [out, entries] of [["luo-bench", ["bench/lib/guest.ts", "src/kernel/epoll-worker.ts"]], ["luo-probe", ["bench/probe.ts", "src/kernel/epoll-worker.ts"]]] as const) {
     const r = await run([process.execPath, ...COMPILE, ...entries, "--outfile", join(dir, out)].map(String));
     if (r.code !== 0) throw new Error(`compiling ${out}: ${r.stderr}`);
   }

@@ -1,6 +1,6 @@
 #!/bin/sh
 # vm-job.sh -- the guest side of `bench/run.ts` (scripts/vm/run-job.sh runs it once per boot).
-# Settings (run-job.sh -e): BENCH_BIN (the compiled bench/guest.ts), LUO_DIST (luod/luoctl dir),
+# Settings (run-job.sh -e): BENCH_BIN (the compiled bench/lib/guest.ts), LUO_DIST (luod/luoctl dir),
 # BENCH_COUNTS, BENCH_REPS, BENCH_CHAIN, BENCH_BYTES. Results: $LUO_SHARE/bench/boot-N.json.
 echo "BENCH: boot $LUO_BOOT stage $LUO_STAGE, $(nproc) vCPU, $(grep MemTotal /proc/meminfo)"
 [ -c /dev/liveupdate ] || { echo "BENCH: no /dev/liveupdate"; exit 10; }

@@ -1,5 +1,5 @@
-# accel.sh -- sourced by run-vm.sh and systemd/run-job.sh after they set CMDLINE: picks the QEMU
-# accelerator and CPU model, and adds the clock parameters a TCG guest needs to CMDLINE.
+# accel.sh -- sourced by run-vm.sh after it sets CMDLINE: picks the QEMU accelerator and CPU
+# model, and adds the clock parameters a TCG guest needs to CMDLINE.
 # env: ACCEL=tcg|kvm (default tcg: KVM is unusably slow on nested test hosts), CPU, TSC_KHZ.
 ACCEL=${ACCEL:-tcg}
 if [[ $ACCEL == tcg ]]; then

@@ -1,36 +1,53 @@
 #!/bin/bash
-# run-job.sh -- run one job script in a fresh LUO test VM; the entry point of the VM tests.
+# run-job.sh -- run one job script in a fresh LUO test VM; the one entry point of the VM tests, the
+# demo and the VM benchmark.
 #
-# usage: run-job.sh JOB.sh [-e K=V]... [-m MEM] [-t TIMEOUT_SEC] [-c CPUS] [-a KERNEL_ARGS] [-v]
+# usage: run-job.sh [--systemd] JOB.sh [-e K=V]... [-p FILE]... [-m MEM] [-t TIMEOUT_SEC] [-c CPUS]
+#                   [-a KERNEL_ARGS] [-v]
+#   (plain)    the guest is our busybox initramfs (guest/init); host programs run through hostrun
+#   --systemd  the guest's PID 1 is systemd 262 on a Debian sid root disk (systemd/mkrootfs.sh)
+#   -e K=V     exported to the job          -p FILE  copied into share/payload/ (guest: /mnt/share/payload)
+#   -m -t -c -a -v as for run-vm.sh; defaults: plain 1G, 300 s; --systemd 2G, 600 s; 2 vCPUs
 #
-# 1. installs missing packages (deps.sh), gets the kernel (build-kernel.sh; cached, a first
-#    build takes ~5 min) and the initramfs (mkinitramfs.sh; cached)
+# 1. gets what it needs, each cached: packages (deps.sh), the kernel (build-kernel.sh; --systemd:
+#    with luo-systemd.config; a first build takes ~6 min), then the initramfs (mkinitramfs.sh) or,
+#    --systemd, the root disk (systemd/mkrootfs.sh) and dist/luo (must exist: npm run build)
 # 2. makes a fresh work dir: $LUO_VM_WORKDIR, default <repo>/.vm/<job name>-<pid>
 #      share/job.sh, share/job.env    the job and its settings (guest: /mnt/share/...)
-#      share/boot/{bzImage,initramfs} what the guest kexecs into (deleted after the run)
+#      share/boot/bzImage, initramfs  what the guest kexecs into (plain: also the initramfs)
+#      share/payload/                 the -p files; --systemd: also luo (dist/luo), luod.service
 #      serial.log                     the console, with host timestamps
-# 3. boots the VM (run-vm.sh; -m -t -c -a -v are passed on) and exits with the job's code
-#    (124 timeout, 125 no code).
+#    share/boot and share/payload are deleted after the run.
+# 3. boots the VM (run-vm.sh) and exits with the job's code (124 timeout, 125 no code).
 #
-# The job runs under busybox sh as root in the guest, once per boot, with:
+# The job runs as root in the guest, once per boot, with:
 #   LUO_STAGE  1 on the cold boot, 2 after a kexec that carried KHO data
 #   LUO_BOOT   1, 2, ... (counts boots of this run)
 #   LUO_SHARE  /mnt/share (this run's share/ directory, read-write)
+#   and every -e K=V. Plain: under busybox sh, started by guest/init; also
 #   REPO       this repository's path: `hostrun $REPO/...` sees the host's files at the same
 #              paths (read-only, writes go to guest RAM)
-#   and every -e K=V.
+#   --systemd: under bash, started by luo-vm-job.service (systemd/rootfs/usr/local/sbin/luo-vm-job);
+#              no host root (the job installs what it needs from the payload)
+# env: ACCEL=tcg|kvm (default tcg), CPU, QEMU, TSC_KHZ as for run-vm.sh
 set -euo pipefail
+export LC_ALL=C
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd -P)
-usage() { sed -n 2,22p "$0" >&2; exit 2; }
-log() { echo "run-job: $*" >&2; }
+usage() { sed -n 2,32p "$0" >&2; exit 2; }
+log() { echo "run-job${SYSTEMD:+(systemd)}: $*" >&2; }
 
-JOB= ENVS=(REPO="$REPO") VMARGS=()
+SYSTEMD= JOB= ENVS=() FILES=() MEM= CPUS=2 TMO= APPEND= ECHO= ROOTFS= INITRAMFS=
 while (( $# )); do
     case $1 in
+    --systemd) SYSTEMD=1; shift ;;
     -e) (( $# >= 2 )) && [[ $2 == [A-Za-z_]*=* ]] || usage; ENVS+=("$2"); shift 2 ;;
-    -m | -t | -c | -a) (( $# >= 2 )) || usage; VMARGS+=("$1" "$2"); shift 2 ;;
-    -v) VMARGS+=(-v); shift ;;
+    -p) [[ -f ${2:-} ]] || usage; FILES+=("$2"); shift 2 ;;
+    -m) (( $# >= 2 )) || usage; MEM=$2; shift 2 ;;
+    -t) (( $# >= 2 )) || usage; TMO=$2; shift 2 ;;
+    -c) (( $# >= 2 )) || usage; CPUS=$2; shift 2 ;;
+    -a) (( $# >= 2 )) || usage; APPEND=$2; shift 2 ;;
+    -v) ECHO=1; shift ;;
     -*) usage ;;
     *) [[ -z $JOB ]] || usage; JOB=$1; shift ;;
     esac
@@ -38,32 +55,58 @@ done
 [[ -n $JOB && -f $JOB ]] || usage
 t0=$SECONDS
 
+# ---- 1. what the VM boots -------------------------------------------------------------------------
 "$HERE/deps.sh" all
-KERNEL=$("$HERE/build-kernel.sh")
-INITRAMFS=$("$HERE/mkinitramfs.sh")
+if [[ -n $SYSTEMD ]]; then
+    "$HERE/deps.sh" systemd
+    KERNEL=$("$HERE/build-kernel.sh" "$HERE/luo-systemd.config")
+    ROOTFS=$("$HERE/systemd/mkrootfs.sh")
+    [[ -x $REPO/dist/luo ]] || { log "$REPO/dist/luo is missing: run 'npm run build' first"; exit 1; }
+    : "${MEM:=2G}" "${TMO:=600}"
+    # no initramfs; the image is opened with snapshot=on, so it never changes; no host root
+    VMBOOT=(-d "$ROOTFS" -H)
+    APPEND="root=/dev/vda rootfstype=ext4 rw init=/usr/lib/systemd/systemd systemd.show_status=1 systemd.log_color=0 $APPEND"
+    FILES=("$REPO/dist/luo" "$REPO/luod.service" ${FILES[@]+"${FILES[@]}"})
+else
+    KERNEL=$("$HERE/build-kernel.sh")
+    INITRAMFS=$("$HERE/mkinitramfs.sh")
+    : "${MEM:=1G}" "${TMO:=300}"
+    ENVS=(REPO="$REPO" ${ENVS[@]+"${ENVS[@]}"})
+fi
 
+# ---- 2. the work dir and its share ----------------------------------------------------------------
 name=$(basename "$JOB" .sh)
 W=${LUO_VM_WORKDIR:-$REPO/.vm/$name-$$}
 rm -rf "$W/share"
 mkdir -p "$W/share/boot"
 W=$(cd "$W" && pwd -P)
 cp "$KERNEL" "$W/share/boot/bzImage"
-cp "$INITRAMFS" "$W/share/boot/initramfs"
+if [[ -z $SYSTEMD ]]; then
+    cp "$INITRAMFS" "$W/share/boot/initramfs"
+    VMBOOT=(-i "$W/share/boot/initramfs")
+fi
+if (( ${#FILES[@]} )); then
+    mkdir -p "$W/share/payload"
+    cp "${FILES[@]}" "$W/share/payload/"
+fi
 install -m 755 "$JOB" "$W/share/job.sh"
-for kv in "${ENVS[@]}"; do
+for kv in ${ENVS[@]+"${ENVS[@]}"}; do
     v=${kv#*=}
     printf "%s='%s'\n" "${kv%%=*}" "${v//\'/\'\\\'\'}"
 done > "$W/share/job.env"
+LOG=$W/serial.log
+log "job $JOB in $W (setup $((SECONDS - t0))s)${ROOTFS:+; rootfs $ROOTFS}"
 
-log "job $JOB in $W (setup $((SECONDS - t0))s)"
-# In the background, so that a TERM/INT for us reaches run-vm.sh, which then stops QEMU.
-"$HERE/run-vm.sh" -k "$W/share/boot/bzImage" -i "$W/share/boot/initramfs" -s "$W/share" \
-    -l "$W/serial.log" "${VMARGS[@]}" &
+# ---- 3. the run -----------------------------------------------------------------------------------
+# In the background, so that a TERM/INT for us (a test timeout) reaches run-vm.sh, which then
+# stops QEMU. TMPDIR: a root disk's snapshot writes go to a temporary file there.
+TMPDIR=$W "$HERE/run-vm.sh" -k "$W/share/boot/bzImage" "${VMBOOT[@]}" -s "$W/share" -l "$LOG" \
+    -m "$MEM" -c "$CPUS" -t "$TMO" ${APPEND:+-a "$APPEND"} ${ECHO:+-v} &
 vm=$!
 trap 'kill -TERM $vm 2>/dev/null; wait $vm; exit 143' TERM INT HUP
 rc=0
 wait $vm || rc=$?
 trap - TERM INT HUP
-rm -rf "$W/share/boot"
-log "rc=$rc; log: $W/serial.log"
+rm -rf "$W/share/boot" "$W/share/payload"
+log "rc=$rc; console log: $LOG"
 exit $rc

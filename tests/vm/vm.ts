@@ -1,6 +1,7 @@
 // Shared helper of the VM tests (tests/vm/*.test.ts). One test file per scenario; each one
 // runs a job script (tests/vm/jobs/*.sh) in a fresh QEMU VM with our LUO kernel through
-// scripts/vm/run-job.sh and checks the exit code and the console log.
+// scripts/vm/run-job.sh (the one VM harness; systemd-vm.ts adds --systemd) and checks the exit
+// code and the console log.
 //
 // VM tests run by default, in CI too. They are skipped only when LUO_SKIP_VM=1 is set, and
 // then say so on stderr. A machine that cannot run them fails them, loudly (see vmAvailable).
@@ -67,19 +68,19 @@ export async function runVmJob(jobPath: string, opts: VmJobOptions = {}): Promis
   for (const [k, v] of Object.entries(opts.env ?? {})) args.push("-e", `${k}=${v}`);
   if (opts.memory) args.push("-m", opts.memory);
   if (opts.timeoutSec) args.push("-t", String(opts.timeoutSec));
-  return runJobWith(RUN_JOB, jobPath, args, opts.expectRc ?? 0);
+  return runJobWith(jobPath, args, opts.expectRc ?? 0);
 }
 
 /**
- * Runs `runner jobPath args…` (a run-job.sh) in a new work dir under <repo>/.vm/ and reads the
+ * Runs `scripts/vm/run-job.sh jobPath args…` in a new work dir under <repo>/.vm/ and reads the
  * console log; when the exit code is not `expectRc`, prints the log's last lines.
  */
-export async function runJobWith(runner: string, jobPath: string, args: string[], expectRc = 0): Promise<VmJobResult> {
+export async function runJobWith(jobPath: string, args: string[], expectRc = 0): Promise<VmJobResult> {
   const name = basename(jobPath).replace(/\.sh$/, "");
   mkdirSync(join(REPO, ".vm"), { recursive: true });
   const workDir = mkdtempSync(join(REPO, ".vm", `${name}-`));
   // run-job.sh's own output (kernel build progress, boot milestones) goes to our stderr.
-  const proc = Bun.spawn([runner, resolve(jobPath), ...args], {
+  const proc = Bun.spawn([RUN_JOB, resolve(jobPath), ...args], {
     cwd: REPO,
     env: { ...process.env, LUO_VM_WORKDIR: workDir },
     stdin: "ignore",

@@ -1,7 +1,7 @@
 # systemd-lib.sh -- helpers of the systemd VM jobs (tests/vm/jobs/systemd-*.sh), sourced with
 #   . /mnt/share/payload/systemd-lib.sh
 # The jobs run under bash in a Debian sid guest whose PID 1 is systemd 262, as root, once per boot
-# (scripts/vm/systemd/run-job.sh). luod and the test clients are real services there.
+# (scripts/vm/run-job.sh --systemd). luod and the test clients are real services there.
 P=$LUO_SHARE/payload
 CLIENTS=${CLIENTS:-vm-1 vm-2}
 MIB=${MIB:-8}

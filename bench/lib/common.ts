@@ -2,10 +2,10 @@
 // RSS, and summary statistics.
 import { existsSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import type { Subprocess } from "bun";
-import { EventLoop } from "../src/kernel/epoll";
-import { Connection } from "../src/wire/connection";
-import { unixConnect } from "../src/kernel/unix";
-import { closeFd } from "../src/kernel/fd";
+import { EventLoop } from "../../src/kernel/epoll";
+import { Connection } from "../../src/wire/connection";
+import { unixConnect } from "../../src/kernel/unix";
+import { closeFd } from "../../src/kernel/fd";
 
 export interface Stats {
   n: number;

@@ -16,11 +16,11 @@
 //   (`luo-bench floor-restore`: a process of its own, timed from its spawn as well).
 // Each boot writes DIR/boot-K.json; DIR/state.json carries the chain position across kexecs.
 import { readFileSync, writeFileSync, mkdirSync, openSync, fsyncSync, closeSync, existsSync } from "node:fs";
-import { EventLoop } from "../src/kernel/epoll";
+import { EventLoop } from "../../src/kernel/epoll";
 import { Swarm } from "./swarm";
 import { floorBarrier, floorMemfds, floorRestore, type FloorRestore } from "./floor";
-import { closeFd } from "../src/kernel/fd";
-import { startLuod, request, rssOf, run, lastJsonLine, machine, round, threadCpu, cpuDelta, selfCpuMs, stats, type LuodProcess } from "./lib";
+import { closeFd } from "../../src/kernel/fd";
+import { startLuod, request, rssOf, run, lastJsonLine, machine, round, threadCpu, cpuDelta, selfCpuMs, stats, type LuodProcess } from "./common";
 
 const SOCK = "/run/luod/liveupdate.sock";
 const STATE_DIR = "/run/luod";

@@ -11,13 +11,13 @@
 // claim mode: after the jump, every client CLAIMs, RETRIEVE_FDs token 1 and holds the memfd; the
 //   swarm reports when the last one holds it. finishAll() then checks the first bytes, FINISHes
 //   the sessions and sends FINISHED.
-import { EventLoop } from "../src/kernel/epoll";
-import { Connection } from "../src/wire/connection";
-import { unixConnect } from "../src/kernel/unix";
-import { preserveFd, retrieveFd, finishSession } from "../src/kernel/liveupdate";
-import { memfdCreate } from "../src/kernel/memfd";
-import { closeFd, dupFd, writeFull, readFull } from "../src/kernel/fd";
-import { Errno, SysError } from "../src/kernel/libc";
+import { EventLoop } from "../../src/kernel/epoll";
+import { Connection } from "../../src/wire/connection";
+import { unixConnect } from "../../src/kernel/unix";
+import { preserveFd, retrieveFd, finishSession } from "../../src/kernel/liveupdate";
+import { memfdCreate } from "../../src/kernel/memfd";
+import { closeFd, dupFd, writeFull, readFull } from "../../src/kernel/fd";
+import { Errno, SysError } from "../../src/kernel/libc";
 
 export const TOKEN = 1n;
 

@@ -3,10 +3,10 @@
 import { existsSync, statSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir, loadavg } from "node:os";
 import { join } from "node:path";
-import { EventLoop } from "../src/kernel/epoll";
-import { LuoClient } from "../src/client";
+import { EventLoop } from "../../src/kernel/epoll";
+import { LuoClient } from "../../src/client";
 import { Swarm } from "./swarm";
-import { startLuod, stopLuod, request, rssOf, run, stats, percentile, round, threadCpu, cpuDelta, type LuodProcess } from "./lib";
+import { startLuod, stopLuod, request, rssOf, run, stats, percentile, round, threadCpu, cpuDelta, type LuodProcess } from "./common";
 
 export interface HostOptions {
   bin: string;

@@ -1,5 +1,5 @@
 // luo-test-client: a luod client written as a systemd service (luo-test-client@<id>.service),
-// compiled by scripts/vm/systemd/run-job.sh with `bun build --compile` into its own binary.
+// compiled by tests/vm/guest/build-systemd-client.sh with `bun build --compile` into its own binary.
 //
 //   luo-test-client --id ID [--mib N] [--socket PATH] [--silent]
 //
@@ -16,11 +16,11 @@
 // the session, unverified and unfinished, until it is killed (the double-fault test). The client
 // systemd starts again finds no file and claims as usual.
 import { existsSync, renameSync } from "node:fs";
-import { pattern, verifyAndFinish } from "../../../../tests/vm/guest/pattern";
-import { LuoClient, LuoConnectionClosed, LuoError, preserveMemfd } from "../../../../src/client";
-import { memfdCreate } from "../../../../src/kernel/memfd";
-import { closeFd, writeFull } from "../../../../src/kernel/fd";
-import { sdNotify } from "../../../../src/kernel/sdnotify";
+import { pattern, verifyAndFinish } from "./pattern";
+import { LuoClient, LuoConnectionClosed, LuoError, preserveMemfd } from "../../../src/client";
+import { memfdCreate } from "../../../src/kernel/memfd";
+import { closeFd, writeFull } from "../../../src/kernel/fd";
+import { sdNotify } from "../../../src/kernel/sdnotify";
 
 const TOKEN = 1n;
 const args = process.argv.slice(2);

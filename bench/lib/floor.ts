@@ -8,10 +8,10 @@
 //          sync() (reported apart: luod stamps reboot_called_ms before its sync()).
 // restore: RETRIEVE_SESSION + read + FINISH of the manifest session; open the device,
 //          RETRIEVE_SESSION ×N, close it; RETRIEVE_FD ×N. FINISH + close afterwards (reported apart).
-import { openLiveupdateDevice, createSession, retrieveSession, preserveFd, retrieveFd, finishSession, withLiveupdateDevice } from "../src/kernel/liveupdate";
-import { memfdCreate, addSeals, F_SEAL_SEAL, F_SEAL_SHRINK, F_SEAL_GROW, F_SEAL_WRITE } from "../src/kernel/memfd";
-import { closeFd, writeFull, readFull, fileSize } from "../src/kernel/fd";
-import { syncFilesystems } from "../src/kernel/kexec";
+import { openLiveupdateDevice, createSession, retrieveSession, preserveFd, retrieveFd, finishSession, withLiveupdateDevice } from "../../src/kernel/liveupdate";
+import { memfdCreate, addSeals, F_SEAL_SEAL, F_SEAL_SHRINK, F_SEAL_GROW, F_SEAL_WRITE } from "../../src/kernel/memfd";
+import { closeFd, writeFull, readFull, fileSize } from "../../src/kernel/fd";
+import { syncFilesystems } from "../../src/kernel/kexec";
 import { makeMemfd, checkStamp, TOKEN } from "./swarm";
 
 export const FLOOR_MANIFEST = "floor";
