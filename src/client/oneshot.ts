@@ -1,7 +1,8 @@
 // One request, blocking: connect, send, read until its reply, close. No event loop, so no epoll
 // Worker thread to start (about 6 ms of a ~20 ms `luoctl status`, docs/performance.md): for
 // luoctl's quick commands. Anything that waits for events (subscriptions, KEXEC) uses LuoClient.
-import { MessageIo, waitFd } from "../kernel/unix";
+import { MessageIo } from "../kernel/scm-rights";
+import { waitFd } from "../kernel/unix";
 import { closeFd, closeQuietly } from "../kernel/fd";
 import { LineFramer, MAX_REPLY_BYTES, encodeLine } from "../wire/framing";
 import { connectWithRetry, DEFAULT_SOCKET } from "./connect";

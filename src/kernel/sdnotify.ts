@@ -3,7 +3,8 @@
 import { ptr } from "bun:ffi";
 import { closeFd, setCloexec } from "./fd.ts";
 import { SysError, check, lastErrno, sys, Errno } from "./libc.ts";
-import { MessageIo, SCM_MAX_FD, socketPair, unixDatagramSocket } from "./unix.ts";
+import { MessageIo, SCM_MAX_FD } from "./scm-rights.ts";
+import { socketPair, unixDatagramSocket } from "./unix.ts";
 
 const EAFNOSUPPORT = 97;
 const SD_LISTEN_FDS_START = 3;

@@ -15,7 +15,7 @@ import { LineFramer, MAX_FDS_PER_MESSAGE, MAX_LINE_BYTES } from "./framing";
 import { OutputQueue, encodeMessages } from "./output-queue";
 import { echoOf, errorReply, type Tag } from "./replies";
 import { decodeLine, echoOfLine, invalidLine, type Incoming } from "./incoming";
-import { MessageIo } from "../kernel/unix.ts";
+import { MessageIo } from "../kernel/scm-rights.ts";
 import { EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLRDHUP, type EventLoop } from "../kernel/epoll.ts";
 import { closeQuietly } from "../kernel/fd.ts";
 import { Errno, errnoName } from "../kernel/libc.ts";

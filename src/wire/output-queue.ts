@@ -6,7 +6,7 @@
 // first byte; otherwise it DUPs them, and the dups are closed once the sendmsg that carried them
 // succeeded, or by clear(). The caller keeps its own fds either way.
 import { MAX_FDS_PER_MESSAGE, encodeLine } from "./framing";
-import type { MessageIo } from "../kernel/unix.ts";
+import type { MessageIo } from "../kernel/scm-rights.ts";
 import { closeQuietly, dupFd } from "../kernel/fd.ts";
 import { Errno } from "../kernel/libc.ts";
 

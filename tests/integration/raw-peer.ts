@@ -2,7 +2,8 @@
 // bytes and fds it is told to (no framing rules applied), reads what luod answers, and notices
 // when luod closes the connection. Non-blocking; the async helpers poll with short sleeps.
 import { readdirSync } from "node:fs";
-import { MessageIo, unixConnect } from "../../src/kernel/unix";
+import { MessageIo } from "../../src/kernel/scm-rights";
+import { unixConnect } from "../../src/kernel/unix";
 import { closeFd } from "../../src/kernel/fd";
 import { Errno } from "../../src/kernel/libc";
 

@@ -3,7 +3,8 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { closeFd } from "../../src/kernel/fd.ts";
 import { EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLRDHUP, EventLoop } from "../../src/kernel/epoll.ts";
-import { MessageIo, socketPair } from "../../src/kernel/unix.ts";
+import { MessageIo } from "../../src/kernel/scm-rights.ts";
+import { socketPair } from "../../src/kernel/unix.ts";
 
 const enc = new TextEncoder();
 const io = new MessageIo();

@@ -7,7 +7,8 @@ import { closeFd, fileSize, readFull, writeFull } from "../../src/kernel/fd.ts";
 import { Errno } from "../../src/kernel/libc.ts";
 import { memfdCreate } from "../../src/kernel/memfd.ts";
 import { sdListenFds, sdNotify, sdNotifyWithFds } from "../../src/kernel/sdnotify.ts";
-import { MessageIo, unixDatagramBind } from "../../src/kernel/unix.ts";
+import { MessageIo } from "../../src/kernel/scm-rights.ts";
+import { unixDatagramBind } from "../../src/kernel/unix.ts";
 
 const dec = new TextDecoder();
 const saved = { ...process.env };

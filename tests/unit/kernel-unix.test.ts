@@ -6,9 +6,9 @@ import { join } from "node:path";
 import { closeFd, fdTarget, fileSize, getCloexec, readFull, writeFull } from "../../src/kernel/fd.ts";
 import { Errno, getgid, getuid, SysError } from "../../src/kernel/libc.ts";
 import { memfdCreate } from "../../src/kernel/memfd.ts";
+import { MessageIo } from "../../src/kernel/scm-rights.ts";
 import {
   acceptConnection,
-  MessageIo,
   peerCredentials,
   setNonblocking,
   shutdownSocket,

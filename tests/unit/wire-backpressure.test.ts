@@ -4,7 +4,8 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { Connection, type ConnectionHandler } from "../../src/wire/connection";
 import { EventLoop } from "../../src/kernel/epoll";
-import { MessageIo, socketPair } from "../../src/kernel/unix";
+import { MessageIo } from "../../src/kernel/scm-rights";
+import { socketPair } from "../../src/kernel/unix";
 import { closeFd, countOpenFds } from "../../src/kernel/fd";
 import { memfdCreate } from "../../src/kernel/memfd";
 import { Errno } from "../../src/kernel/libc";

@@ -3,7 +3,8 @@ import { afterAll, beforeAll, beforeEach, describe, expect, test } from "bun:tes
 import { Connection, type ConnectionHandler } from "../../src/wire/connection";
 import { LineFramer } from "../../src/wire/framing";
 import { EventLoop } from "../../src/kernel/epoll";
-import { MessageIo, socketPair } from "../../src/kernel/unix";
+import { MessageIo } from "../../src/kernel/scm-rights";
+import { socketPair } from "../../src/kernel/unix";
 import { closeFd, countOpenFds, fdTarget, readFull, writeFull } from "../../src/kernel/fd";
 import { memfdCreate } from "../../src/kernel/memfd";
 

@@ -1,0 +1,324 @@
+// One update at a time, phase by phase: the barrier, the manifest commit, the jump, the abort.
+//
+//   idle → preparing (sessions created, fds sent, deadline running)
+//        → committing (all READY, manifest preserved, sync) → reboot(KEXEC)
+//   any failure (FAIL, deadline, a client lost before READY, ABORT, reboot returning) → idle
+//
+// luod keeps its own copy of every outgoing session fd until the jump: an outgoing session dies
+// with its last fd (docs/kernel.md#session-lifetimes), so a client may exit after READY and lose nothing.
+import type { KernelPort } from "./kernel-port";
+import type { Logger } from "./log";
+import { encodeManifest, manifestEntry, MANIFEST_TOKEN, MANIFEST_VERSION, MANIFEST_FORMAT, type Manifest } from "./manifest";
+import { closeQuietly, type Client, type Peer, type Subscribers } from "./subscribers";
+import { ProtocolError, errorCodeOf, type ErrorCode } from "../wire/errors";
+import { sessionNameFor, INTERNAL_SESSION } from "../wire/ids";
+import { abortedEvent, preservationRequestEvent, progressEvent, rebootingEvent, startPreservationEvent } from "../wire/events";
+import { VERSION } from "../version";
+
+export type Phase = "idle" | "preparing" | "committing";
+
+export interface NextKernel {
+  version: string;
+  sha256: string;
+  cmdline: string;
+}
+
+export type KexecOutcome =
+  | { ok: true; dryRun: boolean; timings: Record<string, number> }
+  | { ok: false; code: ErrorCode; message: string; timings: Record<string, number> };
+
+interface Update {
+  attempt: number;
+  dryRun: boolean;
+  admin: Peer | null;
+  timeoutMs: number;
+  deadline: number;
+  t0: number;
+  timings: Record<string, number>;
+  participants: Client[];
+  internalFd: number | null;
+  readyCount: number;
+  /** A PROGRESS event is scheduled (they are coalesced: one per 100 ms at most). */
+  progressTimer: ReturnType<typeof setTimeout> | null;
+  timer: ReturnType<typeof setTimeout>;
+  ticker: ReturnType<typeof setInterval>;
+  done: (o: KexecOutcome) => void;
+}
+
+/** What luod configures about its updates (part of BrokerOptions). */
+export interface UpdateOptions {
+  /** The kernel luod loaded for the jump (null: none). Read at KEXEC time. */
+  nextKernel: () => NextKernel | null;
+  /**
+   * Wait this long between "every client READY" and the commit (fault drills: it opens the
+   * window in which luod can be killed, or the loaded kernel removed, after the barrier).
+   */
+  commitDelayMs?: number;
+  /** A client became READY (systemd-handoff.ts puts its session in the fd store). */
+  onReady?: (id: string) => void;
+  /** An update ended without a jump, a finished dry run included (systemd-handoff.ts empties its fd store of it, and unloads the kernel after a real one). */
+  onAbort?: (dryRun: boolean) => void;
+}
+
+/** What the runner shares with the broker that owns it. */
+export interface UpdateRunnerParts {
+  kernel: KernelPort;
+  log: Logger;
+  now: () => number;
+  subscribers: Subscribers;
+  /** The broker's attempt numbers (PREPARE draws from them too). */
+  nextAttempt: () => number;
+}
+
+export class UpdateRunner {
+  private update: Update | null = null;
+  private committing = false;
+  private readonly kernel: KernelPort;
+  private readonly log: Logger;
+  private readonly now: () => number;
+  private readonly subscribers: Subscribers;
+  private readonly nextAttempt: () => number;
+
+  /** `opts` is read when each value is needed, as the broker's options are. */
+  constructor(
+    private readonly opts: UpdateOptions,
+    parts: UpdateRunnerParts,
+  ) {
+    this.kernel = parts.kernel;
+    this.log = parts.log;
+    this.now = parts.now;
+    this.subscribers = parts.subscribers;
+    this.nextAttempt = parts.nextAttempt;
+  }
+
+  get phase(): Phase {
+    return this.update === null ? "idle" : this.committing ? "committing" : "preparing";
+  }
+
+  get inProgress(): boolean {
+    return this.update !== null;
+  }
+
+  /** The running update as STATUS and PROGRESS show it; null when idle. */
+  status() {
+    const u = this.update;
+    return (
+      u && {
+        attempt: u.attempt,
+        dry_run: u.dryRun,
+        ready: u.participants.filter((c) => c.state === "ready").length,
+        total: u.participants.length,
+        waiting: u.participants.filter((c) => c.state !== "ready").map((c) => c.id),
+        remaining_ms: Math.max(0, u.deadline - this.now()),
+      }
+    );
+  }
+
+  /** Runs one update. Resolves when it is aborted, finished as a dry run, or reboot() returned. */
+  kexec(admin: Peer | null, opts: { timeoutMs: number; dryRun: boolean }): Promise<KexecOutcome> {
+    if (this.update) return Promise.reject(new ProtocolError("EBUSY", `an update is already ${this.phase}`));
+    if (!this.kernel.devicePresent())
+      return Promise.reject(new ProtocolError("ENODEV", "/dev/liveupdate is missing: this kernel has no LUO (CONFIG_LIVEUPDATE and liveupdate=on)"));
+    if (!opts.dryRun) {
+      if (!this.opts.nextKernel())
+        return Promise.reject(new ProtocolError("EINVAL", "no kernel is loaded by luod: run `luoctl load` first"));
+      if (this.kernel.kexecLoaded() === false)
+        return Promise.reject(new ProtocolError("EINVAL", "the kernel luod loaded is no longer loaded (kexec unloaded by someone else): run `luoctl load` again"));
+    }
+    const t0 = this.now();
+    const attempt = this.nextAttempt();
+    const participants = this.subscribers.all();
+    return new Promise<KexecOutcome>((resolve) => {
+      const u: Update = {
+        attempt, dryRun: opts.dryRun, admin, timeoutMs: opts.timeoutMs, deadline: t0 + opts.timeoutMs, t0,
+        timings: {}, participants, internalFd: null, readyCount: 0, progressTimer: null,
+        timer: setTimeout(() => this.onDeadline(), opts.timeoutMs),
+        ticker: setInterval(() => this.progress(), 1000),
+        done: resolve,
+      };
+      this.update = u;
+      this.log.notice(`update ${attempt} started${opts.dryRun ? " (dry run)" : ""}: ${participants.length} client(s), READY due in ${opts.timeoutMs} ms`);
+      if (!opts.dryRun) {
+        // the page cache drains while clients prepare
+        const dirty = this.kernel.startSync();
+        if (dirty !== null) this.log.info(`update ${attempt}: ${Math.round(dirty / 1024)} MiB of page cache dirty: writing it back meanwhile`);
+      }
+      this.createSessions(u);
+    });
+  }
+
+  /** READY from a participant of the running update. */
+  ready(c: Client): void {
+    if (!this.update || c.state === "subscribed" || c.state === "prepared")
+      throw new ProtocolError("EBUSY", `no update is in progress: START_PRESERVATION has not come for ${c.id}`);
+    if (c.state !== "ready") {
+      c.state = "ready";
+      c.readyAt = new Date(this.now());
+      this.update.readyCount++;
+      this.log.debug(`client ${c.id} is READY`);
+      this.opts.onReady?.(c.id);
+      this.progressSoon();
+      this.maybeCommit();
+    }
+  }
+
+  /** Admin ABORT. Returns whether an update was running. */
+  abortByAdmin(reason: string | undefined): boolean {
+    if (!this.update) return false;
+    if (this.committing) throw new ProtocolError("EBUSY", "the update is committing: too late to abort");
+    this.abort("ECANCELED", `aborted by an administrator${reason ? `: ${reason}` : ""}`);
+    return true;
+  }
+
+  /** Ends the running update, if any, with this error. */
+  abort(code: ErrorCode, message: string): void {
+    const u = this.update;
+    if (!u) return;
+    this.finish(u, { ok: false, code, message, timings: { ...u.timings } }, message);
+  }
+
+  private createSessions(u: Update): void {
+    const fresh = u.participants.filter((c) => !c.prepared);
+    const names = fresh.map((c) => sessionNameFor(c.id, u.attempt));
+    let fds: number[];
+    try {
+      fds = names.length ? this.kernel.createSessions(names) : [];
+    } catch (e) {
+      this.abort(errorCodeOf(e, "EIO"), `creating sessions failed: ${(e as Error).message}`);
+      return;
+    }
+    u.timings.sessions_created_ms = this.now() - u.t0;
+    const deadline = new Date(u.deadline).toISOString();
+    // Every session is recorded before the first send: a send can close a connection (slow
+    // consumer), which aborts the update, and the abort must find every fd to release.
+    fresh.forEach((c, i) => (c.session = { name: names[i], fd: fds[i] }));
+    for (const c of u.participants) c.state = "preserving";
+    const request = preservationRequestEvent(u.attempt, u.timeoutMs, deadline);
+    for (const c of u.participants) {
+      if (this.update !== u) return; // aborted by a send that closed a connection
+      const { name, fd } = c.session!;
+      // a prepared client has its session fd already; the others get it with these lines
+      const start = startPreservationEvent(c.id, name, u.attempt, c.prepared);
+      // one write per client for both events (half the sendmsgs, one wakeup of the client)
+      c.peer?.send([request, start], c.prepared ? [] : [fd]);
+    }
+    if (this.update !== u) return;
+    u.timings.fds_sent_ms = this.now() - u.t0;
+    this.progress();
+    this.maybeCommit();
+  }
+
+  private maybeCommit(): void {
+    const u = this.update;
+    if (!u || this.committing || u.readyCount < u.participants.length) return;
+    this.committing = true;
+    u.timings.all_ready_ms = this.now() - u.t0;
+    if (u.progressTimer) clearTimeout(u.progressTimer);
+    u.progressTimer = null;
+    this.progress(); // the operator sees "n/n ready" before the jump
+    // Leave the promise chain: commit may end in reboot(), which never returns on success.
+    const delay = this.opts.commitDelayMs ?? 0;
+    if (delay > 0) {
+      this.log.notice(`update ${u.attempt}: every client is READY; committing in ${delay} ms (--commit-delay)`);
+      setTimeout(() => this.update === u && this.commit(u), delay);
+    } else {
+      queueMicrotask(() => this.commit(u));
+    }
+  }
+
+  private commit(u: Update): void {
+    const manifest: Manifest = {
+      format: MANIFEST_FORMAT,
+      version: MANIFEST_VERSION,
+      luod: VERSION,
+      attempt: u.attempt,
+      createdAt: new Date(this.now()).toISOString(),
+      kernel: { from: safe(() => this.kernel.release(), "unknown"), next: this.opts.nextKernel() },
+      timings: u.timings,
+      entries: u.participants.map((c) =>
+        manifestEntry({ id: c.id, ...c.owner }, c.session!.name, c.subscribedAt.toISOString(), c.readyAt?.toISOString() ?? null),
+      ),
+    };
+    try {
+      u.timings.manifest_ms = this.now() - u.t0;
+      manifest.timings = { ...u.timings };
+      u.internalFd = this.kernel.preserveBlob(INTERNAL_SESSION, MANIFEST_TOKEN, encodeManifest(manifest));
+    } catch (e) {
+      this.abort(errorCodeOf(e, "EIO"), `preserving the manifest failed: ${(e as Error).message}`);
+      return;
+    }
+    u.timings.manifest_preserved_ms = this.now() - u.t0;
+    if (u.dryRun) {
+      this.finish(u, { ok: true, dryRun: true, timings: { ...u.timings } }, "dry run complete");
+      return;
+    }
+    u.timings.reboot_called_ms = this.now() - u.t0;
+    this.log.notice(`update ${u.attempt}: all ${u.participants.length} client(s) READY, manifest preserved; jumping into the loaded kernel`);
+    u.admin?.send(rebootingEvent(u.attempt, { ...u.timings }));
+    try {
+      // Returns "delegated to systemd" (or "jumped", from a fake kernel): the update stays
+      // "committing" until luod is stopped (main.ts does not abort it then).
+      this.kernel.jump();
+    } catch (e) {
+      // The freeze runs inside reboot(); on failure the kernel rolled everything back
+      // (docs/kernel.md#the-freeze-and-its-rollback): report it and keep the host running. Never fall back to a cold reboot.
+      this.abort(errorCodeOf(e, "EIO"), `${(e as Error).message}; the host keeps running`);
+    }
+  }
+
+  private onDeadline(): void {
+    const u = this.update;
+    if (!u || this.committing) return;
+    const late = u.participants.filter((c) => c.state !== "ready").map((c) => c.id);
+    this.abort("ETIMEDOUT", `READY deadline of ${u.timeoutMs} ms passed; not ready: ${late.join(", ")}`);
+  }
+
+  /** Ends the update: every participant gets ABORTED, luod's session copies are released. */
+  private finish(u: Update, outcome: KexecOutcome, reason: string): void {
+    clearTimeout(u.timer);
+    clearInterval(u.ticker);
+    if (u.progressTimer) clearTimeout(u.progressTimer);
+    this.update = null;
+    this.committing = false;
+    for (const c of u.participants) {
+      c.readyAt = null;
+      if (!c.peer) {
+        this.subscribers.forget(c); // gone after READY: nothing left to subscribe
+        continue;
+      }
+      if (!c.prepared) this.subscribers.dropSession(c);
+      c.state = c.prepared ? "prepared" : "subscribed";
+      c.peer.send(abortedEvent(u.attempt, reason));
+    }
+    if (u.internalFd !== null) closeQuietly(this.kernel, this.log, u.internalFd);
+    if (outcome.ok) this.log.notice(`update ${u.attempt}: ${reason}`);
+    else this.log.warning(`update ${u.attempt} aborted: ${reason}`);
+    u.done(outcome);
+    this.opts.onAbort?.(u.dryRun);
+  }
+
+  /** READY events come in bursts (1000 clients): one PROGRESS per 100 ms is enough for a human. */
+  private progressSoon(): void {
+    const u = this.update;
+    if (!u?.admin || u.progressTimer) return;
+    u.progressTimer = setTimeout(() => {
+      u.progressTimer = null;
+      if (this.update === u) this.progress();
+    }, 100);
+  }
+
+  private progress(): void {
+    const u = this.update;
+    if (!u?.admin) return;
+    const s = this.status()!;
+    u.admin.send(progressEvent(this.phase, s));
+  }
+}
+
+function safe<T>(f: () => T, fallback: T): T {
+  try {
+    return f();
+  } catch {
+    return fallback;
+  }
+}
