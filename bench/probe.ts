@@ -10,7 +10,8 @@
 //                               prints {reply, progress_events, progress_bytes, wall_ms}. luoctl
 //                               parses and prints every PROGRESS; at 1000 clients luod then drops it
 //                               as a slow consumer, so the barrier numbers come from this one.
-import { MessageIo, unixConnect, waitFd } from "../src/kernel/unix";
+import { unixConnect, waitFd } from "../src/kernel/unix";
+import { MessageIo } from "../src/kernel/scm-rights";
 import { closeFd, writeFull } from "../src/kernel/fd";
 import { Errno } from "../src/kernel/libc";
 

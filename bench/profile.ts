@@ -1,5 +1,5 @@
 // luod's own cost per client on this host, without LUO: luod runs from source with the test
-// suite's fake kernel (sessions are plain memfds; tests/support/fake-kernel.ts), so what is left
+// suite's fake kernel (sessions are plain memfds; src/daemon/fake-kernel.ts), so what is left
 // is luod's userspace work — the part a fix in src/ can change. Optionally under Bun's CPU
 // profiler. Fast (seconds), so a change to src/daemon or src/wire can be checked before the VM.
 //
@@ -30,7 +30,7 @@ async function daemon(socket: string, stateDir: string, restoreN: number): Promi
   const { runDaemon, toConfig } = await import("../src/daemon/main");
   const { DEFAULTS } = await import("../src/daemon/config");
   const { createLogger } = await import("../src/daemon/log");
-  const { FakeKernel } = await import("../tests/support/fake-kernel");
+  const { FakeKernel } = await import("../src/daemon/fake-kernel");
   const { encodeManifest, MANIFEST_FORMAT, MANIFEST_VERSION } = await import("../src/daemon/manifest");
   if (process.env.BENCH_PATCH_SAVE === "1") {
     // What-if (bench only, src/ untouched): coalesce state-file writes, at most one per name per

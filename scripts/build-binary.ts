@@ -1,6 +1,6 @@
 // Builds the single executable dist/luo and its personality symlinks dist/luod and dist/luoctl.
 //   node_modules/.bin/bun scripts/build-binary.ts
-// Flags (docs in the repo's README, facts in ../shared/docs/bun-ffi.md §5):
+// Flags (docs in the repo's README, facts in docs/bun.md#the-compiled-binary):
 //  --bytecode halves startup time; it needs --format=esm for top-level await.
 //  --no-compile-autoload-dotenv/-bunfig: a system tool must not read .env/bunfig.toml from its CWD.
 //  The epoll worker is a second entry point so `new Worker(new URL(...))` finds it in the binary.

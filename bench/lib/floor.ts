@@ -103,7 +103,7 @@ export interface FloorRestore {
 /**
  * The floor's memfds for n sessions (makeMemfd: every page written), made untimed, like the
  * clients'. The first PRESERVE_FD of a memfd costs more than later ones (its pages may be migrated
- * out of CMA, kernel-luo.md §3.3), so the sweep reuses one set across its runs, as its clients
+ * out of CMA, docs/kernel.md#memfd-preservation), so the sweep reuses one set across its runs, as its clients
  * reuse theirs, and a real kexec makes fresh ones on both sides.
  */
 export function floorMemfds(n: number, bytes: number): number[] {

@@ -243,7 +243,7 @@ async function realKexec({ n, prepared }: { n: number; prepared: boolean }, stat
   const prepareMs = prepared ? round(await swarm.prepare()) : null;
   const memfds = floorMemfds(n, bytes);
   const { result: floor } = floorBarrier(memfds, "hold", true);
-  for (const fd of memfds) closeFd(fd); // LUO holds its own reference (kernel-luo.md §3.3)
+  for (const fd of memfds) closeFd(fd); // LUO holds its own reference (docs/kernel.md#memfd-preservation)
   result.kexec_prepare = { n, prepared, prepare_ms: prepareMs, floor_barrier: floor };
   const load = await run([luoctl, "load", kernel, "--initrd", initrd, "--reuse-cmdline", "--socket", SOCK]);
   if (load.code !== 0) throw new Error(`luoctl load: ${load.stderr}`);

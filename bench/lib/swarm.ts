@@ -37,7 +37,7 @@ let filler = new Uint8Array(new ArrayBuffer(0));
 /**
  * A memfd of `bytes` bytes, every page written, whose first 8 bytes are stamp(id). Written
  * through, like a VM's memory: PRESERVE_FD of a sparse memfd allocates and zeroes its holes
- * (kernel-luo.md §3.3), which would charge the floor (fresh memfds every run) for work that the
+ * (docs/kernel.md#memfd-preservation), which would charge the floor (fresh memfds every run) for work that the
  * swarm's reused memfds do only once.
  */
 export function makeMemfd(id: string, bytes: number): number {

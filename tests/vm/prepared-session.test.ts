@@ -1,6 +1,6 @@
 // Clients that PREPARE: they preserve before the update, write their real content afterwards, keep
 // their session across a dry run, and get the content written after PRESERVE_FD back after a real
-// kexec (jobs/prepared.sh; the real kernel's "contents stay live, size frozen", kernel-luo.md §3.3).
+// kexec (jobs/prepared.sh; the real kernel's "contents stay live, size frozen", docs/kernel.md#memfd-preservation).
 import { expect, test } from "bun:test";
 import { join } from "node:path";
 import { logLines, runVmJob, VM_TEST_TIMEOUT_MS, vmAvailable } from "./vm";

@@ -104,7 +104,7 @@ async function preserveInto(client: LuoClient, id: string, memfd: number): Promi
     await answer(client, id);
   } finally {
     // luod holds its own copy until the jump; ours would keep an aborted session alive, and the
-    // memfd cannot be preserved into the next session while this one lives (EBUSY, §3.3)
+    // memfd cannot be preserved into the next session while this one lives (EBUSY, docs/kernel.md#errnos-per-ioctl)
     closeFd(sessionFd);
   }
 }

@@ -3,7 +3,7 @@
 # still holds a stale pattern, and finds its size frozen (EPERM). Only when START_PRESERVATION comes
 # does it write the real content into the preserved memfd. A dry run must keep the same sessions;
 # after the real jump every client must get the real content back: contents stay live after
-# PRESERVE_FD, only the size is frozen (kernel-luo.md §3.3).
+# PRESERVE_FD, only the size is frozen (docs/kernel.md#memfd-preservation).
 . "/mnt/host$REPO/tests/vm/jobs/lib.sh"
 CLIENTS=${CLIENTS:-3} MIB=${MIB:-4}
 IDS=$(ids prep "$CLIENTS")
