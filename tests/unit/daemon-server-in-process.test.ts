@@ -1,7 +1,7 @@
 // luod in this test process, against the fake kernel, with a real LuoClient on a real unix socket:
 // set a breakpoint in src/daemon/dispatch.ts (Dispatcher.dispatch, case "CLAIM") or in
-// src/daemon/broker.ts (Broker.kexec) and step through a request without a VM. docs/daemon.md,
-// "Code map", lists where each request goes.
+// src/daemon/broker.ts (Broker.kexec) and step through a request without a VM.
+// docs/daemon.md, "Code map" lists where each request goes.
 //
 // One scenario per test, its stages in order (like the kernel's selftests in
 // tools/testing/selftests/liveupdate). With the fake kernel (src/daemon/fake-kernel.ts) a LUO
