@@ -27,6 +27,7 @@ import { decodeManifest, encodeManifest, MANIFEST_FORMAT, MANIFEST_TOKEN, MANIFE
 import { INTERNAL_SESSION } from "../../src/wire/ids";
 import { EventLoop } from "../../src/kernel/epoll";
 import { unixListen } from "../../src/kernel/unix";
+import { countOpenFds } from "../../src/kernel/fd";
 
 const uid = process.getuid?.() ?? 0;
 const gid = process.getgid?.() ?? 0;
@@ -50,12 +51,16 @@ interface Luod {
   server: Server;
   /** What main.ts's stop() does on SIGTERM. */
   stop(): void;
+  /** Resolves once luod's event loop has stopped. */
+  closed: Promise<void>;
 }
 
-const opened: { luod: Luod; dir: string; clients: LuoClient[] }[] = [];
+/** What each test opened, closed after it; `fds`: this process's open fds before luod started. */
+const opened: { luod: Luod; dir: string; clients: LuoClient[]; fds: number }[] = [];
 
 /** luod on a socket in a fresh temp dir. `seed` runs on the state dir before the parts read it. */
 function startLuod(kernel: KernelPort, seed: (files: StateFiles) => void = () => {}): Luod {
+  const fds = countOpenFds();
   const dir = mkdtempSync(join(tmpdir(), "luod-in-process-"));
   const socket = join(dir, "luod.sock");
   const log = createLogger({ write: () => {} }); // createLogger({ verbose: true }) to watch luod's log
@@ -82,7 +87,7 @@ function startLuod(kernel: KernelPort, seed: (files: StateFiles) => void = () =>
   });
   let stopped = false;
   const luod: Luod = {
-    socket, broker, restored, server,
+    socket, broker, restored, server, closed: loop.closed,
     stop() {
       if (stopped) return;
       stopped = true;
@@ -93,7 +98,7 @@ function startLuod(kernel: KernelPort, seed: (files: StateFiles) => void = () =>
       closeFd(listenFd);
     },
   };
-  opened.push({ luod, dir, clients: [] });
+  opened.push({ luod, dir, clients: [], fds });
   return luod;
 }
 
@@ -110,11 +115,15 @@ function readText(fd: number): string {
   return new TextDecoder().decode(buf);
 }
 
-afterEach(() => {
-  for (const { luod, dir, clients } of opened.splice(0)) {
+afterEach(async () => {
+  for (const { luod, dir, clients, fds } of opened.splice(0)) {
     for (const c of clients) c.close();
     luod.stop();
+    await luod.closed;
     rmSync(dir, { recursive: true, force: true });
+    // every session fd, socket and event loop fd is gone (the clients' loops stop a moment later)
+    for (let i = 0; i < 100 && countOpenFds() > fds; i++) await Bun.sleep(10);
+    expect(countOpenFds()).toBe(fds);
   }
 });
 
