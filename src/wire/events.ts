@@ -1,4 +1,4 @@
-// Protocol v1 events (docs/protocol.md, "Events"): the lines luod sends that answer no request
+// Protocol v1 events (docs/protocol.md, "Events to subscribers"): the lines luod sends that answer no request
 // (CLAIMED excepted: it is also the CLAIM reply), their shapes and their builders. The builders
 // fix the field order of every line (the docs show it). Pure, and no valibot.
 import type { JsonObject, Tag } from "./replies";
