@@ -222,7 +222,8 @@ export class UpdateRunner {
       this.log.notice(`update ${u.attempt}: every client is READY; committing in ${delay} ms (--commit-delay)`);
       setTimeout(() => this.update === u && this.commit(u), delay);
     } else {
-      queueMicrotask(() => this.commit(u));
+      // A FAIL read in the same batch as the last READY aborts the update before this runs.
+      queueMicrotask(() => this.update === u && this.commit(u));
     }
   }
 

@@ -73,6 +73,22 @@ describe("an update", () => {
     expect(outcome.ok).toBe(true);
   });
 
+  test("a FAIL right after the last READY, before the commit runs, aborts: no manifest, no jump", async () => {
+    // Both lines can arrive in one read: the commit is queued as a microtask after the last
+    // READY, and the FAIL handled in the same task aborts the update before it runs.
+    const a = subscribed("vm-a"), b = subscribed("vm-b");
+    const run = broker.kexec(null, { timeoutMs: 5000, dryRun: false });
+    broker.ready(a);
+    broker.ready(b);
+    broker.fail(a, "changed my mind");
+    const outcome = await run;
+    expect(outcome).toMatchObject({ ok: false, code: "ECANCELED" });
+    await Promise.resolve(); // let a queued commit run, if one is still queued
+    expect(kernel.reboots).toBe(0);
+    expect(kernel.blobs.has("luod")).toBe(false);
+    expect(broker.phase).toBe("idle");
+  });
+
   test("a client's FAIL aborts the update for everyone with ECANCELED", async () => {
     const a = subscribed("vm-a"), b = subscribed("vm-b");
     const run = broker.kexec(null, { timeoutMs: 5000, dryRun: false });
