@@ -7,6 +7,9 @@ import { decodeManifest } from "../../src/daemon/manifest";
 import { ProtocolError } from "../../src/wire/errors";
 import { FakeKernel } from "../../src/daemon/fake-kernel";
 import { RecordingPeer } from "../support/fake-peer";
+import { thrown } from "../support/thrown";
+
+const errorOf = (fn: () => unknown) => thrown(fn, ProtocolError);
 
 const quiet = createLogger({ write: () => {} });
 
@@ -27,15 +30,6 @@ function subscribed(id: string, cred?: Peer["cred"]): RecordingPeer {
   return p;
 }
 
-function errorOf(f: () => unknown): ProtocolError {
-  try {
-    f();
-  } catch (e) {
-    if (e instanceof ProtocolError) return e;
-    throw e;
-  }
-  throw new Error("expected a ProtocolError");
-}
 
 describe("an update", () => {
   test("sends PRESERVATION_REQUEST then START_PRESERVATION with one session fd to every client", async () => {

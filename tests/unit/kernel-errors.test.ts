@@ -9,16 +9,10 @@ import { check, Errno, errnoName, getgid, getpid, getuid, rcOrErrno, SysError, s
 import { createSession } from "../../src/kernel/liveupdate.ts";
 import { memfdCreate } from "../../src/kernel/memfd.ts";
 import { unixConnect } from "../../src/kernel/unix.ts";
+import { thrown as thrownOf } from "../support/thrown";
 
-function thrown(fn: () => unknown): SysError {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof SysError) return e;
-    throw e;
-  }
-  throw new Error("expected a SysError, nothing was thrown");
-}
+const thrown = (fn: () => unknown) => thrownOf(fn, SysError);
+
 
 describe("errno names", () => {
   test("errnoName maps numbers to glibc names and unknown numbers to ERRNO_<n>", () => {

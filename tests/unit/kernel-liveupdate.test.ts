@@ -24,19 +24,13 @@ import {
   sessionNameBytes,
   withLiveupdateDevice,
 } from "../../src/kernel/liveupdate.ts";
+import { thrown as thrownOf } from "../support/thrown";
+
+const thrown = (fn: () => unknown) => thrownOf(fn, SysError);
 
 const bytes = (b: ArrayBuffer) => new Uint8Array(b);
 const view = (b: ArrayBuffer) => new DataView(b);
 
-function thrown(fn: () => unknown): SysError {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof SysError) return e;
-    throw e;
-  }
-  throw new Error("expected a SysError, nothing was thrown");
-}
 
 describe("ioctl numbers", () => {
   test("are _IO(0xBA, nr) with no size or direction bits", () => {
