@@ -278,8 +278,10 @@ export class SystemdHandoff {
     let n = 0;
     for (const id of ids) {
       const c = clients.get(id);
-      const fd = c?.session ? this.fdOf(c.session) : undefined;
-      if (!c || !c.session || fd === undefined || this.store.staged.has(c.session)) continue;
+      // an update aborted since the READY (a FAIL in the same batch) has nothing left to stage
+      if (c?.state !== "ready") continue;
+      const fd = c.session ? this.fdOf(c.session) : undefined;
+      if (!c.session || fd === undefined || this.store.staged.has(c.session)) continue;
       const entry = manifestEntry(c, c.session, c.since, this.now().toISOString());
       if (this.store.put({ fd, session: c.session, fdname: fdNameOf(c.session), entry })) n++;
     }

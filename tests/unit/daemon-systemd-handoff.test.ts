@@ -202,6 +202,18 @@ describe("systemd mode, before the jump", () => {
     await again;
   });
 
+  test("a READY and a FAIL handled in one batch stage nothing: the aborted update's session stays out of the fd store", async () => {
+    const { d, peers: [a, b] } = startedWith("vm-a", "vm-b");
+    const { session } = d.broker.prepare(a);
+    const run = d.broker.kexec(null, { timeoutMs: 5000, dryRun: false });
+    d.broker.ready(a); // the staging is queued…
+    d.broker.fail(b, "no"); // …and the update aborted before it runs
+    expect((await run).ok).toBe(false);
+    await tick();
+    expect(mgr.stores()).toEqual([]);
+    expect(kernel.outgoing.has(session)).toBe(true); // still PREPAREd, for the next update
+  });
+
   test("a failing `systemctl kexec` aborts the update, empties the store, unloads the kernel", async () => {
     mgr.kexecExit = 1;
     const { d, peers: [a] } = startedWith("vm-a");
