@@ -27,7 +27,7 @@ import { decodeManifest, encodeManifest, MANIFEST_FORMAT, MANIFEST_TOKEN, MANIFE
 import { INTERNAL_SESSION } from "../../src/wire/ids";
 import { EventLoop } from "../../src/kernel/epoll";
 import { unixListen } from "../../src/kernel/unix";
-import { countOpenFds } from "../../src/kernel/fd";
+import { fdsOpenedSince, openFds } from "../support/open-fds";
 
 const uid = process.getuid?.() ?? 0;
 const gid = process.getgid?.() ?? 0;
@@ -56,11 +56,11 @@ interface Luod {
 }
 
 /** What each test opened, closed after it; `fds`: this process's open fds before luod started. */
-const opened: { luod: Luod; dir: string; clients: LuoClient[]; fds: number }[] = [];
+const opened: { luod: Luod; dir: string; clients: LuoClient[]; fds: Map<number, string> }[] = [];
 
 /** luod on a socket in a fresh temp dir. `seed` runs on the state dir before the parts read it. */
 function startLuod(kernel: KernelPort, seed: (files: StateFiles) => void = () => {}): Luod {
-  const fds = countOpenFds();
+  const fds = openFds();
   const dir = mkdtempSync(join(tmpdir(), "luod-in-process-"));
   const socket = join(dir, "luod.sock");
   const log = createLogger({ write: () => {} }); // createLogger({ verbose: true }) to watch luod's log
@@ -122,8 +122,8 @@ afterEach(async () => {
     await luod.closed;
     rmSync(dir, { recursive: true, force: true });
     // every session fd, socket and event loop fd is gone (the clients' loops stop a moment later)
-    for (let i = 0; i < 100 && countOpenFds() > fds; i++) await Bun.sleep(10);
-    expect(countOpenFds()).toBeLessThanOrEqual(fds); // not toBe: another test file's loop may close its fds meanwhile
+    for (let i = 0; i < 100 && fdsOpenedSince(fds).length > 0; i++) await Bun.sleep(10);
+    expect(fdsOpenedSince(fds)).toEqual([]);
   }
 });
 

@@ -6,7 +6,8 @@ import { Connection, type ConnectionHandler } from "../../src/wire/connection";
 import { EventLoop } from "../../src/kernel/epoll";
 import { MessageIo } from "../../src/kernel/scm-rights";
 import { socketPair } from "../../src/kernel/unix";
-import { closeFd, countOpenFds } from "../../src/kernel/fd";
+import { closeFd } from "../../src/kernel/fd";
+import { fdsOpenedSince, openFds } from "../support/open-fds";
 import { memfdCreate } from "../../src/kernel/memfd";
 import { Errno } from "../../src/kernel/libc";
 
@@ -128,20 +129,20 @@ describe("fds", () => {
     const h = new Echo(10);
     const { peerFd, io } = setup(h);
     const mine = [memfdCreate("a"), memfdCreate("b"), memfdCreate("c")];
-    const base = countOpenFds();
+    const base = openFds();
     io.send(peerFd, enc.encode('{"cmd":"LOAD",'), mine);
     for (let i = 0; i < 20; i++) {
       io.send(peerFd, enc.encode(" "), mine);
       await Bun.sleep(1);
     }
     await Bun.sleep(20);
-    expect(countOpenFds()).toBeLessThanOrEqual(base + 2); // at most one line's worth is held
+    expect(fdsOpenedSince(base).length).toBeLessThanOrEqual(2); // at most one line's worth is held
     io.send(peerFd, enc.encode('"n":1}\n'));
     await until(() => h.invalid.length === 1, "the invalid line");
     expect(h.invalid[0]).toContain("more than the 2 a message may carry");
     expect(h.received).toBe(0);
     expect(h.conn.strayFds).toBe(63);
-    expect(countOpenFds()).toBe(base); // the failed line's fds were closed too
+    expect(fdsOpenedSince(base)).toEqual([]); // the failed line's fds were closed too
     for (const fd of mine) closeFd(fd);
     h.conn.close("done");
     closeFd(peerFd);

@@ -5,12 +5,13 @@ import { LineFramer } from "../../src/wire/framing";
 import { EventLoop } from "../../src/kernel/epoll";
 import { MessageIo } from "../../src/kernel/scm-rights";
 import { socketPair } from "../../src/kernel/unix";
-import { closeFd, countOpenFds, fdTarget, readFull, writeFull } from "../../src/kernel/fd";
+import { closeFd, fdTarget, readFull, writeFull } from "../../src/kernel/fd";
+import { fdsOpenedSince, openFds } from "../support/open-fds";
 import { memfdCreate } from "../../src/kernel/memfd";
 
 const enc = new TextEncoder();
 let loop: EventLoop;
-let baseline = 0;
+let baseline: Map<number, string>;
 
 beforeAll(() => {
   loop = new EventLoop();
@@ -109,7 +110,7 @@ describe("Connection", () => {
     await Bun.sleep(10);
   });
   beforeEach(() => {
-    baseline = countOpenFds();
+    baseline = openFds();
   });
 
   test("round trip between two connections carries fds and keeps the sender's", async () => {
@@ -143,7 +144,7 @@ describe("Connection", () => {
     expect(ra.closes).toEqual(["done"]);
     expect(rb.closes[0]).toMatch(/peer closed/);
     expect(ca.strayFds + cb.strayFds).toBe(0);
-    expect(countOpenFds()).toBe(baseline);
+    expect(fdsOpenedSince(baseline)).toEqual([]);
   });
 
   test("a line and its fds split across two sendmsg calls are matched", async () => {
@@ -163,7 +164,7 @@ describe("Connection", () => {
     conn.close("done");
     peer.close();
     expect(conn.strayFds).toBe(0);
-    expect(countOpenFds()).toBe(baseline);
+    expect(fdsOpenedSince(baseline)).toEqual([]);
   });
 
   test("queues writes when the peer does not read, then drains them on EPOLLOUT in order", async () => {
@@ -198,7 +199,7 @@ describe("Connection", () => {
     expect(conn.closed).toBe(false);
     conn.close("done");
     peer.close();
-    expect(countOpenFds()).toBe(baseline);
+    expect(fdsOpenedSince(baseline)).toEqual([]);
   });
 
   test("closes a slow consumer once unsent output exceeds maxQueuedBytes", async () => {
@@ -217,7 +218,7 @@ describe("Connection", () => {
     closeFd(m);
     peer.close();
     // every queued dup was closed with the connection
-    expect(countOpenFds()).toBe(baseline);
+    expect(fdsOpenedSince(baseline)).toEqual([]);
   });
 
   test("closes fds no line claims, counts them and reports EBADMSG for the line", async () => {
@@ -250,7 +251,7 @@ describe("Connection", () => {
     // the stray dup luod received is closed: only the test's own fds are left
     conn.close("done");
     peer.close();
-    expect(countOpenFds()).toBe(baseline);
+    expect(fdsOpenedSince(baseline)).toEqual([]);
   });
 
   test("without onInvalid, invalid lines get an EBADMSG error reply and the connection stays open", async () => {
@@ -285,7 +286,7 @@ describe("Connection", () => {
     expect(conn.closed).toBe(true);
     closeFd(m);
     peer.close();
-    expect(countOpenFds()).toBe(baseline); // the fd that came with the long line was closed
+    expect(fdsOpenedSince(baseline)).toEqual([]); // the fd that came with the long line was closed
   });
 
   test("MSG_CTRUNC (too many fds in one sendmsg) closes the connection and leaks nothing", async () => {
@@ -299,7 +300,7 @@ describe("Connection", () => {
     closeFd(m);
     peer.close();
     expect(conn.closed).toBe(true);
-    expect(countOpenFds()).toBe(baseline);
+    expect(fdsOpenedSince(baseline)).toEqual([]);
   });
 
   test("close() is idempotent, calls onClose once and closes unclaimed received fds", async () => {
@@ -316,7 +317,7 @@ describe("Connection", () => {
     expect(conn.send({ event: "X" })).toBe(false);
     closeFd(m);
     peer.close();
-    expect(countOpenFds()).toBe(baseline);
+    expect(fdsOpenedSince(baseline)).toEqual([]);
   });
 
   test("the peer hanging up closes the connection with a reason", async () => {
@@ -360,6 +361,6 @@ describe("Connection", () => {
     closeFd(m);
     conn.close("done");
     peer.close();
-    expect(countOpenFds()).toBe(baseline);
+    expect(fdsOpenedSince(baseline)).toEqual([]);
   });
 });
