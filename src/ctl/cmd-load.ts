@@ -2,7 +2,7 @@
 // unload, and check (the preflight).
 import { closeSync, fstatSync, openSync } from "node:fs";
 import { UsageError, lastValue, optionValues, parseSha256, unmark } from "./args";
-import { EXIT_FAILED, EXIT_OK, LocalError, QUICK_REPLY_TIMEOUT_MS, emit, withClient, type Ctx } from "./context";
+import { EXIT_FAILED, EXIT_OK, LocalError, QUICK_REPLY_TIMEOUT_MS, emit, replyTimeout, withClient, type Ctx } from "./context";
 import { formatCheck, formatLoad } from "./format";
 
 /** LOAD hashes and loads a kernel image: allow for a slow disk. */
@@ -61,7 +61,7 @@ export async function cmdLoad(ctx: Ctx, args: string[], opts: Record<string, unk
     const initrdFd = initrd === undefined ? null : openForLoad(initrd, "initrd");
     if (initrdFd !== null) fds.push(initrdFd);
     const r = await withClient(ctx, (c) =>
-      c.load({ kernelFd, initrdFd, cmdline, force: opts.force === true, sha256 }, { timeoutMs: LOAD_TIMEOUT_MS }),
+      c.load({ kernelFd, initrdFd, cmdline, force: opts.force === true, sha256 }, { timeoutMs: replyTimeout(ctx, LOAD_TIMEOUT_MS) }),
     );
     emit(ctx, r, () => formatLoad(r));
     return EXIT_OK;
@@ -71,14 +71,14 @@ export async function cmdLoad(ctx: Ctx, args: string[], opts: Record<string, unk
 }
 
 export async function cmdUnload(ctx: Ctx): Promise<number> {
-  const r = await withClient(ctx, (c) => c.unload({ timeoutMs: QUICK_REPLY_TIMEOUT_MS }));
+  const r = await withClient(ctx, (c) => c.unload({ timeoutMs: replyTimeout(ctx, QUICK_REPLY_TIMEOUT_MS) }));
   emit(ctx, r, () => "kernel unloaded");
   return EXIT_OK;
 }
 
 /** Exit 1 when luod is not ready for a live update. */
 export async function cmdCheck(ctx: Ctx): Promise<number> {
-  const r = await withClient(ctx, (c) => c.check({ timeoutMs: QUICK_REPLY_TIMEOUT_MS }));
+  const r = await withClient(ctx, (c) => c.check({ timeoutMs: replyTimeout(ctx, QUICK_REPLY_TIMEOUT_MS) }));
   emit(ctx, r, () => formatCheck(r));
   return r.ready === true ? EXIT_OK : EXIT_FAILED;
 }

@@ -7,7 +7,7 @@ import { cmdCheck, cmdLoad, cmdUnload } from "./cmd-load";
 import { cmdAbort, cmdKexec } from "./cmd-kexec";
 
 /** Options that take a value (long names). Their values are protected from mri (args.ts). */
-export const VALUE_OPTIONS = new Set(["socket", "initrd", "cmdline", "append", "sha256", "timeout", "reason"]);
+export const VALUE_OPTIONS = new Set(["socket", "initrd", "cmdline", "append", "sha256", "timeout", "reason", "reply-timeout"]);
 
 export interface Spec {
   /** cac raw name, e.g. "load <kernel>". */
@@ -27,6 +27,10 @@ export function commandName(spec: Spec): string {
 export const GLOBAL_OPTIONS: [string, string][] = [
   ["--socket <path>", `luod's socket (default: $LUOD_SOCKET or ${DEFAULT_SOCKET})`],
   ["--json", "machine-readable output on stdout (one JSON document; kexec: JSON lines)"],
+  [
+    "--reply-timeout <dur>",
+    "how long to wait for luod's reply before giving up with exit 3 (default 15s; load: 2m; kexec: its --timeout plus 1m)",
+  ],
   ["-h, --help", "show help (for a command: luoctl COMMAND --help)"],
   ["-v, --version", "show the version"],
 ];
