@@ -1,6 +1,7 @@
 // The commands about the next kernel: load (luoctl opens the files, luod verifies and loads),
 // unload, and check (the preflight).
-import { closeSync, fstatSync, openSync } from "node:fs";
+import { closeSync, constants, fstatSync, openSync } from "node:fs";
+import { setNonblocking } from "../kernel/unix";
 import { UsageError, lastValue, optionValues, parseSha256, unmark } from "./args";
 import { EXIT_FAILED, EXIT_OK, LocalError, QUICK_REPLY_TIMEOUT_MS, emit, replyTimeout, withClient, type Ctx } from "./context";
 import { formatCheck, formatLoad } from "./format";
@@ -26,10 +27,16 @@ export function buildCmdline(o: { cmdline?: string; reuse: boolean; append: stri
   return parts.join(" ");
 }
 
+/**
+ * Opens a file for LOAD and refuses anything but a regular file. O_NONBLOCK: opening a FIFO (or a
+ * device) must not block luoctl before the type is known; the type is then checked on the open
+ * fd (fstat), not on the path, so nothing can be swapped in between. O_NOCTTY: a terminal device
+ * never becomes luoctl's controlling terminal.
+ */
 function openForLoad(path: string, what: string): number {
   let fd: number;
   try {
-    fd = openSync(path, "r");
+    fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
   } catch (e) {
     const code = (e as { code?: string }).code ?? "EIO";
     // node's message: "ENOENT: no such file or directory, open '/x'"
@@ -38,6 +45,7 @@ function openForLoad(path: string, what: string): number {
   }
   try {
     if (!fstatSync(fd).isFile()) throw new LocalError("EINVAL", `${what} ${path} is not a regular file`);
+    setNonblocking(fd, false); // what luod reads is a plain file descriptor
   } catch (e) {
     closeSync(fd);
     throw e;
