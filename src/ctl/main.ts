@@ -6,8 +6,8 @@
 //      `check` found luod not ready, or a file given to `load` could not be opened
 //   2  usage error: unknown command or option, missing or bad argument
 //   3  cannot reach luod: socket missing, connection refused, permission denied, the
-//      connection was lost before luod answered, luod did not answer in time (--reply-timeout),
-//      or its reply was not protocol v1
+//      connection was lost before luod answered, luod did not answer a quick command in time
+//      (--reply-timeout), or its reply was not protocol v1
 //
 // Output: human text on stdout (progress and errors on stderr). With --json, stdout carries
 // exactly one JSON document per command: the reply of luod without its `reply`/`tag` fields
@@ -17,8 +17,8 @@
 // returns after REBOOTING, an `"ok":false` line follows. The last line is always the verdict.
 //
 // Waiting: --reply-timeout DUR bounds the wait for luod's reply (default 15 s for the quick
-// commands, 2 min for load, the READY deadline plus a minute for kexec); no reply in time, or a
-// reply that is not protocol v1 ("luod gave an invalid reply"), is exit 3.
+// commands, 2 min for load, the READY deadline plus a minute for kexec); no reply in time (kexec:
+// exit 1, as before), or a reply that is not protocol v1 ("luod gave an invalid reply"), is exit 3.
 //
 // Socket: --socket PATH, else $LUOD_SOCKET, else /run/luod/liveupdate.sock. (The compiled binary
 // never autoloads .env files, so the environment variable is only what the caller set.)
