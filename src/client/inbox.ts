@@ -1,7 +1,7 @@
 // Where LuoClient's incoming messages go: the replies awaited by requests, the events awaited by
 // waitFor(), the on() listeners, and a small buffer for events nobody took yet.
 //
-//  * a reply (a message with `reply` or `ok`) goes to the oldest outstanding request with the same `tag`
+//  * a reply (a message with `reply`, or `ok` and no `event`) goes to the oldest outstanding request with the same `tag`
 //    (when the reply has one) or else the same `cmd` (FIFO). `CLAIMED` is the reply to CLAIM (the
 //    seed protocol's form without `reply` is accepted too). It must be a valid reply to that
 //    request (replyProblem: envelope, tag, fds, field types); one that is not, or that answers
@@ -135,7 +135,8 @@ export class Inbox {
 
   /** One message from luod, with the fds that came with it. */
   deliver(msg: Message, fds: number[]): void {
-    if (("reply" in msg || "ok" in msg) && !(msg.event === "CLAIMED" && !("reply" in msg))) {
+    // a reply has `reply`, or `ok` without being an event (an event may gain fields, even `ok`)
+    if ("reply" in msg || ("ok" in msg && !isEvent(msg))) {
       this.onReply(msg, fds);
       return;
     }

@@ -80,7 +80,7 @@ export class OneShotClient extends LuoRequests {
           }
           // protocol v1: a message with `event` and no reply fields is an event, not for us;
           // one with neither is from a newer luod and ignored as well
-          if (!("reply" in msg) && !("ok" in msg)) {
+          if (!("reply" in msg) && (!("ok" in msg) || typeof msg.event === "string")) {
             closeQuietly(fds);
             continue;
           }
