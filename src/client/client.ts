@@ -18,7 +18,7 @@ import type { RequestOf } from "../wire/requests"; // types only: the schemas st
 import { Inbox, type EventListener, type Interceptor, type WaitOptions } from "./inbox";
 import { closeQuietly } from "../kernel/fd";
 import { MAX_REPLY_BYTES } from "../wire/framing";
-import { LuoConnectionClosed, LuoError } from "./errors";
+import { LuoConnectionClosed, LuoError, LuoProtocolError } from "./errors";
 import { DEFAULT_SOCKET, connectWithRetry } from "./connect";
 
 export { DEFAULT_SOCKET, connectWithRetry };
@@ -78,6 +78,8 @@ export interface Preservation {
 export class LuoClient extends LuoRequests {
   private readonly inbox: Inbox;
   private closeReason: string | null = null;
+  /** Why the client closed the connection itself (luod broke the protocol): what requests reject with. */
+  private fatalError: LuoError | null = null;
   private conn!: Connection;
   /** The session fd prepare() returned: START_PRESERVATION of a prepared session brings none. */
   private preparedFd: number | null = null;
@@ -89,7 +91,7 @@ export class LuoClient extends LuoRequests {
     private readonly requestTimeoutMs: number,
   ) {
     super();
-    this.inbox = new Inbox(maxBuffered);
+    this.inbox = new Inbox(maxBuffered, (e) => this.fatal(e));
   }
 
   /** Connects to luod. Rejects with LuoConnectError (code = errno name) when that fails. */
@@ -106,7 +108,7 @@ export class LuoClient extends LuoRequests {
     try {
       client.conn = new Connection(fd, loop, {
         onMessage: (msg, fds) => client.inbox.deliver(msg, fds),
-        onInvalid: (code, message) => client.fatal(new LuoError(code, `invalid message from luod: ${message}`)),
+        onInvalid: (_code, message) => client.fatal(new LuoProtocolError(message)),
         onClose: (reason) => client.onClose(reason),
       }, { maxLineBytes: MAX_REPLY_BYTES });
     } catch (e) {
@@ -313,10 +315,17 @@ export class LuoClient extends LuoRequests {
   private onClose(reason: string): void {
     this.closeReason = reason;
     const byUs = reason === "closed by the client";
-    const error = new LuoConnectionClosed(
-      byUs ? "ESHUTDOWN" : "ECONNRESET",
-      byUs ? "the client was closed" : `lost the connection to luod (${reason})`,
-    );
+    // the Connection closes on a line over MAX_REPLY_BYTES and on more fds than a read takes:
+    // luod broke the protocol, it did not just go away
+    const broken = /^(EMSGSIZE|MSG_CTRUNC):/.exec(reason);
+    const error =
+      this.fatalError ??
+      (broken
+        ? new LuoProtocolError(broken[1] === "EMSGSIZE" ? `a line over ${MAX_REPLY_BYTES} bytes` : "more fds in one message than a reply may carry")
+        : new LuoConnectionClosed(
+            byUs ? "ESHUTDOWN" : "ECONNRESET",
+            byUs ? "the client was closed" : `lost the connection to luod (${reason})`,
+          ));
     this.inbox.closed(error, reason); // buffered events stay readable; close() closes their fds
     // No connection, no reason to keep an epoll worker: let the process exit.
     this.loop.close();
@@ -324,6 +333,7 @@ export class LuoClient extends LuoRequests {
 
   private fatal(e: unknown): void {
     const message = e instanceof Error ? e.message : String(e);
+    if (this.closeReason === null && this.fatalError === null) this.fatalError = e instanceof LuoError ? e : new LuoError("EIO", message);
     if (this.closeReason === null) this.conn?.close(`client error: ${message}`);
     this.loop.close();
   }

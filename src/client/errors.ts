@@ -46,6 +46,19 @@ export class LuoTimeoutError extends LuoError {
   }
 }
 
+/**
+ * What came from luod is not protocol v1: not JSON, not an object, a reply that does not match
+ * its request (wrong `reply`, `ok`, `tag` or field types), a line over MAX_REPLY_BYTES, or fds
+ * nobody asked for. `code` is "EBADMSG". The connection is not trusted afterwards: LuoClient
+ * closes it, and every outstanding request rejects with this error.
+ */
+export class LuoProtocolError extends LuoError {
+  constructor(detail: string) {
+    super("EBADMSG", `luod gave an invalid reply: ${detail}`);
+    this.name = "LuoProtocolError";
+  }
+}
+
 /** The LuoError a reply with `ok: false` stands for (EIO and a plain message when it names none). */
 export function replyFailure(msg: Record<string, unknown>, cmd: string): LuoError {
   const err = (typeof msg.error === "object" && msg.error !== null ? msg.error : {}) as Record<string, unknown>;

@@ -1,9 +1,11 @@
 // Where LuoClient's incoming messages go: the replies awaited by requests, the events awaited by
 // waitFor(), the on() listeners, and a small buffer for events nobody took yet.
 //
-//  * a reply (`reply` + boolean `ok`) goes to the oldest outstanding request with the same `tag`
+//  * a reply (a message with `reply`, or `ok` and no `event`) goes to the oldest outstanding request with the same `tag`
 //    (when the reply has one) or else the same `cmd` (FIFO). `CLAIMED` is the reply to CLAIM (the
-//    seed protocol's form without `reply` is accepted too);
+//    seed protocol's form without `reply` is accepted too). It must be a valid reply to that
+//    request (replyProblem: envelope, tag, fds, field types); one that is not, or that answers
+//    nothing we sent, is a protocol error: onInvalid (LuoClient closes the connection);
 //  * an event goes to the interceptors (KEXEC's progress), then to the first waitFor() waiting for
 //    it, else to the on() listeners, else into a small buffer that later waitFor() calls look at
 //    first (an event can arrive in the same read as the reply that precedes it, before the caller
@@ -12,10 +14,10 @@
 // File descriptors that arrive with a message belong to whoever receives the message. Fds of
 // buffered events are closed if the buffer overflows, or by dropBuffered().
 import { closeQuietly } from "../kernel/fd";
-import { errorCodeOf } from "../wire/errors";
-import { isReply, type Tag } from "../wire/replies";
+import { errorCodeOf, oneLine } from "../wire/errors";
+import { replyProblem, type Tag } from "../wire/replies";
 import { isEvent } from "../wire/events";
-import { LuoError, LuoTimeoutError, replyFailure, type LuoConnectionClosed } from "./errors";
+import { LuoError, LuoProtocolError, LuoTimeoutError, replyFailure } from "./errors";
 import type { Message, Received } from "./requests";
 
 export type EventListener = (msg: Message, fds: number[]) => void;
@@ -51,9 +53,10 @@ export class Inbox {
   private readonly buffered: Received[] = [];
   private readonly interceptors = new Set<Interceptor>();
   private readonly closeListeners = new Set<(reason: string) => void>();
-  private closeError: LuoConnectionClosed | null = null;
+  private closeError: LuoError | null = null;
 
-  constructor(private readonly maxBuffered: number) {}
+  /** `onInvalid`: luod sent something that is not protocol v1; the connection cannot be trusted. */
+  constructor(private readonly maxBuffered: number, private readonly onInvalid: (e: LuoProtocolError) => void = () => {}) {}
 
   /**
    * Resolves with the reply to the request `send` writes (its cmd and tag say which reply that
@@ -132,7 +135,8 @@ export class Inbox {
 
   /** One message from luod, with the fds that came with it. */
   deliver(msg: Message, fds: number[]): void {
-    if (isReply(msg)) {
+    // a reply has `reply`, or `ok` without being an event (an event may gain fields, even `ok`)
+    if ("reply" in msg || ("ok" in msg && !isEvent(msg))) {
       this.onReply(msg, fds);
       return;
     }
@@ -176,7 +180,7 @@ export class Inbox {
    * `reason`. Buffered events stay readable by waitFor() (a START_PRESERVATION + fd may be in
    * there); dropBuffered() closes their fds.
    */
-  closed(error: LuoConnectionClosed, reason: string): void {
+  closed(error: LuoError, reason: string): void {
     this.closeError = error;
     for (const p of this.pending.splice(0)) if (!p.abandoned) p.reject(error);
     for (const w of this.waiters.splice(0)) {
@@ -205,7 +209,14 @@ export class Inbox {
     if (i < 0) i = this.pending.findIndex((p) => p.cmd === msg.reply);
     if (i < 0 && msg.reply === null) i = 0; // luod could not read our cmd: the oldest request
     if (i < 0 || i >= this.pending.length) {
-      closeQuietly(fds); // a reply to nothing we sent: ignore it
+      closeQuietly(fds);
+      this.onInvalid(new LuoProtocolError(`a reply to ${oneLine(String(JSON.stringify(msg.reply)), 40)} that nothing asked for`));
+      return;
+    }
+    const problem = replyProblem(msg, this.pending[i]!.cmd, this.pending[i]!.tag);
+    if (problem !== null) {
+      closeQuietly(fds);
+      this.onInvalid(new LuoProtocolError(oneLine(problem, 200))); // the request rejects with it as the connection closes
       return;
     }
     const p = this.pending.splice(i, 1)[0]!;

@@ -5,7 +5,7 @@ export {
   type LoadOptions, type KexecOptions, type KexecResult, type Preservation, type Tag,
   type StatusReply, type ListReply, type LoadReply, type CheckReply, type AbortReply, type ClientInfo, type RestoredInfo, type UpdateInfo,
 } from "./client";
-export { LuoError, LuoConnectError, LuoConnectionClosed, LuoTimeoutError } from "./errors";
+export { LuoError, LuoConnectError, LuoConnectionClosed, LuoProtocolError, LuoTimeoutError } from "./errors";
 export { OneShotClient } from "./oneshot";
 export { LuoRequests } from "./requests";
 export {

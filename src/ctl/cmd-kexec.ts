@@ -1,8 +1,8 @@
 // The update itself: kexec (start it, show progress, report the verdict; Ctrl-C aborts) and abort.
-import { LuoConnectError, LuoConnectionClosed, LuoError } from "../client/errors";
+import { LuoConnectError, LuoConnectionClosed, LuoError, LuoProtocolError } from "../client/errors";
 import { KEXEC_TIMEOUT_DEFAULT_MS, KEXEC_TIMEOUT_MAX_MS, KEXEC_TIMEOUT_MIN_MS } from "../wire/limits";
 import { UsageError, lastValue, parseDuration } from "./args";
-import { EXIT_FAILED, EXIT_OK, QUICK_REPLY_TIMEOUT_MS, emit, oneLine, stripReply, withClient, type Ctx } from "./context";
+import { EXIT_FAILED, EXIT_OK, QUICK_REPLY_TIMEOUT_MS, emit, jsonText, oneLine, replyTimeout, stripReply, withClient, type Ctx } from "./context";
 import { formatDuration, formatKexecDone, formatProgress, formatTimings } from "./format";
 
 /** KEXEC replies by the READY deadline at the latest; this margin covers commit + abort. */
@@ -30,7 +30,7 @@ export async function cmdKexec(ctx: Ctx, _args: string[], opts: Record<string, u
   const onProgress = (ev: Record<string, unknown>) => {
     started = true;
     if (ctx.json) {
-      io.stdout(JSON.stringify(ev) + "\n");
+      io.stdout(jsonText(ev) + "\n");
       return;
     }
     const text = formatProgress(ev);
@@ -50,7 +50,7 @@ export async function cmdKexec(ctx: Ctx, _args: string[], opts: Record<string, u
   };
   const onRebooting = (ev: Record<string, unknown>) => {
     clearLive();
-    if (ctx.json) io.stdout(JSON.stringify({ ok: true, ...ev }) + "\n");
+    if (ctx.json) io.stdout(jsonText({ ok: true, ...ev }) + "\n");
     else io.stdout(formatKexecDone(ev) + "\n");
   };
 
@@ -67,12 +67,13 @@ export async function cmdKexec(ctx: Ctx, _args: string[], opts: Record<string, u
     io.stderr("luoctl: interrupted; aborting the update\n");
     client.abort("interrupted (luoctl kexec got SIGINT)").catch(() => {});
   });
-  // If luod never answers (wedged), give up after the READY deadline plus a margin. After
-  // REBOOTING there is no limit: sync() before the jump may take long, and success ends us anyway.
+  // If luod never answers (wedged), give up after --reply-timeout, by default the READY deadline
+  // plus a margin. After REBOOTING there is no limit: sync() before the jump may take long, and
+  // success ends us anyway.
   let rebooting = false;
   const watchdog = setTimeout(() => {
     if (!rebooting) client.close();
-  }, (timeoutMs ?? KEXEC_TIMEOUT_DEFAULT_MS) + KEXEC_MARGIN_MS);
+  }, replyTimeout(ctx, (timeoutMs ?? KEXEC_TIMEOUT_DEFAULT_MS) + KEXEC_MARGIN_MS));
   try {
     const result = await client.kexec({
       timeoutMs,
@@ -85,7 +86,7 @@ export async function cmdKexec(ctx: Ctx, _args: string[], opts: Record<string, u
     });
     clearLive();
     if (result.rebooting) return EXIT_OK; // the verdict was printed at REBOOTING
-    if (ctx.json) io.stdout(JSON.stringify(stripReply(result.reply)) + "\n");
+    if (ctx.json) io.stdout(jsonText(stripReply(result.reply)) + "\n");
     else {
       io.stdout(formatKexecDone(result.reply) + "\n");
       const t = formatTimings(result.timings);
@@ -94,14 +95,15 @@ export async function cmdKexec(ctx: Ctx, _args: string[], opts: Record<string, u
     return EXIT_OK;
   } catch (e) {
     clearLive();
-    if (e instanceof LuoError && !(e instanceof LuoConnectionClosed) && !(e instanceof LuoConnectError)) {
-      if (ctx.json) io.stdout(JSON.stringify(e.reply ? stripReply(e.reply) : { ok: false, error: { code: e.code, message: e.message } }) + "\n");
+    const transport = e instanceof LuoConnectionClosed || e instanceof LuoConnectError || e instanceof LuoProtocolError;
+    if (e instanceof LuoError && !transport) {
+      if (ctx.json) io.stdout(jsonText(e.reply ? stripReply(e.reply) : { ok: false, error: { code: e.code, message: e.message } }) + "\n");
       const what = rebooting ? "the jump failed" : started ? "update aborted" : "cannot start the update";
       io.stderr(`luoctl: ${what}: ${oneLine(e.message)}${e.message.includes(e.code) ? "" : ` (${e.code})`}\n`);
       return EXIT_FAILED;
     }
     if (e instanceof LuoConnectionClosed && e.code === "ESHUTDOWN") {
-      throw new LuoError("ETIMEDOUT", "no answer from luod after the READY deadline; check `luoctl status`");
+      throw new LuoError("ETIMEDOUT", `no answer from luod within ${ctx.replyTimeoutMs === undefined ? "the READY deadline plus a minute" : "--reply-timeout"}; check \`luoctl status\``);
     }
     throw e;
   } finally {
@@ -113,7 +115,7 @@ export async function cmdKexec(ctx: Ctx, _args: string[], opts: Record<string, u
 
 export async function cmdAbort(ctx: Ctx, _args: string[], opts: Record<string, unknown>): Promise<number> {
   const reason = lastValue(opts.reason, "reason");
-  const r = await withClient(ctx, (c) => c.abort(reason, { timeoutMs: QUICK_REPLY_TIMEOUT_MS }));
+  const r = await withClient(ctx, (c) => c.abort(reason, { timeoutMs: replyTimeout(ctx, QUICK_REPLY_TIMEOUT_MS) }));
   emit(ctx, r, () => (r.aborted === true ? "update aborted" : "no update was in progress"));
   return EXIT_OK;
 }

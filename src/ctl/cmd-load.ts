@@ -1,8 +1,9 @@
 // The commands about the next kernel: load (luoctl opens the files, luod verifies and loads),
 // unload, and check (the preflight).
-import { closeSync, fstatSync, openSync } from "node:fs";
+import { closeSync, constants, fstatSync, openSync } from "node:fs";
+import { setNonblocking } from "../kernel/unix";
 import { UsageError, lastValue, optionValues, parseSha256, unmark } from "./args";
-import { EXIT_FAILED, EXIT_OK, LocalError, QUICK_REPLY_TIMEOUT_MS, emit, withClient, type Ctx } from "./context";
+import { EXIT_FAILED, EXIT_OK, LocalError, QUICK_REPLY_TIMEOUT_MS, emit, replyTimeout, withClient, type Ctx } from "./context";
 import { formatCheck, formatLoad } from "./format";
 
 /** LOAD hashes and loads a kernel image: allow for a slow disk. */
@@ -26,10 +27,16 @@ export function buildCmdline(o: { cmdline?: string; reuse: boolean; append: stri
   return parts.join(" ");
 }
 
+/**
+ * Opens a file for LOAD and refuses anything but a regular file. O_NONBLOCK: opening a FIFO (or a
+ * device) must not block luoctl before the type is known; the type is then checked on the open
+ * fd (fstat), not on the path, so nothing can be swapped in between. O_NOCTTY: a terminal device
+ * never becomes luoctl's controlling terminal.
+ */
 function openForLoad(path: string, what: string): number {
   let fd: number;
   try {
-    fd = openSync(path, "r");
+    fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
   } catch (e) {
     const code = (e as { code?: string }).code ?? "EIO";
     // node's message: "ENOENT: no such file or directory, open '/x'"
@@ -38,6 +45,7 @@ function openForLoad(path: string, what: string): number {
   }
   try {
     if (!fstatSync(fd).isFile()) throw new LocalError("EINVAL", `${what} ${path} is not a regular file`);
+    setNonblocking(fd, false); // what luod reads is a plain file descriptor
   } catch (e) {
     closeSync(fd);
     throw e;
@@ -61,7 +69,7 @@ export async function cmdLoad(ctx: Ctx, args: string[], opts: Record<string, unk
     const initrdFd = initrd === undefined ? null : openForLoad(initrd, "initrd");
     if (initrdFd !== null) fds.push(initrdFd);
     const r = await withClient(ctx, (c) =>
-      c.load({ kernelFd, initrdFd, cmdline, force: opts.force === true, sha256 }, { timeoutMs: LOAD_TIMEOUT_MS }),
+      c.load({ kernelFd, initrdFd, cmdline, force: opts.force === true, sha256 }, { timeoutMs: replyTimeout(ctx, LOAD_TIMEOUT_MS) }),
     );
     emit(ctx, r, () => formatLoad(r));
     return EXIT_OK;
@@ -71,14 +79,14 @@ export async function cmdLoad(ctx: Ctx, args: string[], opts: Record<string, unk
 }
 
 export async function cmdUnload(ctx: Ctx): Promise<number> {
-  const r = await withClient(ctx, (c) => c.unload({ timeoutMs: QUICK_REPLY_TIMEOUT_MS }));
+  const r = await withClient(ctx, (c) => c.unload({ timeoutMs: replyTimeout(ctx, QUICK_REPLY_TIMEOUT_MS) }));
   emit(ctx, r, () => "kernel unloaded");
   return EXIT_OK;
 }
 
 /** Exit 1 when luod is not ready for a live update. */
 export async function cmdCheck(ctx: Ctx): Promise<number> {
-  const r = await withClient(ctx, (c) => c.check({ timeoutMs: QUICK_REPLY_TIMEOUT_MS }));
+  const r = await withClient(ctx, (c) => c.check({ timeoutMs: replyTimeout(ctx, QUICK_REPLY_TIMEOUT_MS) }));
   emit(ctx, r, () => formatCheck(r));
   return r.ready === true ? EXIT_OK : EXIT_FAILED;
 }

@@ -7,7 +7,7 @@ import { cmdCheck, cmdLoad, cmdUnload } from "./cmd-load";
 import { cmdAbort, cmdKexec } from "./cmd-kexec";
 
 /** Options that take a value (long names). Their values are protected from mri (args.ts). */
-export const VALUE_OPTIONS = new Set(["socket", "initrd", "cmdline", "append", "sha256", "timeout", "reason"]);
+export const VALUE_OPTIONS = new Set(["socket", "initrd", "cmdline", "append", "sha256", "timeout", "reason", "reply-timeout"]);
 
 export interface Spec {
   /** cac raw name, e.g. "load <kernel>". */
@@ -27,6 +27,10 @@ export function commandName(spec: Spec): string {
 export const GLOBAL_OPTIONS: [string, string][] = [
   ["--socket <path>", `luod's socket (default: $LUOD_SOCKET or ${DEFAULT_SOCKET})`],
   ["--json", "machine-readable output on stdout (one JSON document; kexec: JSON lines)"],
+  [
+    "--reply-timeout <dur>",
+    "how long to wait for luod's reply (default 15s; load: 2m; kexec: its --timeout plus 1m)",
+  ],
   ["-h, --help", "show help (for a command: luoctl COMMAND --help)"],
   ["-v, --version", "show the version"],
 ];
@@ -102,7 +106,8 @@ export const SPECS: readonly Spec[] = [
       "the update is aborted, clients resume and the host keeps running: exit 1.\n" +
       "--dry-run goes as far as all clients READY, then aborts on purpose (exit 0).\n" +
       "Progress is shown on stderr: `ready 3/5, waiting: vm-1 vm-7 (12s left)`. Ctrl-C aborts the update.\n" +
-      "DUR: 30s, 2m, 500ms, 1m30s, or a number of seconds (default 30s).",
+      "DUR: 30s, 2m, 500ms, 1m30s, or a number of seconds (default 30s). luoctl waits for luod's\n" +
+      "answer for the READY deadline plus a minute (--reply-timeout changes it), then exits 1.",
     options: [
       ["--timeout <dur>", "how long clients get to become READY (default 30s)"],
       ["--dry-run", "stop after every client is READY; do not reboot"],

@@ -1,6 +1,9 @@
 // Human output of luoctl: pure functions from replies (as luod sends them) to text.
 // Every reader is tolerant: a field luod does not send (yet) is shown as "-", never a crash,
 // because protocol v1 lets luod add fields and luoctl may be older or newer than luod.
+// Every string from a reply goes through str() or esc(): escapeControl makes control characters
+// visible (\x1b), so a client's id or FAIL reason cannot act on the operator's terminal.
+import { escapeControl } from "../wire/escape";
 
 type Obj = Record<string, unknown>;
 
@@ -14,10 +17,13 @@ const PLAIN: Style = { color: false };
 function isObj(x: unknown): x is Obj {
   return typeof x === "object" && x !== null && !Array.isArray(x);
 }
+/** A value from a reply as text, control characters escaped; `dflt` when absent or empty. */
 function str(x: unknown, dflt = "-"): string {
   if (x === undefined || x === null || x === "") return dflt;
-  return typeof x === "string" ? x : typeof x === "object" ? JSON.stringify(x) : String(x);
+  return escapeControl(typeof x === "string" ? x : typeof x === "object" ? JSON.stringify(x) : String(x));
 }
+/** A key (or other string) from a reply, control characters escaped. */
+const esc = escapeControl;
 function num(x: unknown): number | undefined {
   return typeof x === "number" && Number.isFinite(x) ? x : undefined;
 }
@@ -99,7 +105,7 @@ export function formatProgress(p: Obj): string {
   }
   const remaining = num(p.remaining_ms);
   if (remaining !== undefined) text += ` (${formatRemaining(remaining)} left)`;
-  const phase = typeof p.phase === "string" && p.phase !== "preparing" ? ` [${p.phase}]` : "";
+  const phase = typeof p.phase === "string" && p.phase !== "preparing" ? ` [${str(p.phase)}]` : "";
   return text + phase;
 }
 
@@ -120,7 +126,7 @@ export function formatStatus(r: Obj, now = Date.now(), style: Style = PLAIN): st
     pairs.push(["last update", `#${str(p.attempt)} from ${str(p.from)} at ${str(p.createdAt ?? p.created_at)}`]);
     // the barrier's timings, as luod recorded them before the jump (ms since the KEXEC request)
     if (isObj(p.timings)) {
-      const t = Object.entries(p.timings).map(([k, v]) => `${k.replace(/_ms$/, "")} ${str(v)} ms`);
+      const t = Object.entries(p.timings).map(([k, v]) => `${esc(k.replace(/_ms$/, ""))} ${str(v)} ms`);
       if (t.length) pairs.push(["  timings", t.join(", ")]);
     }
   }
@@ -131,7 +137,7 @@ export function formatStatus(r: Obj, now = Date.now(), style: Style = PLAIN): st
     } else {
       const bits = [str(k.version)];
       const extra: string[] = [];
-      if (typeof k.sha256 === "string") extra.push(`sha256 ${k.sha256.slice(0, 12)}…`);
+      if (typeof k.sha256 === "string") extra.push(`sha256 ${esc(k.sha256.slice(0, 12))}…`);
       if (num(k.size) !== undefined) extra.push(formatBytes(k.size as number));
       if (typeof k.loaded_at === "string") extra.push(`loaded ${ageOf(k.loaded_at, now)} ago`);
       pairs.push(["kernel", bits.join(" ") + (extra.length ? ` (${extra.join(", ")})` : "")]);
@@ -177,7 +183,7 @@ function describeDevice(d: unknown): string {
     const present = d.present ?? d.exists ?? d.ok;
     const rest = Object.entries(d).filter(([key]) => !["path", "present", "exists", "ok"].includes(key));
     let text = present === undefined ? path : `${path} ${present ? "present" : "missing"}`;
-    if (rest.length) text += ` (${rest.map(([key, v]) => `${key} ${str(v)}`).join(", ")})`;
+    if (rest.length) text += ` (${rest.map(([key, v]) => `${esc(key)} ${str(v)}`).join(", ")})`;
     return text;
   }
   return str(d);
@@ -186,13 +192,13 @@ function describeDevice(d: unknown): string {
 function describeBoot(b: unknown): string {
   if (isObj(b) && typeof b.kind === "string") {
     const rest = Object.entries(b).filter(([k]) => k !== "kind");
-    return rest.length ? `${b.kind} (${rest.map(([k, v]) => `${k.replaceAll("_", " ")}: ${str(v)}`).join("; ")})` : b.kind;
+    return rest.length ? `${esc(b.kind)} (${rest.map(([k, v]) => `${esc(k.replaceAll("_", " "))}: ${str(v)}`).join("; ")})` : esc(b.kind);
   }
   return describeGeneric(b);
 }
 
 function describeGeneric(x: unknown): string {
-  if (isObj(x)) return Object.entries(x).map(([k, v]) => `${k}=${str(v)}`).join(" ");
+  if (isObj(x)) return Object.entries(x).map(([k, v]) => `${esc(k)}=${str(v)}`).join(" ");
   return str(x);
 }
 
@@ -230,7 +236,7 @@ export function formatLoad(r: Obj): string {
   const k = isObj(r.kernel) ? r.kernel : {};
   const extra: string[] = [];
   if (num(k.size) !== undefined) extra.push(formatBytes(k.size as number));
-  if (typeof k.sha256 === "string") extra.push(`sha256 ${k.sha256}`);
+  if (typeof k.sha256 === "string") extra.push(`sha256 ${esc(k.sha256)}`);
   const pairs: [string, string][] = [["kernel", `${str(k.version)}${extra.length ? ` (${extra.join(", ")})` : ""}`]];
   const i = r.initrd;
   pairs.push(["initrd", isObj(i) ? (num(i.size) !== undefined ? formatBytes(i.size as number) : "yes") : "none"]);
@@ -266,6 +272,6 @@ export function formatTimings(t: unknown): string {
   if (!isObj(t)) return "";
   return Object.entries(t)
     .filter(([, v]) => typeof v === "number")
-    .map(([k, v]) => `${k.replace(/_ms$/, "")} ${formatDuration(v as number)}`)
+    .map(([k, v]) => `${esc(k.replace(/_ms$/, ""))} ${formatDuration(v as number)}`)
     .join(", ");
 }

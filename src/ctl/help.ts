@@ -11,7 +11,8 @@ const EPILOG = `Exit status:
   0  success
   1  the operation failed (luod refused, the update was aborted, check: not ready)
   2  usage error (unknown command or option, bad or missing argument)
-  3  cannot reach luod (no socket, connection refused, permission denied, connection lost)
+  3  cannot reach luod (no socket, connection refused, permission denied, connection lost,
+     no reply within --reply-timeout, or an invalid reply)
 
 Environment:
   LUOD_SOCKET  socket path when --socket is not given`;

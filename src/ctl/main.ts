@@ -5,8 +5,9 @@
 //   1  the operation failed: luod refused or reported an error, the update was aborted,
 //      `check` found luod not ready, or a file given to `load` could not be opened
 //   2  usage error: unknown command or option, missing or bad argument
-//   3  cannot reach luod: socket missing, connection refused, permission denied, or the
-//      connection was lost before luod answered
+//   3  cannot reach luod: socket missing, connection refused, permission denied, the
+//      connection was lost before luod answered, luod did not answer a quick command in time
+//      (--reply-timeout), or its reply was not protocol v1
 //
 // Output: human text on stdout (progress and errors on stderr). With --json, stdout carries
 // exactly one JSON document per command: the reply of luod without its `reply`/`tag` fields
@@ -14,6 +15,10 @@
 // code "EUSAGE"; connection errors: the errno name). `kexec --json` is the exception: JSON lines,
 // one per PROGRESS event, then one REBOOTING line (`"ok":true`) or the final reply; when reboot()
 // returns after REBOOTING, an `"ok":false` line follows. The last line is always the verdict.
+//
+// Waiting: --reply-timeout DUR bounds the wait for luod's reply (default 15 s for the quick
+// commands, 2 min for load, the READY deadline plus a minute for kexec); no reply in time (kexec:
+// exit 1, as before), or a reply that is not protocol v1 ("luod gave an invalid reply"), is exit 3.
 //
 // Socket: --socket PATH, else $LUOD_SOCKET, else /run/luod/liveupdate.sock. (The compiled binary
 // never autoloads .env files, so the environment variable is only what the caller set.)
@@ -24,7 +29,7 @@
 import { cac, type CAC } from "cac";
 import { VERSION } from "../version";
 import { DEFAULT_SOCKET } from "../wire/limits";
-import { UsageError, lastValue, protectOptionValues, unmark } from "./args";
+import { UsageError, lastValue, parseDuration, protectOptionValues, unmark } from "./args";
 import { GLOBAL_OPTIONS, SPECS, VALUE_OPTIONS, commandName } from "./commands";
 import { EXIT_OK, type Ctx } from "./context";
 import { helpCommand, helpText } from "./help";
@@ -69,6 +74,8 @@ export async function luoctlMain(args: string[], ioOverrides: Partial<CtlIo> = {
       style: { color: io.stdoutIsTTY && io.env.NO_COLOR === undefined },
     };
     if (ctx.socket === "") throw new UsageError("--socket needs a path");
+    const replyTimeout = lastValue(opts.replyTimeout, "reply-timeout");
+    if (replyTimeout !== undefined) ctx.replyTimeoutMs = parseDuration(replyTimeout);
     holder.ctx = ctx;
     const code = await cli.runMatchedCommand();
     return typeof code === "number" ? code : EXIT_OK;

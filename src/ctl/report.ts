@@ -1,8 +1,10 @@
 // A failed luoctl command as the user sees it: the exit code (usage 2, unreachable 3, otherwise
 // 1), one "luoctl: ..." line on stderr, and with --json the `{"ok":false,...}` document on stdout.
-import { LuoConnectError, LuoConnectionClosed, LuoError } from "../client/errors";
+// luod not answering in time (LuoTimeoutError) and luod answering something that is not protocol
+// v1 (LuoProtocolError: "luod gave an invalid reply: …") count as unreachable: exit 3.
+import { LuoConnectError, LuoConnectionClosed, LuoError, LuoProtocolError, LuoTimeoutError } from "../client/errors";
 import { UsageError } from "./args";
-import { EXIT_FAILED, EXIT_UNREACHABLE, EXIT_USAGE, LocalError, oneLine, stripReply, type Ctx } from "./context";
+import { EXIT_FAILED, EXIT_UNREACHABLE, EXIT_USAGE, LocalError, jsonText, oneLine, stripReply, type Ctx } from "./context";
 
 export function report(ctx: Ctx, e: unknown, helpHint: string): number {
   let code: string;
@@ -17,9 +19,9 @@ export function report(ctx: Ctx, e: unknown, helpHint: string): number {
     code = e.code;
     message = e.message;
     exit = EXIT_UNREACHABLE;
-  } else if (e instanceof LuoConnectionClosed) {
+  } else if (e instanceof LuoConnectionClosed || e instanceof LuoProtocolError || e instanceof LuoTimeoutError) {
     code = e.code;
-    message = e.message;
+    message = e instanceof LuoTimeoutError ? `${e.message} (${e.code})` : e.message;
     exit = EXIT_UNREACHABLE;
   } else if (e instanceof LuoError) {
     code = e.code;
@@ -35,7 +37,7 @@ export function report(ctx: Ctx, e: unknown, helpHint: string): number {
     message = `internal error: ${e instanceof Error ? e.message : String(e)}`;
     exit = EXIT_FAILED;
   }
-  if (ctx.json) ctx.io.stdout(JSON.stringify(doc ?? { ok: false, error: { code, message: e instanceof Error ? e.message : message } }) + "\n");
+  if (ctx.json) ctx.io.stdout(jsonText(doc ?? { ok: false, error: { code, message: e instanceof Error ? e.message : message } }) + "\n");
   ctx.io.stderr(`luoctl: ${oneLine(message)}\n`);
   return exit;
 }

@@ -154,3 +154,125 @@ export interface AbortReply extends JsonObject {
   /** Whether an update was running. */
   aborted: boolean;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Checking a reply as a client receives it (the client library and luoctl): whatever answers on
+// the socket may be broken or hostile. A plain predicate, not a schema: the client library and
+// luoctl's quick commands do not load valibot.
+
+/** The fds an ok reply carries (`fds`): the session fd of PREPARE and CLAIM; none otherwise. */
+const REPLY_FDS: Readonly<Record<string, number>> = { PREPARE: 1, CLAIM: 1 };
+
+/** Longest error code a reply may carry (an errno name: EPERM, ECANCELED…). */
+const MAX_ERROR_CODE_LENGTH = 32;
+
+/**
+ * Why `msg` is not a valid reply to the request `cmd` (sent with `tag`), or null when it is one:
+ * the envelope (`reply` is `cmd`, or null on an error to a line luod could not read; `ok` a
+ * boolean; `error` {code, message} strings when not ok; `tag` echoed exactly; `fds` as many as
+ * the reply carries: 1 for PREPARE and CLAIM, else none), then the types of the fields of each
+ * command's ok reply that readers use (see the interfaces above). A field that is absent is
+ * fine (readers show "-"; protocol v1 lets luod add fields and an older luod lacks some), with
+ * one exception: KEXEC's ok reply must say `dry_run: true`, the only KEXEC that luod answers
+ * with ok (a real update succeeds with REBOOTING), so that no broken reply reads as success.
+ */
+export function replyProblem(msg: unknown, cmd: string, tag?: Tag): string | null {
+  if (!isPlainObject(msg)) return `expected a JSON object, got ${typeName(msg)}`;
+  if (typeof msg.ok !== "boolean") return `"ok" must be true or false, got ${shown(msg.ok)}`;
+  if (msg.ok ? msg.reply !== cmd : msg.reply !== cmd && msg.reply !== null) {
+    return `"reply" must be ${JSON.stringify(cmd)}, got ${shown(msg.reply)}`;
+  }
+  if (msg.tag !== tag) return `"tag" must be ${tag === undefined ? "absent" : JSON.stringify(tag)}, got ${shown(msg.tag)}`;
+  const fds = msg.ok ? (REPLY_FDS[cmd] ?? 0) : 0;
+  if ((msg.fds ?? 0) !== fds) return `"fds" must be ${fds} in ${msg.ok ? "an ok" : "an error"} reply to ${cmd}, got ${shown(msg.fds)}`;
+  if (!msg.ok) {
+    const e = msg.error;
+    if (!isPlainObject(e)) return `an error reply needs "error": {"code","message"}, got ${shown(e)}`;
+    if (typeof e.code !== "string" || !/^[A-Z][A-Z0-9_]*$/.test(e.code) || e.code.length > MAX_ERROR_CODE_LENGTH) {
+      return `"error.code" must be an error name such as "EPERM", got ${shown(e.code)}`;
+    }
+    if (typeof e.message !== "string") return `"error.message" must be a string, got ${shown(e.message)}`;
+    return null;
+  }
+  return fieldsProblem(cmd, msg);
+}
+
+type Check = (m: JsonObject) => string | null;
+
+const isString = (x: unknown) => typeof x === "string";
+const isBool = (x: unknown) => typeof x === "boolean";
+const isOptObject = (x: unknown) => x === undefined || x === null || isPlainObject(x);
+
+/** `m[field]` is absent or passes `ok`. */
+function need(m: JsonObject, field: string, ok: (x: unknown) => boolean, what: string): string | null {
+  return m[field] === undefined || ok(m[field]) ? null : `"${field}" must be ${what}, got ${shown(m[field])}`;
+}
+
+/** `m[field]` is absent or an array of objects whose fields `keys` are strings. */
+function needList(m: JsonObject, field: string, keys: string[]): string | null {
+  const list = m[field];
+  if (list === undefined) return null;
+  if (!Array.isArray(list)) return `"${field}" must be an array, got ${shown(list)}`;
+  for (const [i, item] of list.entries()) {
+    if (!isPlainObject(item)) return `"${field}[${i}]" must be an object, got ${shown(item)}`;
+    for (const k of keys) if (typeof item[k] !== "string") return `"${field}[${i}].${k}" must be a string, got ${shown(item[k])}`;
+  }
+  return null;
+}
+
+const first = (...checks: (() => string | null)[]): string | null => {
+  for (const c of checks) {
+    const p = c();
+    if (p !== null) return p;
+  }
+  return null;
+};
+
+const FIELD_CHECKS: Readonly<Record<string, Check>> = {
+  SUBSCRIBE: (m) => first(() => need(m, "id", isString, "a string"), () => need(m, "restored", isBool, "true or false")),
+  PREPARE: (m) => first(() => need(m, "id", isString, "a string"), () => need(m, "session", isString, "a string")),
+  CLAIM: (m) => need(m, "session", isString, "a string"),
+  STATUS: (m) =>
+    first(
+      () => need(m, "phase", isString, "a string"),
+      () => need(m, "clients", isPlainObject, "an object"),
+      () => need(m, "update", isOptObject, "an object or null"),
+      () => need(m, "kernel", isOptObject, "an object or null"),
+      () => needList(m, "restored", ["id", "state"]),
+    ),
+  LIST: (m) => needList(m, "clients", ["id", "state"]),
+  LOAD: (m) =>
+    first(
+      () => need(m, "kernel", isPlainObject, "an object"),
+      () => need(m, "initrd", isOptObject, "an object or null"),
+      () => need(m, "cmdline", isString, "a string"),
+      () => need(m, "warnings", (w) => w === undefined || (Array.isArray(w) && w.every(isString)), "an array of strings"),
+    ),
+  CHECK: (m) =>
+    first(
+      () => need(m, "ready", isBool, "true or false"),
+      () => need(m, "checks", (c) => Array.isArray(c) && c.every((x) => isPlainObject(x) && isString(x.name) && isBool(x.ok)), "an array of {name, ok, detail}"),
+    ),
+  ABORT: (m) => need(m, "aborted", isBool, "true or false"),
+  // luod answers KEXEC with ok only for a dry run; a real update succeeds with REBOOTING instead
+  KEXEC: (m) =>
+    first(
+      () => (m.dry_run === true ? null : `"dry_run" must be true (only a dry run ends in an ok reply), got ${shown(m.dry_run)}`),
+      () => need(m, "timings", (t) => t === undefined || isPlainObject(t), "an object"),
+    ),
+};
+
+function fieldsProblem(cmd: string, msg: JsonObject): string | null {
+  return FIELD_CHECKS[cmd]?.(msg) ?? null;
+}
+
+function typeName(x: unknown): string {
+  return x === null ? "null" : Array.isArray(x) ? "an array" : typeof x;
+}
+
+/** A received value for a message: JSON, cut short (the caller escapes it for a terminal). */
+function shown(x: unknown): string {
+  if (x === undefined) return "nothing";
+  const text = JSON.stringify(x) ?? String(x);
+  return text.length > 40 ? `${text.slice(0, 40)}…` : text;
+}

@@ -241,6 +241,19 @@ describe("events", () => {
     expect(got.length).toBe(1);
   });
 
+  test("an event that carries an `ok` field is still an event (events may gain fields), not a broken reply", async () => {
+    fake.handle("STATUS", (_req, _f, peer) => {
+      peer.send({ event: "FUTURE_THING", ok: true });
+      return { phase: "idle" };
+    });
+    const c = await connect();
+    const got: unknown[] = [];
+    c.on("FUTURE_THING", (msg) => got.push(msg));
+    expect((await c.status()).phase).toBe("idle");
+    expect(got).toEqual([{ event: "FUTURE_THING", ok: true }]);
+    expect(c.closed).toBe(false);
+  });
+
   test("waitFor sees an event that arrived right behind the reply (buffered)", async () => {
     const session = memfdWith("outgoing");
     fake.handle("SUBSCRIBE", (req, _f, peer) => {
