@@ -36,8 +36,6 @@ import { VERSION } from "../version";
 
 /** Connections admins may open beyond the limits, for admin requests only (luoctl during a flood). */
 export const ADMIN_RESERVE = 8;
-/** @deprecated the old name of ADMIN_RESERVE */
-export const ROOT_RESERVE = ADMIN_RESERVE;
 /** A connection in the admin reserve must send its first request within this (luoctl does at once). */
 export const RESERVE_FIRST_REQUEST_TIMEOUT_MS = 2_000;
 /** The per-uid cap when none is configured: all but this share of maxConnections (see perUidDefault). */
