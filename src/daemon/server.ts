@@ -7,8 +7,10 @@
 // - at most maxConnections connections, at most maxConnectionsPerUid of them from one uid; past
 //   either limit a peer with the admin role takes one of ADMIN_RESERVE more slots, where only
 //   admin requests are served (a client request there is refused EBUSY and the connection
-//   closed; it gets RESERVE_FIRST_REQUEST_TIMEOUT_MS to send one), so luoctl gets through
-//   whatever the clients, root or not, hold; anything else is closed at accept;
+//   closed; it gets RESERVE_FIRST_REQUEST_TIMEOUT_MS to send one). With the reserve full, a new
+//   admin connection displaces the oldest reserved one that has sent nothing and has nothing
+//   waiting to be read (idle: luoctl writes its request right after connect), so luoctl gets
+//   through whatever the clients, root or not, hold; anything else is closed at accept;
 // - a peer whose process has exited (its pidfd, SO_PEERPIDFD) while its connection stays open is
 //   checked at once (Connection.peerExited): a socket held only in flight is released;
 //   a socket handed on to another process keeps the client (docs/daemon.md, "Dead peers");
@@ -18,7 +20,7 @@
 //   or silent connection cannot hold a slot); once one request was accepted it may idle forever,
 //   as a subscriber waiting for the next update does;
 // - per connection, src/wire/connection.ts bounds the line, the fds and the unsent output.
-import { acceptConnection, peerCredentials, peerPidfd } from "../kernel/unix";
+import { acceptConnection, peerCredentials, peerPidfd, waitFd } from "../kernel/unix";
 import { closeQuietly } from "../kernel/fd";
 import { EventLoop, EPOLLIN } from "../kernel/epoll";
 import { Connection } from "../wire/connection";
@@ -210,7 +212,7 @@ export class Server {
     // a flood of connections must not exhaust luod's fds, nor lock other uids or the admin out
     const full = this.peers.size - this.reservedCount >= this.o.maxConnections;
     const uidFull = (this.perUid.get(cred.uid) ?? 0) >= this.maxPerUid;
-    const reserve = (full || uidFull) && roles.admin && this.reservedCount < ADMIN_RESERVE;
+    const reserve = (full || uidFull) && roles.admin && (this.reservedCount < ADMIN_RESERVE || this.displaceIdleReserved());
     if (((full || uidFull) && !reserve) || (stranger && this.strangers >= MAX_STRANGERS)) {
       this.stats.refused++;
       const why = full ? `${this.peers.size} connections open` : uidFull ? `uid ${cred.uid} has ${this.maxPerUid} connections open` : `${this.strangers} connections without any permission open`;
@@ -243,6 +245,26 @@ export class Server {
       peer.timer = setTimeout(() => this.firstRequestTimedOut(peer, timeout), timeout);
       peer.timer.unref?.();
     }
+  }
+
+  /**
+   * Closes the oldest connection in the admin reserve that has had no request and has none
+   * waiting (a connection that just wrote its request is readable: it stays). Returns whether one
+   * was closed (its slot is free).
+   */
+  private displaceIdleReserved(): boolean {
+    for (const p of this.peers) {
+      if (!p.reserved || p.engaged) continue;
+      let waiting = true;
+      try {
+        waiting = waitFd(p.conn.fd, "read", 0); // data, or a hang-up its close will follow
+      } catch {}
+      if (waiting) continue;
+      p.send(errorReply(null, "EBUSY", "the slots kept for admin requests are full; this connection sent nothing and gives its slot to a newer one"));
+      p.conn.close("displaced from the admin reserve by a newer connection (it had sent nothing)");
+      return !this.peers.has(p);
+    }
+    return false;
   }
 
   /**

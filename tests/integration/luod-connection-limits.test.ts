@@ -1,5 +1,5 @@
 // The administrator always gets through, and one uid cannot take the whole connection table
-// (issue 14, hole 8). Root clients flood the table: `luoctl status` still works. A per-uid cap
+// (issue 14, hole 8). Root clients flood the table, subscribing or idle: `luoctl status` still works. A per-uid cap
 // refuses one uid's connection N+1 while another uid still connects (setpriv, as in
 // luod-access.test.ts; that part is skipped unless this runs as root with setpriv).
 import { describe, expect, test, afterEach } from "bun:test";
@@ -53,6 +53,24 @@ describe.skipIf(!isRoot)("root clients flood the connection table", () => {
     const list = await run("luoctl", ["--socket", luod.socket, "list"]);
     expect(list.code).toBe(0);
     expect(list.stdout).toContain("vm-flood-7");
+  }, 60_000);
+
+  test("root clients also park idle connections in every reserved slot: luoctl still gets through", async () => {
+    luod = await startDaemon(["--device", "/nonexistent/liveupdate", "--config", "/dev/null", "--max-connections", "8", "--max-connections-per-uid", "8"]);
+    for (let i = 0; i < 8; i++) {
+      const p = RawPeer.connect(luod.socket);
+      peers.push(p);
+      expect(await p.request({ cmd: "SUBSCRIBE", id: `vm-flood-${i}` })).toMatchObject({ ok: true });
+    }
+    // the whole reserve and more, sending nothing
+    const idle = Array.from({ length: 12 }, () => RawPeer.connect(luod!.socket));
+    peers.push(...idle);
+    await Bun.sleep(200);
+    for (let round = 0; round < 3; round++) {
+      const st = await run("luoctl", ["--socket", luod.socket, "status"]);
+      expect(st.stderr).toBe("");
+      expect(st.code).toBe(0);
+    }
   }, 60_000);
 });
 
