@@ -33,6 +33,8 @@ export interface DaemonConfig {
   socketGid: number | null;
   socketMode: number;
   maxConnections: number;
+  /** Connections one uid may hold; null/absent: the default of server.ts (perUidDefault). */
+  maxConnectionsPerUid?: number | null;
   /** A connection with no accepted request after this long is closed; 0: never. */
   firstRequestTimeoutMs: number;
   /** Pause between every client READY and the commit (fault drills); 0 in production. */
@@ -80,6 +82,7 @@ export function toConfig(s: Settings, groups: (g: string) => number = (g) => res
     adminGid, clientGid, socketGid,
     socketMode: s.socketMode ?? (socketGid === null ? 0o600 : 0o660),
     maxConnections: s.maxConnections,
+    maxConnectionsPerUid: s.maxConnectionsPerUid,
     firstRequestTimeoutMs: s.firstRequestTimeoutMs,
     commitDelayMs: s.commitDelayMs,
     kexecMode: s.kexecMode,
@@ -115,6 +118,7 @@ export async function runDaemon(config: DaemonConfig, log: Logger, kernel: Kerne
     listenFd, loop, broker, loader, restored, log,
     access: { adminGid: config.adminGid, clientGid: config.clientGid },
     maxConnections: config.maxConnections,
+    maxConnectionsPerUid: config.maxConnectionsPerUid,
     firstRequestTimeoutMs: config.firstRequestTimeoutMs,
     statusExtra: () => ({ boot, device: kernel.devicePresent() ? "present" : "absent" }),
   });

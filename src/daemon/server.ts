@@ -4,15 +4,23 @@
 // Bad input is answered with one error line; it never throws out of here and never disturbs others.
 //
 // Bounds (docs/daemon.md, "Who may do what" and docs/protocol.md, "Limits"):
-// - at most maxConnections connections; uid 0 gets ROOT_RESERVE more, so luoctl still works
-//   while clients (or a flood) fill the rest; beyond that a connection is closed at accept;
+// - at most maxConnections connections, at most maxConnectionsPerUid of them from one uid; past
+//   either limit a peer with the admin role takes one of ADMIN_RESERVE more slots, where only
+//   admin requests are served (a client request there is refused EBUSY and the connection
+//   closed; it gets RESERVE_FIRST_REQUEST_TIMEOUT_MS to send one). With the reserve full, a new
+//   admin connection displaces the oldest reserved one that has sent nothing and has nothing
+//   waiting to be read (idle: luoctl writes its request right after connect), so luoctl gets
+//   through whatever the clients, root or not, hold; anything else is closed at accept;
+// - a peer whose process has exited (its pidfd, SO_PEERPIDFD) while its connection stays open is
+//   checked at once (Connection.peerExited): a socket held only in flight is released;
+//   a socket handed on to another process keeps the client (docs/daemon.md, "Dead peers");
 // - at most MAX_STRANGERS connections from peers that may send nothing at all (every request
 //   would be EPERM): they cannot crowd out clients even when the socket mode lets them in;
 // - a connection that has no request accepted within firstRequestTimeoutMs is closed (a stalled
 //   or silent connection cannot hold a slot); once one request was accepted it may idle forever,
 //   as a subscriber waiting for the next update does;
 // - per connection, src/wire/connection.ts bounds the line, the fds and the unsent output.
-import { acceptConnection, peerCredentials } from "../kernel/unix";
+import { acceptConnection, peerCredentials, peerPidfd, waitFd } from "../kernel/unix";
 import { closeQuietly } from "../kernel/fd";
 import { EventLoop, EPOLLIN } from "../kernel/epoll";
 import { Connection } from "../wire/connection";
@@ -23,13 +31,17 @@ import { ProtocolError, errorCodeOf, type ErrorCode } from "../wire/errors";
 import type { Broker } from "./broker";
 import type { KernelLoader } from "./loader";
 import type { RestoredSessions } from "./restored";
-import { groupsOfPeer, permits, rolesOf, unitOf, whyRefused, type AccessPolicy, type Roles } from "./access";
+import { groupsOfPeer, permits, REQUIRED_ROLE, rolesOf, unitOf, whyRefused, type AccessPolicy, type Roles } from "./access";
 import { Dispatcher, type Requester } from "./dispatch";
 import type { Logger } from "./log";
 import { VERSION } from "../version";
 
-/** Connections uid 0 may open beyond maxConnections (luoctl during a flood). */
-export const ROOT_RESERVE = 8;
+/** Connections admins may open beyond the limits, for admin requests only (luoctl during a flood). */
+export const ADMIN_RESERVE = 8;
+/** A connection in the admin reserve must send its first request within this (luoctl does at once). */
+export const RESERVE_FIRST_REQUEST_TIMEOUT_MS = 2_000;
+/** The per-uid cap when none is configured: all but this share of maxConnections (see perUidDefault). */
+const OTHER_UIDS_SHARE = 16;
 /** Connections kept at once from peers that have no role (every request is EPERM). */
 export const MAX_STRANGERS = 16;
 export const DEFAULT_FIRST_REQUEST_TIMEOUT_MS = 10_000;
@@ -45,6 +57,8 @@ export interface ServerOptions {
   access: AccessPolicy;
   log: Logger;
   maxConnections: number;
+  /** Connections one uid may hold (outside the admin reserve); default perUidDefault(maxConnections). */
+  maxConnectionsPerUid?: number | null;
   /** Close a connection that has had no request accepted after this long; 0: never. Default 10 s. */
   firstRequestTimeoutMs?: number;
   /** Extra fields for STATUS (boot kind, device state…). */
@@ -54,6 +68,10 @@ export interface ServerOptions {
 class ClientPeer implements Requester {
   /** Set once a request passed validation and the permission check. */
   engaged = false;
+  /** Admitted into the admin reserve: admin requests only. */
+  reserved = false;
+  /** A pidfd of the peer's process (closed with the connection), or -1. */
+  pidfd = -1;
   timer: ReturnType<typeof setTimeout> | null = null;
   conn!: Connection;
   private unitRead: string | null | undefined;
@@ -92,21 +110,41 @@ export interface ServerStats {
   stray_fds: number;
   /** Connections closed by the first-request timeout. */
   timed_out: number;
+  /** Received sockets, refused and closed at once (also counted in stray_fds). */
+  sockets_refused: number;
+  /** Connections closed because their process had exited while the socket stayed open. */
+  dead_peers: number;
+}
+
+/**
+ * The default per-uid cap: all of maxConnections but a sixteenth, rounded down (240 of the
+ * default 256; all of a table under 16, where no share is worth keeping). On a
+ * host where every VM's supervisor runs under one uid, that uid needs one connection per VM plus
+ * a few for luoctl, so the cap must not be much below maxConnections; the sixteenth left keeps
+ * other uids (and strangers' share) able to connect when that uid floods. Who needs more VMs
+ * raises max-connections, and the cap follows.
+ */
+export function perUidDefault(maxConnections: number): number {
+  return maxConnections - Math.floor(maxConnections / OTHER_UIDS_SHARE);
 }
 
 export class Server {
   private readonly peers = new Set<ClientPeer>();
   private serial = 0;
   private strangers = 0;
+  private reservedCount = 0;
+  private readonly perUid = new Map<number, number>();
+  private readonly maxPerUid: number;
   private closing = false;
   private acceptRetry: ReturnType<typeof setTimeout> | null = null;
   private lastAcceptWarning = 0;
-  readonly stats: ServerStats = { accepted: 0, refused: 0, requests: 0, invalid: 0, errors: 0, denied: 0, stray_fds: 0, timed_out: 0 };
+  readonly stats: ServerStats = { accepted: 0, refused: 0, requests: 0, invalid: 0, errors: 0, denied: 0, stray_fds: 0, timed_out: 0, sockets_refused: 0, dead_peers: 0 };
   private readonly firstRequestTimeoutMs: number;
   private readonly dispatcher: Dispatcher;
 
   constructor(private readonly o: ServerOptions) {
     this.firstRequestTimeoutMs = o.firstRequestTimeoutMs ?? DEFAULT_FIRST_REQUEST_TIMEOUT_MS;
+    this.maxPerUid = o.maxConnectionsPerUid ?? perUidDefault(o.maxConnections);
     this.dispatcher = new Dispatcher({
       broker: o.broker, loader: o.loader, restored: o.restored, log: o.log, statusExtra: o.statusExtra,
       luodStatus: (admin) => ({ version: VERSION, pid: process.pid, connections: this.peers.size, ...(admin ? { stats: this.liveStats() } : {}) }),
@@ -171,21 +209,25 @@ export class Server {
       return;
     }
     const stranger = !roles.admin && !roles.client;
-    // a flood of connections must not exhaust luod's fds, nor lock root out
-    const limit = this.o.maxConnections + (cred.uid === 0 ? ROOT_RESERVE : 0);
-    if (this.peers.size >= limit || (stranger && this.strangers >= MAX_STRANGERS)) {
+    // a flood of connections must not exhaust luod's fds, nor lock other uids or the admin out
+    const full = this.peers.size - this.reservedCount >= this.o.maxConnections;
+    const uidFull = (this.perUid.get(cred.uid) ?? 0) >= this.maxPerUid;
+    const reserve = (full || uidFull) && roles.admin && (this.reservedCount < ADMIN_RESERVE || this.displaceIdleReserved());
+    if (((full || uidFull) && !reserve) || (stranger && this.strangers >= MAX_STRANGERS)) {
       this.stats.refused++;
-      this.o.log.debug(`connection from pid ${cred.pid} (uid ${cred.uid}) refused: ${this.peers.size >= limit ? `${this.peers.size} connections open` : `${this.strangers} connections without any permission open`}`);
+      const why = full ? `${this.peers.size} connections open` : uidFull ? `uid ${cred.uid} has ${this.maxPerUid} connections open` : `${this.strangers} connections without any permission open`;
+      this.o.log.debug(`connection from pid ${cred.pid} (uid ${cred.uid}) refused: ${why}`);
       closeQuietly(fd);
       return;
     }
     const peer = new ClientPeer(++this.serial, cred, roles);
+    peer.reserved = reserve;
     try {
       peer.conn = new Connection(fd, this.o.loop, {
         onMessage: (msg, fds) => this.onMessage(peer, msg, fds),
         onInvalid: (code, message, echo) => this.onInvalid(peer, code, message, echo),
         onClose: (reason) => this.onClose(peer, reason),
-      }, { maxSendLineBytes: MAX_REPLY_BYTES, maxQueuedBytes: 2 * MAX_REPLY_BYTES, readPauseBytes: 256 * 1024 });
+      }, { maxSendLineBytes: MAX_REPLY_BYTES, maxQueuedBytes: 2 * MAX_REPLY_BYTES, readPauseBytes: 256 * 1024, refuseSockets: true });
     } catch (e) {
       this.o.log.warning(`cannot watch connection from pid ${cred.pid}: ${(e as Error).message}`);
       this.stats.refused++;
@@ -195,17 +237,80 @@ export class Server {
     this.stats.accepted++;
     this.peers.add(peer);
     if (peer.stranger) this.strangers++;
-    if (this.firstRequestTimeoutMs > 0) {
-      peer.timer = setTimeout(() => this.firstRequestTimedOut(peer), this.firstRequestTimeoutMs);
+    if (peer.reserved) this.reservedCount++;
+    else this.perUid.set(cred.uid, (this.perUid.get(cred.uid) ?? 0) + 1);
+    this.watchPeerProcess(peer, fd);
+    const timeout = peer.reserved ? Math.min(this.firstRequestTimeoutMs || Infinity, RESERVE_FIRST_REQUEST_TIMEOUT_MS) : this.firstRequestTimeoutMs;
+    if (timeout > 0) {
+      peer.timer = setTimeout(() => this.firstRequestTimedOut(peer, timeout), timeout);
       peer.timer.unref?.();
     }
   }
 
-  private firstRequestTimedOut(peer: ClientPeer): void {
+  /**
+   * Closes the oldest connection in the admin reserve that has had no request and has none
+   * waiting (a connection that just wrote its request is readable: it stays). Returns whether one
+   * was closed (its slot is free).
+   */
+  private displaceIdleReserved(): boolean {
+    for (const p of this.peers) {
+      if (!p.reserved || p.engaged) continue;
+      let waiting = true;
+      try {
+        waiting = waitFd(p.conn.fd, "read", 0); // data, or a hang-up its close will follow
+      } catch {}
+      if (waiting) continue;
+      p.send(errorReply(null, "EBUSY", "the slots kept for admin requests are full; this connection sent nothing and gives its slot to a newer one"));
+      p.conn.close("displaced from the admin reserve by a newer connection (it had sent nothing)");
+      return !this.peers.has(p);
+    }
+    return false;
+  }
+
+  /**
+   * Watches the peer's process (a pidfd is readable once it has exited): if its connection is
+   * still open then, Connection.peerExited releases what luod may hold of it. Without a pidfd
+   * (the peer already gone, or no pidfd support) EOF is all luod relies on.
+   */
+  private watchPeerProcess(peer: ClientPeer, fd: number): void {
+    try {
+      const pidfd = peerPidfd(fd, peer.cred.pid);
+      if (pidfd === null) return;
+      peer.pidfd = pidfd;
+      this.o.loop.watch(pidfd, EPOLLIN, () => this.peerProcessExited(peer));
+    } catch (e) {
+      if (peer.pidfd >= 0) closeQuietly(peer.pidfd);
+      peer.pidfd = -1;
+      this.o.log.debug(`no pidfd for pid ${peer.cred.pid}: ${(e as Error).message}`);
+    }
+  }
+
+  private peerProcessExited(peer: ClientPeer): void {
+    this.releasePidfd(peer); // fires once: the process stays exited
+    if (!this.peers.has(peer)) return;
+    peer.conn.peerExited();
+    if (peer.conn.closed) {
+      this.stats.dead_peers++;
+      this.o.log.info(`connection ${peer.serial}: pid ${peer.cred.pid} has exited and nothing else holds its socket; closed`);
+    }
+  }
+
+  private releasePidfd(peer: ClientPeer): void {
+    if (peer.pidfd < 0) return;
+    try {
+      this.o.loop.unwatch(peer.pidfd);
+    } catch {
+      // the loop is gone (luod stopping): closing the fd is all that is left
+    }
+    closeQuietly(peer.pidfd);
+    peer.pidfd = -1;
+  }
+
+  private firstRequestTimedOut(peer: ClientPeer, timeoutMs: number): void {
     peer.timer = null;
     if (peer.engaged || !this.peers.has(peer)) return;
     this.stats.timed_out++;
-    const why = `no request accepted within ${this.firstRequestTimeoutMs} ms`;
+    const why = `no request accepted within ${timeoutMs} ms`;
     peer.send(errorReply(null, "ETIMEDOUT", `${why}; closing the connection`));
     peer.conn.close(why);
   }
@@ -214,7 +319,15 @@ export class Server {
     if (!this.peers.delete(peer)) return;
     if (peer.timer) clearTimeout(peer.timer);
     if (peer.stranger) this.strangers--;
+    if (peer.reserved) this.reservedCount--;
+    else {
+      const n = (this.perUid.get(peer.cred.uid) ?? 1) - 1;
+      if (n > 0) this.perUid.set(peer.cred.uid, n);
+      else this.perUid.delete(peer.cred.uid);
+    }
+    this.releasePidfd(peer);
     this.stats.stray_fds += peer.conn.strayFds;
+    this.stats.sockets_refused += peer.conn.socketsRefused;
     this.o.log.debug(`connection ${peer.serial} (pid ${peer.cred.pid}) closed: ${reason}`);
     try {
       this.o.broker.peerClosed(peer);
@@ -253,6 +366,14 @@ export class Server {
       peer.send(errorReply(req.cmd, "EPERM", whyRefused(peer.cred, req.cmd, this.o.access), req.tag));
       return;
     }
+    if (peer.reserved && REQUIRED_ROLE[req.cmd] === "client") {
+      // the slot is the administrator's way in while the table is full: never a client's session
+      closeQuietly(fds.splice(0));
+      this.stats.errors++;
+      peer.send(errorReply(req.cmd, "EBUSY", "luod's connection table is full (or your uid's share of it); this connection took a slot kept for admin requests", req.tag));
+      peer.conn.close(`${req.cmd} on a slot kept for admin requests`);
+      return;
+    }
     if (!peer.engaged) {
       peer.engaged = true;
       if (peer.timer) clearTimeout(peer.timer);
@@ -272,7 +393,11 @@ export class Server {
   /** The counters, with the stray fds of connections still open. */
   liveStats(): ServerStats {
     let strays = this.stats.stray_fds;
-    for (const p of this.peers) strays += p.conn.strayFds;
-    return { ...this.stats, stray_fds: strays };
+    let sockets = this.stats.sockets_refused;
+    for (const p of this.peers) {
+      strays += p.conn.strayFds;
+      sockets += p.conn.socketsRefused;
+    }
+    return { ...this.stats, stray_fds: strays, sockets_refused: sockets };
   }
 }

@@ -22,6 +22,8 @@ export interface Settings {
   /** The socket file's mode; null: 0660 when the socket has a group, else 0600. */
   socketMode: number | null;
   maxConnections: number;
+  /** Connections one uid may hold; null: all but a sixteenth of maxConnections (server.ts, perUidDefault). */
+  maxConnectionsPerUid: number | null;
   /** A connection with no accepted request after this long is closed; 0: never. */
   firstRequestTimeoutMs: number;
   /** Pause between every client READY and the commit (fault drills); 0 in production. */
@@ -91,7 +93,8 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: "clientGroup", flag: "client-group", arg: "GROUP", schema: GroupValue, help: "members may send client requests (SUBSCRIBE, CLAIM, …) besides root (default: root only)" },
   { key: "socketGroup", flag: "socket-group", arg: "GROUP", schema: GroupValue, help: "group of the socket file (default: the client group, else the admin group, else root)" },
   { key: "socketMode", flag: "socket-mode", arg: "OCTAL", schema: ModeValue, help: "mode of the socket file (default 0660 when it has a group, else 0600)" },
-  { key: "maxConnections", flag: "max-connections", arg: "N", schema: CountValue, help: "connections beyond this are closed at once; root gets 8 more (default 256)" },
+  { key: "maxConnections", flag: "max-connections", arg: "N", schema: CountValue, help: "connections beyond this are closed at once; admins get 8 more, for admin requests only (default 256)" },
+  { key: "maxConnectionsPerUid", flag: "max-connections-per-uid", arg: "N", schema: CountValue, help: "connections one uid may hold (default: max-connections minus a sixteenth, 240 of 256)" },
   { key: "firstRequestTimeoutMs", flag: "first-request-timeout", arg: "DURATION", schema: DurationValue, help: "close a connection that has no request accepted within this time, 0 never (default 10s)" },
   { key: "commitDelayMs", flag: "commit-delay", arg: "MS", schema: MillisecondsValue, help: "wait between every client READY and the commit, for fault drills (default 0)" },
   { key: "kexecMode", flag: "kexec-mode", arg: "MODE", schema: v.picklist(["auto", "direct", "systemd"], "must be auto, direct or systemd"), help: "direct: luod calls reboot(KEXEC); systemd: the fd store and `systemctl kexec`; auto: systemd when run by systemd >= 261 with an fd store (default auto)" },
@@ -107,6 +110,7 @@ export const DEFAULTS: Readonly<Settings> = {
   socketGroup: null,
   socketMode: null,
   maxConnections: 256,
+  maxConnectionsPerUid: null,
   firstRequestTimeoutMs: 10_000,
   commitDelayMs: 0,
   kexecMode: "auto",

@@ -149,6 +149,21 @@ export function fileSize(fd: number): number {
   return Number(st.getBigInt64(ST_SIZE_OFFSET, true));
 }
 
+// x86_64 struct stat: st_mode (u32) at offset 24; S_IFMT / S_IFSOCK from include/uapi/linux/stat.h.
+const ST_MODE_OFFSET = 24;
+const S_IFMT = 0o170000;
+const S_IFSOCK = 0o140000;
+
+/**
+ * Whether `fd` is a socket (fstat: S_IFSOCK). luod refuses sockets as payload: one that is the
+ * peer's own end would keep the connection open after the peer died (docs/kernel.md#sockets-in-flight).
+ */
+export function isSocket(fd: number): boolean {
+  const st = new DataView(new ArrayBuffer(STAT_SIZE));
+  check("fstat", sys.fstat(fd, ptr(st)));
+  return (st.getUint32(ST_MODE_OFFSET, true) & S_IFMT) === S_IFSOCK;
+}
+
 /** The whole content of a file (a memfd) from offset 0, in a buffer of its size. */
 export function readWhole(fd: number): Uint8Array {
   const data = new Uint8Array(new ArrayBuffer(fileSize(fd)));

@@ -151,6 +151,33 @@ export function peerGroups(fd: number): number[] {
   }
 }
 
+const SO_PEERPIDFD = 77; // Linux 6.5, include/uapi/asm-generic/socket.h
+const SYS_pidfd_open = 434;
+const ENOPROTOOPT = 92;
+const ESRCH = 3;
+/** int + socklen_t for peerPidfd: one per thread, reused. */
+const pidfdOpt = new DataView(new ArrayBuffer(4));
+const pidfdOptLen = new DataView(new ArrayBuffer(4));
+
+/**
+ * A pidfd (close-on-exec) of the process that connected `fd`, to learn when it exits: a pidfd
+ * becomes readable once its process has exited (docs/kernel.md#pidfds-of-peers). SO_PEERPIDFD
+ * (Linux 6.5) names the very process of SO_PEERCRED, even when it has exited since; older kernels
+ * fall back to pidfd_open(pid), which races with the peer exiting and its pid being reused
+ * before the call. Returns null when neither works (the peer has already gone: ESRCH).
+ */
+export function peerPidfd(fd: number, pid: number): number | null {
+  pidfdOptLen.setUint32(0, 4, true);
+  if (sys.getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, ptr(pidfdOpt), ptr(pidfdOptLen)) === 0) return pidfdOpt.getInt32(0, true);
+  const e = lastErrno();
+  if (e !== ENOPROTOOPT) throw new SysError("getsockopt(SO_PEERPIDFD)", e);
+  const rc = Number(sys.syscall(SYS_pidfd_open, pid, 0, 0, 0, 0, 0));
+  if (rc >= 0) return rc;
+  const err = lastErrno();
+  if (err === ESRCH) return null;
+  throw new SysError(`pidfd_open(${pid})`, err);
+}
+
 /** A connected AF_UNIX SOCK_STREAM pair, close-on-exec. */
 export function socketPair(opts: { nonblock?: boolean } = {}): [number, number] {
   const fds = new Int32Array(new ArrayBuffer(8));

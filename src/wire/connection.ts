@@ -10,6 +10,11 @@
 // - fds given to onMessage belong to the handler (it must close them, also when the request is
 //   refused); every other received fd (strays, fds of invalid lines, fds queued at close) is
 //   closed here. `strayFds` counts those closed because no line claimed them.
+// - with refuseSockets (luod), a received socket is closed the moment it arrives and the line it
+//   came with is refused (EBADMSG): a socket held by the receiver can be the peer's own end, and
+//   then the peer's death is never seen as EOF (docs/kernel.md#sockets-in-flight);
+// - fds that arrived ahead of a line that does not end within partialLineFdTimeoutMs are closed,
+//   and that line is refused (EBADMSG) when it ends; the connection stays open.
 import { type ErrorCode, oneLine } from "./errors";
 import { LineFramer, MAX_FDS_PER_MESSAGE, MAX_LINE_BYTES } from "./framing";
 import { OutputQueue, encodeMessages } from "./output-queue";
@@ -17,7 +22,7 @@ import { echoOf, errorReply, type Tag } from "./replies";
 import { decodeLine, echoOfLine, invalidLine, type Incoming } from "./incoming";
 import { MessageIo } from "../kernel/scm-rights.ts";
 import { EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLRDHUP, type EventLoop } from "../kernel/epoll.ts";
-import { closeQuietly } from "../kernel/fd.ts";
+import { closeQuietly, isSocket } from "../kernel/fd.ts";
 import { Errno, errnoName } from "../kernel/libc.ts";
 
 /** What a Connection reports to its owner. Handlers are never called from the constructor. */
@@ -55,6 +60,16 @@ export interface ConnectionOptions {
   maxLineBytes?: number;
   /** Limit of a sent line. Default maxLineBytes (luod: MAX_REPLY_BYTES). */
   maxSendLineBytes?: number;
+  /**
+   * Close every received fd that is a socket at once and refuse the line it came with (EBADMSG).
+   * luod sets it; default false.
+   */
+  refuseSockets?: boolean;
+  /**
+   * fds that arrived ahead of a line still unfinished after this long are closed (the line is
+   * refused when it ends). Default PARTIAL_LINE_FD_TIMEOUT_MS; 0: never.
+   */
+  partialLineFdTimeoutMs?: number;
   /** sendmsg/recvmsg buffers; default one shared instance per thread. */
   io?: MessageIo;
 }
@@ -63,6 +78,12 @@ export interface ConnectionOptions {
 export type ConnectionLoop = Pick<EventLoop, "watch" | "rearm" | "unwatch">;
 
 export const DEFAULT_MAX_QUEUED_BYTES = 1 << 20;
+/** fds may wait this long for the rest of their line (a real client sends a line in one write). */
+export const PARTIAL_LINE_FD_TIMEOUT_MS = 3000;
+/** Stands in the fd FIFO for a refused socket (already closed), so fds still match lines. */
+const REFUSED_FD = -1;
+/** Reads made by peerExited() at most: a socket buffer holds far less than this many reads. */
+const MAX_DRAIN_READS = 256;
 /** Full-buffer reads per readiness callback before yielding to other fds (the loop is
  *  level-triggered: what is left is reported again). */
 const MAX_READS_PER_WAKE = 16;
@@ -84,6 +105,11 @@ export class Connection {
   private readonly io: MessageIo;
   private readonly maxQueuedBytes: number;
   private readonly readPauseBytes: number;
+  /** Received sockets closed at once (refuseSockets); also counted in strayFds. */
+  socketsRefused = 0;
+  private readonly refuseSockets: boolean;
+  private readonly partialLineFdTimeoutMs: number;
+  private fdTimer: ReturnType<typeof setTimeout> | null = null;
   /** Set when more fds arrived for the pending partial line than a line may carry. */
   private poisoned: string | null = null;
   /** Complete lines wait in the framer because the output was backlogged. */
@@ -104,6 +130,8 @@ export class Connection {
     this.framer = new LineFramer(opts.maxLineBytes ?? MAX_LINE_BYTES);
     this.maxSendLineBytes = opts.maxSendLineBytes ?? this.framer.maxLineBytes;
     this.io = opts.io ?? (sharedIo ??= new MessageIo());
+    this.refuseSockets = opts.refuseSockets ?? false;
+    this.partialLineFdTimeoutMs = opts.partialLineFdTimeoutMs ?? PARTIAL_LINE_FD_TIMEOUT_MS;
     this.output = new OutputQueue(fd, this.io);
     loop.watch(fd, READ_EVENTS, (events: number) => this.onReady(events));
   }
@@ -167,11 +195,90 @@ export class Connection {
     this.shutdown(reason, true);
   }
 
+  /**
+   * The peer's process has exited (its pidfd said so) but the connection is still open. Either
+   * another process holds the peer's socket (handed to a child: a live client, left alone), or the
+   * only reference left is in flight in this connection's receive queue, unread because the peer
+   * stopped reading its replies. So read everything queued now, whatever the backpressure: a
+   * socket among the fds is closed (refuseSockets), and if that was the last reference, the read
+   * then sees EOF and the connection closes. Lines read stay queued until the output drains.
+   */
+  peerExited(): void {
+    if (this.closeReason !== null) return;
+    for (let i = 0; i < MAX_DRAIN_READS; i++) {
+      const fds: number[] = [];
+      const n = this.io.receive(this.fd, fds);
+      if (fds.length > 0) this.queueFds(fds);
+      if (n === -Errno.EAGAIN) break;
+      if (n < 0) return this.shutdown(`recv: ${errnoName(-n)}`, false);
+      if (n === 0) return this.shutdown("peer closed the connection (its process has exited)", false);
+      if (this.io.lastTruncated) return this.shutdown("MSG_CTRUNC: the peer sent more fds at once than luod accepts; fds were lost", false);
+      this.framer.push(this.io.buffer.subarray(0, n));
+    }
+    if (this.backlogged) this.linesWaiting = true;
+    else this.processLines();
+    if (this.closeReason === null && !this.inCallback) this.arm();
+  }
+
   // -- internals --------------------------------------------------------------------------------
+
+  /** Queues received fds; with refuseSockets a socket is closed now and a placeholder queued. */
+  private queueFds(fds: number[]): void {
+    if (this.refuseSockets) {
+      for (let i = 0; i < fds.length; i++) {
+        let sock = true; // an fd we cannot fstat is refused too
+        try {
+          sock = isSocket(fds[i]!);
+        } catch {}
+        if (!sock) continue;
+        closeQuietly(fds[i]!);
+        fds[i] = REFUSED_FD;
+        this.socketsRefused++;
+        this.strayFds++;
+      }
+    }
+    this.framer.pushFds(fds);
+  }
+
+  /** Closes fds taken from the FIFO (placeholders are already closed); returns how many. */
+  private closeTaken(fds: number[]): number {
+    const real = fds.filter((fd) => fd !== REFUSED_FD);
+    closeQuietly(real);
+    return real.length;
+  }
+
+  /** Runs the partial-line fd timer while fds wait for the rest of their line, else stops it. */
+  private updateFdTimer(): void {
+    const waiting = this.closeReason === null && this.framer.queuedFds > 0 && this.framer.hasPartialLine;
+    if (!waiting || this.partialLineFdTimeoutMs <= 0) {
+      if (this.fdTimer) clearTimeout(this.fdTimer);
+      this.fdTimer = null;
+      return;
+    }
+    if (this.fdTimer) return; // the deadline counts from the first fd that waits
+    this.fdTimer = setTimeout(() => this.fdTimedOut(), this.partialLineFdTimeoutMs);
+    this.fdTimer.unref?.();
+  }
+
+  private fdTimedOut(): void {
+    this.fdTimer = null;
+    if (this.closeReason !== null) return;
+    if (this.linesWaiting) {
+      // complete lines wait for the output to drain: their fds are theirs, not a partial line's
+      this.updateFdTimer();
+      return;
+    }
+    if (!this.framer.hasPartialLine || this.framer.queuedFds === 0) return;
+    const n = this.framer.queuedFds;
+    this.dropQueuedFds();
+    this.poisoned = `${n} fd(s) arrived ahead of a line that did not end within ${this.partialLineFdTimeoutMs} ms; closed`;
+  }
 
   private shutdown(reason: string, flushFirst: boolean): void {
     if (this.closeReason !== null) return;
     this.closeReason = oneLine(reason); // first: nothing below may re-enter (no re-arm, no second close)
+    if (this.fdTimer) clearTimeout(this.fdTimer);
+    this.fdTimer = null;
     if (flushFirst && !this.output.empty) this.writeQueued();
     try {
       this.loop.unwatch(this.fd);
@@ -180,9 +287,7 @@ export class Connection {
     }
     closeQuietly(this.fd);
     this.output.clear();
-    const unclaimed = this.framer.drainFds();
-    this.strayFds += unclaimed.length;
-    closeQuietly(unclaimed);
+    this.strayFds += this.closeTaken(this.framer.drainFds());
     this.handler.onClose(this.closeReason);
   }
 
@@ -248,7 +353,7 @@ export class Connection {
       if (this.backlogged || this.linesWaiting) return; // the peer is not reading its replies: let its requests wait
       const fds: number[] = [];
       const n = this.io.receive(this.fd, fds);
-      if (fds.length > 0) this.framer.pushFds(fds); // queued first: close() then closes them
+      if (fds.length > 0) this.queueFds(fds); // queued first: close() then closes them
       if (n > 0 && this.io.lastTruncated) {
         this.shutdown("MSG_CTRUNC: the peer sent more fds at once than luod accepts; fds were lost", false);
         return;
@@ -310,14 +415,17 @@ export class Connection {
       if (blank) continue;
       let item = decodeLine(line, this.framer);
       if (item.kind === "invalid") this.dropQueuedFds(); // see decodeLine
+      if (item.kind === "message" && item.fds.includes(REFUSED_FD)) {
+        this.strayFds += this.closeTaken(item.fds);
+        item = invalidLine("a socket arrived as payload; luod never accepts sockets (closed)", echoOf(item.msg));
+      }
       // fds still queued when nothing but blank lines follows belong to no line (framing.ts):
       // they came with this line's bytes, so it is the request that carried more fds than it
       // said (docs/protocol.md). Both its own fds and the strays are closed.
       if (item.kind === "message" && this.framer.queuedFds > 0 && this.framer.onlyBlankPending) {
         const strays = this.framer.drainFds();
-        this.strayFds += strays.length;
-        closeQuietly(strays);
-        closeQuietly(item.fds);
+        this.strayFds += this.closeTaken(strays);
+        this.closeTaken(item.fds);
         item = invalidLine(
           `${strays.length} fd(s) arrived that no line claimed; closed (the line says "fds": ${item.fds.length})`,
           echoOf(item.msg),
@@ -339,6 +447,8 @@ export class Connection {
       this.poisoned = `${n} fd(s) arrived for one line, more than the ${MAX_FDS_PER_MESSAGE} a message may carry; closed`;
     }
 
+    this.updateFdTimer();
+
     if (this.closeReason === null && this.framer.overLimit) {
       const limit = this.framer.maxLineBytes;
       // best effort: written now if the socket takes it, then the connection is closed
@@ -348,14 +458,12 @@ export class Connection {
   }
 
   private dropQueuedFds(): void {
-    const fds = this.framer.drainFds();
-    this.strayFds += fds.length;
-    closeQuietly(fds);
+    this.strayFds += this.closeTaken(this.framer.drainFds());
   }
 
   private deliver(item: Incoming): void {
     if (this.closeReason !== null) {
-      if (item.kind === "message") closeQuietly(item.fds); // never handed over
+      if (item.kind === "message") this.closeTaken(item.fds); // never handed over
       return;
     }
     try {

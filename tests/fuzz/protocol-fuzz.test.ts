@@ -276,7 +276,7 @@ async function checkAfterRound(round: number): Promise<void> {
 beforeAll(async () => {
   // the safety argument above rests on this
   expect(existsSync(DEVICE)).toBe(false);
-  luod = await startDaemon(["--device", DEVICE, "--config", "/dev/null", "--max-connections", String(MAX_CONNECTIONS), "--first-request-timeout", "10m"]);
+  luod = await startDaemon(["--device", DEVICE, "--config", "/dev/null", "--max-connections", String(MAX_CONNECTIONS), "--max-connections-per-uid", String(MAX_CONNECTIONS), "--first-request-timeout", "10m"]);
   fifoPath = join(luod.dir, "fifo");
   spawnSync("mkfifo", [fifoPath]);
   const probe = await probeFds();

@@ -56,7 +56,7 @@ async function expectFdsBackToBaseline(): Promise<void> {
 const code = (r: Record<string, unknown> | null) => (r?.error as { code?: string } | undefined)?.code;
 
 beforeAll(async () => {
-  luod = await startDaemon(["--device", "/nonexistent/liveupdate", "--config", "/dev/null", "--max-connections", "64"]);
+  luod = await startDaemon(["--device", "/nonexistent/liveupdate", "--config", "/dev/null", "--max-connections", "64", "--max-connections-per-uid", "64"]);
   await status();
   baseline = await settledFdCount(luod.proc.pid);
 });
@@ -170,7 +170,7 @@ describe("fds", () => {
         await Bun.sleep(1);
       }
       await Bun.sleep(50);
-      expect(openFdCount(luod.proc.pid)).toBeLessThanOrEqual(baseline + 1 + fds.length); // the connection + at most one line's fds
+      expect(openFdCount(luod.proc.pid)).toBeLessThanOrEqual(baseline + 2 + fds.length); // the connection (socket, pidfd) + at most one line's fds
       const r = await p.request('"cmdline":"liveupdate=on","initrd":false,"fds":1}');
       expect(code(r)).toBe("EBADMSG");
       expect((r!.error as { message: string }).message).toContain("more than the 2 a message may carry");

@@ -3,8 +3,8 @@
 // REQUESTS is a JSON array of requests; a request with `"attach": n` is sent with n memfds (for
 // LOAD: they hold a few bytes of text, never a kernel). Each request goes on a connection of its
 // own; one JSON line per request is printed: {"cmd", "ok", "code"?, "message"?}.
-//   … peer-client.ts SOCKET --hold N   opens N connections at once, waits, and prints how many
-//                                      luod closed: {"opened", "closed"}
+//   … peer-client.ts SOCKET --hold N [MS]   opens N connections at once, waits (300 ms), and
+//                                           prints how many luod closed: {"opened", "closed"}
 import { LuoClient, LuoError } from "../../src/client";
 import { RawPeer } from "./raw-peer";
 import { memfdCreate } from "../../src/kernel/memfd";
@@ -17,7 +17,7 @@ if (!socket || !raw) {
 }
 if (raw === "--hold") {
   const peers = Array.from({ length: Number(process.argv[4]) }, () => RawPeer.connect(socket));
-  await Bun.sleep(300);
+  await Bun.sleep(Number(process.argv[5] ?? 300));
   let closed = 0;
   for (const p of peers) {
     p.pump();

@@ -364,3 +364,69 @@ describe("Connection", () => {
     expect(fdsOpenedSince(baseline)).toEqual([]);
   });
 });
+
+describe("Connection: sockets and waiting fds (issue 14, hole 1)", () => {
+  test("refuseSockets: a received socket is closed at once and its line refused; other fds still match their lines", async () => {
+    const h = new RecorderWithInvalid();
+    const { conn, peer } = pair(h, { refuseSockets: true });
+    const [s1, s2] = socketPair();
+    const m = memfdWith("kept", "kept");
+    try {
+      peer.send('{"cmd":"A","fds":2}\n', [m, s1!]);
+      peer.send('{"cmd":"B","fds":1}\n', [m]);
+      await until(() => h.invalid.length === 1 && h.messages.length === 1, "one refused line and one message");
+      expect(h.invalid[0]).toMatchObject({ code: "EBADMSG", echo: { cmd: "A" } });
+      expect(h.invalid[0]!.message).toContain("socket");
+      expect(h.messages[0]!.msg.cmd).toBe("B");
+      expect(contentOf(h.messages[0]!.fds[0]!)).toBe("kept");
+      closeFd(h.messages[0]!.fds[0]!);
+      expect(conn.socketsRefused).toBe(1);
+      expect(conn.strayFds).toBe(2); // the socket and the memfd that came with it
+    } finally {
+      conn.close("test");
+      peer.close();
+      for (const fd of [s1!, s2!, m]) closeFd(fd);
+    }
+  });
+
+  test("fds ahead of a line that does not end in time are closed; the line, when it ends, is refused", async () => {
+    const h = new RecorderWithInvalid();
+    const { conn, peer } = pair(h, { partialLineFdTimeoutMs: 100 });
+    const m = memfdWith("parked", "x");
+    try {
+      peer.send('{"cmd":"A","fds":1', [m]);
+      await until(() => conn.strayFds === 1, "the parked fd closed");
+      peer.send("}\n");
+      await until(() => h.invalid.length === 1, "the refusal");
+      expect(h.invalid[0]!.message).toContain("did not end within 100 ms");
+      expect(h.messages).toHaveLength(0);
+      expect(conn.closed).toBe(false);
+    } finally {
+      conn.close("test");
+      peer.close();
+      closeFd(m);
+    }
+  });
+
+  test("peerExited reads a paused connection's queue out: its own socket found there is closed, and EOF closes it", async () => {
+    const h = new RecorderWithInvalid();
+    const [a, b] = socketPair({ nonblock: true });
+    // tiny pause threshold: one reply stops reading
+    const conn = new Connection(a!, loop, { ...h, onMessage: () => conn.send({ reply: "x".repeat(100) }), onInvalid: () => {}, onClose: (r) => h.closes.push(r) }, { refuseSockets: true, readPauseBytes: 1, maxQueuedBytes: 1 << 30 });
+    const peer = new Peer(b!);
+    // fill the peer's receive buffer until luod's output waits, then park our own end in its queue
+    for (let i = 0; i < 4000 && conn.queuedBytes === 0; i++) {
+      peer.send('{"cmd":"S"}\n'.repeat(50));
+      await Bun.sleep(0);
+    }
+    await until(() => conn.queuedBytes > 0, "output backlogged");
+    await Bun.sleep(20);
+    expect(peer.send('{"cmd":"S"}\n', [b!])).toBeGreaterThan(0);
+    closeFd(b!); // the peer "exits": its end survives only in flight, in conn's receive queue
+    await Bun.sleep(50);
+    expect(conn.closed).toBe(false); // paused: the socket waits unread, no EOF
+    conn.peerExited();
+    await until(() => conn.closed, "the connection closed");
+    expect(conn.socketsRefused).toBeGreaterThanOrEqual(1);
+  });
+});
