@@ -143,7 +143,7 @@ export class StateFiles {
     } catch (e) {
       where = `could not be set aside (${oneLine((e as Error).message)})`;
     }
-    this.log?.warning(`state file ${path} is unusable: ${problem}; ${where}; luod goes on without it`);
+    this.log?.warning(`state file ${path} is unusable: ${escapeControls(problem)}; ${where}; luod goes on without it`);
     return { kind: "invalid", problem };
   }
 }
@@ -166,4 +166,9 @@ function describe(issues: readonly v.BaseIssue<unknown>[]): string {
   const issue = issues[0]!;
   const at = v.getDotPath(issue);
   return oneLine(`${at ? `${at}: ` : ""}${issue.message}`, 200);
+}
+
+/** Control characters as \xNN: a problem may quote the file's bytes, and a log line must stay one plain line. */
+export function escapeControls(text: string): string {
+  return text.replace(/[\x00-\x1f\x7f-\x9f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
 }

@@ -6,6 +6,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileS
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { StateFiles, type StateName } from "../../src/daemon/state-files";
+import { FdStore } from "../../src/daemon/fd-store";
 
 let dir: string;
 let warnings: string[];
@@ -99,4 +100,24 @@ describe("writing", () => {
     expect(readFileSync(victim, "utf8")).toBe("precious");
     expect(files.read("attempt")).toEqual({ last: 1 });
   });
+});
+
+test("a problem that quotes the file's bytes reaches the log with its control characters escaped", () => {
+  const session = { ...(GOOD.restored as { sessions: object[] }).sessions[0], state: "\u001b[31m\u0000\u0007x" };
+  writeFileSync(join(dir, "restored.json"), record({ previous: null, sessions: [session] }));
+  files.readChecked("restored");
+  expect(warnings).toHaveLength(1);
+  expect(warnings[0]).toContain("\\x1b[31m\\x00\\x07x");
+  expect(warnings[0]).not.toMatch(/[\x00-\x1f\x7f-\x9f]/);
+});
+
+test("luod restarted under systemd with a malformed fdstore.json sorts what systemd hands back as incoming, and warns", () => {
+  writeFileSync(join(dir, "fdstore.json"), record({ jumpRequested: true, outgoing: {} }));
+  const ops = { notify: () => {}, close: () => {}, sessionName: () => "luod:vm/1" };
+  const log = { error: () => {}, warning: (m: string) => warnings.push(m), notice: () => {}, info: () => {}, debug: () => {} };
+  const store = new FdStore(ops, log, files, 16);
+  const r = store.adopt([{ fd: 1000, name: "luod%3Avm/1" }]);
+  expect(r).toEqual({ outgoing: [], jumpRequested: false });
+  expect([...store.incoming.keys()]).toEqual(["luod:vm/1"]);
+  expect(warnings.some((w) => w.includes("fdstore.json is unusable"))).toBe(true);
 });
