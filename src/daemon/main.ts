@@ -1,5 +1,5 @@
 // luod: command line, start-up (restore after a live-update boot, listen) and shutdown.
-import { chmodSync, chownSync, linkSync, readFileSync, lstatSync, mkdtempSync, rmSync, unlinkSync, type Stats } from "node:fs";
+import { chmodSync, chownSync, closeSync, constants, linkSync, openSync, readFileSync, lstatSync, mkdtempSync, rmSync, unlinkSync, type Stats } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { VERSION } from "../version";
 import { createLogger, type Logger } from "./log";
@@ -199,8 +199,11 @@ const LISTEN_BACKLOG = 4096;
 function listen(config: DaemonConfig, log: Logger): number {
   clearSocketPath(config.socket, log);
   const priv = mkdtempSync(join(dirname(resolve(config.socket)), ".luod"));
+  // a socket path near the 107-byte limit leaves no room for the private name: reach the
+  // directory through an fd of it instead (/proc/self/fd/N is a short path to it)
+  const privFd = Buffer.byteLength(priv) + 2 > 107 ? openSync(priv, constants.O_RDONLY | constants.O_DIRECTORY) : null;
   try {
-    const tmp = join(priv, "s");
+    const tmp = join(privFd === null ? priv : `/proc/self/fd/${privFd}`, "s");
     const umask = process.umask(0o177);
     let fd: number;
     try {
@@ -219,6 +222,7 @@ function listen(config: DaemonConfig, log: Logger): number {
     }
     return fd;
   } finally {
+    if (privFd !== null) closeSync(privFd);
     rmSync(priv, { recursive: true, force: true });
   }
 }

@@ -132,6 +132,25 @@ describe.skipIf(!root)("directories luod accepts or makes", () => {
   });
 });
 
+describe.skipIf(!root)("a socket path near the 107-byte limit", () => {
+  test("is bound all the same, with its owner and mode, and nothing else left in its directory", async () => {
+    const dir = fresh();
+    const room = 107 - dir.length - 1 - "/s.sock".length;
+    const deep = join(dir, "d".repeat(room));
+    const sock = join(deep, "s.sock");
+    expect(Buffer.byteLength(sock)).toBe(107);
+    const luod = await startDaemon([...COMMON, "--socket", sock, "--socket-mode", "0600"], { dir });
+    try {
+      const st = lstatSync(sock);
+      expect([st.isSocket(), st.uid, st.mode & 0o7777]).toEqual([true, 0, 0o600]);
+      expect(readdirSync(deep)).toEqual(["s.sock"]);
+      expect(JSON.parse((await run("luoctl", ["--socket", sock, "status", "--json"])).stdout).ok).toBe(true);
+    } finally {
+      await luod.stop();
+    }
+  });
+});
+
 describe.skipIf(!root)("state files are never written through a planted symlink", () => {
   test("a symlink at attempt.json.tmp is not followed: its target is untouched", async () => {
     const dir = fresh();
