@@ -148,12 +148,16 @@ export class StateFiles {
   }
 }
 
-/** The content of a regular file, opened without following a symlink or blocking on a FIFO. */
+/** The content of a regular file of luod's that only luod may write, opened without following a symlink or blocking on a FIFO. */
 function readRegular(path: string): string {
   const fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
   try {
     const st = fstatSync(fd);
     if (!st.isFile()) throw new Error("it is not a regular file");
+    // luod writes them 0600 as itself: anything else was not written by luod
+    const euid = process.geteuid?.() ?? 0;
+    if (st.uid !== euid && st.uid !== 0) throw new Error(`it belongs to uid ${st.uid}, not luod's`);
+    if ((st.mode & 0o022) !== 0) throw new Error(`it is writable by group or others (mode 0${(st.mode & 0o777).toString(8)})`);
     if (st.size > STATE_FILE_MAX_BYTES) throw new Error(`it is ${st.size} bytes, more than ${STATE_FILE_MAX_BYTES}`);
     return readFileSync(fd, "utf8");
   } finally {

@@ -2,7 +2,7 @@
 // one is reported in one warning and set aside (renamed, never deleted), and writes never follow a
 // planted symlink.
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
-import { mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { StateFiles, type StateName } from "../../src/daemon/state-files";
@@ -120,4 +120,16 @@ test("luod restarted under systemd with a malformed fdstore.json sorts what syst
   expect(r).toEqual({ outgoing: [], jumpRequested: false });
   expect([...store.incoming.keys()]).toEqual(["luod:vm/1"]);
   expect(warnings.some((w) => w.includes("fdstore.json is unusable"))).toBe(true);
+});
+
+test.skipIf(process.getuid?.() !== 0)("a record luod did not write (another owner, writable by others) is set aside, not trusted", () => {
+  for (const [owner, mode, why] of [[65534, 0o600, "belongs to uid 65534"], [0, 0o666, "writable by group or others (mode 0666)"]] as const) {
+    const path = join(dir, "restored.json");
+    writeFileSync(path, record(GOOD.restored));
+    chownSync(path, owner, owner);
+    chmodSync(path, mode);
+    warnings = [];
+    expect(files.read("restored")).toBeNull();
+    expect(warnings[0]).toContain(why);
+  }
 });
