@@ -212,8 +212,9 @@ function listen(config: DaemonConfig, log: Logger): number {
       process.umask(umask);
     }
     try {
-      // group first, then mode: the socket is never open to a group it was not meant for
-      if (config.socketGid !== null) chownSync(tmp, process.geteuid?.() ?? 0, config.socketGid);
+      // group first, then mode: the socket is never open to a group it was not meant for. Always:
+      // in a setgid directory the file would otherwise take the directory's group
+      chownSync(tmp, process.geteuid?.() ?? 0, config.socketGid ?? process.getegid?.() ?? 0);
       chmodSync(tmp, config.socketMode);
       linkSync(tmp, config.socket);
     } catch (e) {

@@ -132,6 +132,19 @@ describe.skipIf(!root)("directories luod accepts or makes", () => {
   });
 });
 
+test.skipIf(!root)("in a setgid directory of another group the socket is still root:root without a socket group", async () => {
+  const dir = fresh();
+  chownSync(dir, 0, 64104);
+  chmodSync(dir, 0o2700);
+  const luod = await startDaemon(COMMON, { dir });
+  try {
+    const st = lstatSync(luod.socket);
+    expect([st.uid, st.gid, st.mode & 0o7777]).toEqual([0, 0, 0o600]);
+  } finally {
+    await luod.stop();
+  }
+});
+
 describe.skipIf(!root)("a socket path near the 107-byte limit", () => {
   test("is bound all the same, with its owner and mode, and nothing else left in its directory", async () => {
     const dir = fresh();
