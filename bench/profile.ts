@@ -38,7 +38,7 @@ async function daemon(socket: string, stateDir: string, restoreN: number): Promi
     const { StateFiles } = await import("../src/daemon/state-files");
     const write = StateFiles.prototype.write;
     const pending = new Map<string, { self: unknown; data: unknown }>();
-    StateFiles.prototype.write = function (this: InstanceType<typeof StateFiles>, name: string, data: unknown) {
+    StateFiles.prototype.write = function (this: InstanceType<typeof StateFiles>, name: Parameters<typeof write>[0], data: unknown) {
       const first = !pending.has(name);
       pending.set(name, { self: this, data });
       if (first) setTimeout(() => {

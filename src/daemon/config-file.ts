@@ -8,7 +8,7 @@
 //
 // An absent default file is fine; an absent --config file, an unknown key, a repeated key or a bad
 // value is an error that names the file and line.
-import { readFileSync, statSync } from "node:fs";
+import { closeSync, constants, fstatSync, openSync, readFileSync, type Stats } from "node:fs";
 import { ConfigError, OPTIONS, checkValue, type SettingKey, type Settings } from "./settings";
 
 const BY_FLAG = new Map(OPTIONS.map((o) => [o.flag, o]));
@@ -56,24 +56,55 @@ function unquote(value: string, where: string): string {
   throw new ConfigError(`${where}bad quoted value ${value.slice(0, 60)}`);
 }
 
+/** st_rdev of /dev/null: character device 1:3 (Documentation/admin-guide/devices.txt). */
+const DEV_NULL = (1 << 8) | 3;
+
+/** A config file larger than this is refused (a real one is a few hundred bytes). */
+export const CONFIG_FILE_MAX_BYTES = 1024 * 1024;
+
 /**
  * Reads the config file. `explicit`: given with --config, so it must exist; the default file may
- * be absent. When luod runs as root the file must belong to root and not be writable by others:
+ * be absent. It must be a regular file: it is opened without blocking (a FIFO would hang luod's
+ * start) and checked with fstat on the opened fd, so what is checked is what is read. A symlink is
+ * followed (/etc/luod.conf may point at a managed file): the file it reaches is what is checked.
+ * When luod runs as root that file must belong to root and not be writable by group or others:
  * whoever can write it decides who may send KEXEC.
  */
 export function readConfigFile(path: string, explicit: boolean, opts: { enforceOwner?: boolean } = {}): Partial<Settings> {
-  let text: string;
+  let fd: number;
   try {
-    text = readFileSync(path, "utf8");
+    fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
   } catch (e) {
     const code = (e as { code?: string }).code;
     if (code === "ENOENT" && !explicit) return {};
     throw new ConfigError(`cannot read config file ${path}: ${code ?? (e as Error).message}`);
   }
-  if (opts.enforceOwner ?? process.getuid?.() === 0) {
-    const st = statSync(path);
-    if (st.isFile() && (st.uid !== 0 || (st.mode & 0o022) !== 0))
-      throw new ConfigError(`config file ${path} must belong to root and not be writable by group or others (uid ${st.uid}, mode 0${(st.mode & 0o777).toString(8)})`);
+  let text: string;
+  try {
+    const st = fstatSync(fd);
+    // /dev/null, the usual "no config file", reads as an empty one
+    if (st.isCharacterDevice() && st.rdev === DEV_NULL) return {};
+    if (!st.isFile()) throw new ConfigError(`config file ${path} is not a regular file (${kindOf(st)})`);
+    if (opts.enforceOwner ?? process.getuid?.() === 0) {
+      if (st.uid !== 0 || (st.mode & 0o022) !== 0)
+        throw new ConfigError(`config file ${path} must belong to root and not be writable by group or others (uid ${st.uid}, mode 0${(st.mode & 0o777).toString(8)})`);
+    }
+    if (st.size > CONFIG_FILE_MAX_BYTES) throw new ConfigError(`config file ${path} is ${st.size} bytes, more than ${CONFIG_FILE_MAX_BYTES}`);
+    text = readFileSync(fd, "utf8");
+  } catch (e) {
+    if (e instanceof ConfigError) throw e;
+    throw new ConfigError(`cannot read config file ${path}: ${(e as { code?: string }).code ?? (e as Error).message}`);
+  } finally {
+    closeSync(fd);
   }
   return parseConfigText(text, path);
+}
+
+function kindOf(st: Stats): string {
+  if (st.isFIFO()) return "a FIFO";
+  if (st.isDirectory()) return "a directory";
+  if (st.isCharacterDevice()) return "a character device";
+  if (st.isBlockDevice()) return "a block device";
+  if (st.isSocket()) return "a socket";
+  return "not a regular file";
 }

@@ -1,6 +1,6 @@
 // luod: command line, start-up (restore after a live-update boot, listen) and shutdown.
-import { existsSync, mkdirSync, chmodSync, chownSync, unlinkSync } from "node:fs";
-import { dirname } from "node:path";
+import { chmodSync, chownSync, closeSync, constants, linkSync, openSync, readFileSync, lstatSync, mkdtempSync, rmSync, unlinkSync, type Stats } from "node:fs";
+import { dirname, join, resolve } from "node:path";
 import { VERSION } from "../version";
 import { createLogger, type Logger } from "./log";
 import { StateFiles } from "./state-files";
@@ -19,6 +19,7 @@ import { sdNotify } from "../kernel/sdnotify";
 import { oneLine } from "../wire/errors";
 import { parseArgs, readConfigFile, mergeSettings, helpText, resolveGroup, type Settings } from "./config";
 import { SystemdHandoff } from "./systemd-handoff";
+import { ensureTrustedDir } from "./trusted-dirs";
 import type { KexecMode } from "./kexec-mode";
 
 export { DEFAULT_SOCKET } from "./config";
@@ -92,6 +93,9 @@ export function toConfig(s: Settings, groups: (g: string) => number = (g) => res
 
 /** Starts luod and resolves with its exit code when it stops (SIGTERM/SIGINT). */
 export async function runDaemon(config: DaemonConfig, log: Logger, kernel: KernelPort): Promise<number> {
+  // before any file is read or written there: only root may change these directories
+  ensureTrustedDir(dirname(resolve(config.socket)), { what: "socket directory", mode: 0o755 });
+  ensureTrustedDir(config.stateDir, { what: "state directory", mode: 0o700 });
   // the fd store ($LISTEN_FDS) and the jump through systemd (src/daemon/systemd-handoff.ts)
   const systemd = new SystemdHandoff({ requested: config.kexecMode ?? "auto", stateDir: config.stateDir, log });
   kernel = systemd.wrap(kernel);
@@ -103,7 +107,7 @@ export async function runDaemon(config: DaemonConfig, log: Logger, kernel: Kerne
   // is read. A bug in one callback must not take luod (and the session fds it holds) down: log
   // it, serve on.
   const loop = new EventLoop({ onError: (e) => log.error(`event loop: ${(e as Error)?.stack ?? String(e)}`) });
-  const files = new StateFiles(config.stateDir);
+  const files = new StateFiles(config.stateDir, log);
   const restored = new RestoredSessions(kernel, files, log);
   const boot = restore(kernel, restored, log);
   const loader = new KernelLoader(kernel, files, log);
@@ -188,33 +192,82 @@ function restore(kernel: KernelPort, restored: RestoredSessions, log: Logger): B
  *  at net.core.somaxconn, 4096 by default): a short backlog would make their connect() wait. */
 const LISTEN_BACKLOG = 4096;
 
-/** Binds the socket; refuses to start if another luod answers on it, removes a stale one. */
+/**
+ * Binds the socket; refuses to start if another luod answers on it, removes a stale one.
+ * The directory is root's alone (ensureTrustedDir), and the socket is still made where nobody
+ * else can reach it: bound in a private directory (mode 0700) inside it under a tight umask,
+ * given its group and mode there, then hard-linked into place, which fails (EEXIST) rather than
+ * replace anything (docs/daemon.md#directories-and-files-luod-trusts; fchmod on the socket fd
+ * would not do: it changes the socket's own inode, not the file, docs/kernel.md#unix-socket-files).
+ */
 function listen(config: DaemonConfig, log: Logger): number {
-  mkdirSync(dirname(config.socket), { recursive: true, mode: 0o755 });
-  if (existsSync(config.socket)) {
-    let alive = false;
-    try {
-      closeFd(unixConnect(config.socket));
-      alive = true;
-    } catch (e) {
-      if (!(e instanceof SysError && (e.code === "ECONNREFUSED" || e.code === "ENOENT"))) throw e;
-    }
-    if (alive) throw new Error(`another luod is already listening on ${config.socket}`);
-    log.info(`removing stale socket ${config.socket}`);
-    unlinkSync(config.socket);
-  }
-  // bind under a tight umask: the socket never exists with a looser mode than configured
-  const umask = process.umask(0o177);
-  let fd: number;
+  clearSocketPath(config.socket, log);
+  const priv = mkdtempSync(join(dirname(resolve(config.socket)), ".luod"));
+  // a socket path near the 107-byte limit leaves no room for the private name: reach the
+  // directory through an fd of it instead (/proc/self/fd/N is a short path to it)
+  const privFd = Buffer.byteLength(priv) + 2 > 107 ? openSync(priv, constants.O_RDONLY | constants.O_DIRECTORY) : null;
   try {
-    fd = unixListen(config.socket, { backlog: LISTEN_BACKLOG });
+    const tmp = join(privFd === null ? priv : `/proc/self/fd/${privFd}`, "s");
+    const umask = process.umask(0o177);
+    let fd: number;
+    try {
+      fd = unixListen(tmp, { backlog: LISTEN_BACKLOG });
+    } finally {
+      process.umask(umask);
+    }
+    try {
+      // group first, then mode: the socket is never open to a group it was not meant for. Always:
+      // in a setgid directory the file would otherwise take the directory's group
+      chownSync(tmp, process.geteuid?.() ?? 0, config.socketGid ?? process.getegid?.() ?? 0);
+      chmodSync(tmp, config.socketMode);
+      linkSync(tmp, config.socket);
+    } catch (e) {
+      closeFd(fd);
+      throw e;
+    }
+    return fd;
   } finally {
-    process.umask(umask);
+    if (privFd !== null) closeSync(privFd);
+    rmSync(priv, { recursive: true, force: true });
   }
-  // group first, then mode: the socket is never open to a group it was not meant for
-  if (config.socketGid !== null) chownSync(config.socket, process.getuid?.() ?? 0, config.socketGid);
-  chmodSync(config.socket, config.socketMode);
-  return fd;
+}
+
+/**
+ * Makes room at the socket path: nothing there, or a socket nobody answers on (luod's own, left
+ * by a crash), which is removed. Anything else (another luod, a regular file, a FIFO, a symlink)
+ * is refused and left alone.
+ */
+function clearSocketPath(path: string, log: Logger): void {
+  let st: Stats;
+  try {
+    st = lstatSync(path);
+  } catch (e) {
+    if ((e as { code?: string }).code === "ENOENT") return;
+    throw e;
+  }
+  if (!st.isSocket()) throw new Error(`${path} exists and is ${fileKind(st)}, not a socket: luod leaves it alone and does not start (remove it, or choose another --socket)`);
+  let alive = false;
+  try {
+    closeFd(unixConnect(path, { nonblock: true }));
+    alive = true;
+  } catch (e) {
+    if (!(e instanceof SysError)) throw e;
+    if (e.code === "EAGAIN") alive = true; // a full backlog: someone listens
+    else if (e.code !== "ECONNREFUSED" && e.code !== "ENOENT") throw e;
+  }
+  if (alive) throw new Error(`another luod is already listening on ${path}`);
+  log.info(`removing stale socket ${path}`);
+  unlinkSync(path);
+}
+
+function fileKind(st: Stats): string {
+  if (st.isFile()) return "a regular file";
+  if (st.isFIFO()) return "a FIFO";
+  if (st.isDirectory()) return "a directory";
+  if (st.isSymbolicLink()) return "a symlink";
+  if (st.isCharacterDevice()) return "a character device";
+  if (st.isBlockDevice()) return "a block device";
+  return "not a file luod made";
 }
 
 /** sd_notify that never takes luod down: a lost notification is logged, not fatal. */
@@ -232,15 +285,40 @@ function notify(log: Logger, state: string): void {
  * session names (docs/protocol.md, Identity). Numbers are reserved in blocks, so a burst of
  * PREPAREs costs one file write per block, not one each; a restart skips the rest of a block.
  */
-export function attemptCounter(files: StateFiles, block = 64): () => number {
+export function attemptCounter(files: StateFiles, block = 64, uptimeMs: () => number = bootClockMs): () => number {
   let next = 0;
   let reserved = 0;
   return () => {
     if (next >= reserved) {
-      next = files.read<{ last: number }>("attempt")?.last ?? 0;
+      const r = files.readChecked<{ last: number }>("attempt");
+      // an unusable record (set aside) lost the highest number: start above any a luod of this
+      // boot can have handed out (docs/daemon.md#files-under-the-state-dir-default-runluod)
+      next = r.kind === "ok" ? r.data.last : r.kind === "absent" ? 0 : Math.max(next, attemptFloor(uptimeMs()));
       reserved = next + block;
       files.write("attempt", { last: reserved });
     }
     return ++next;
   };
+}
+
+/**
+ * Where attempt numbers restart when attempt.json is unusable: 64 per millisecond since boot.
+ * Every luod of this boot started at or above this floor at its own start and hands out far
+ * fewer than 64 numbers per millisecond (each is an update or a PREPARE), so no number repeats;
+ * 36^9 (the most a session name holds) is reached after some 50 years of uptime.
+ */
+export function attemptFloor(uptimeMs: number): number {
+  return Math.floor(uptimeMs) * 64;
+}
+
+/** Milliseconds since boot (CLOCK_BOOTTIME: /proc/uptime counts suspend too). */
+function bootClockMs(): number {
+  try {
+    const ms = Math.floor(Number(readFileSync("/proc/uptime", "utf8").split(" ")[0]) * 1000);
+    if (Number.isSafeInteger(ms) && ms > 0) return ms;
+  } catch {
+    // no /proc: below
+  }
+  return Date.now() / 64; // the floor is then the wall clock in ms: above any uptime of a real host
+
 }

@@ -10,7 +10,7 @@ export const MANIFEST_TOKEN = 0n;
 /** A manifest larger than this is refused: it is read in one piece after boot. */
 export const MANIFEST_MAX_BYTES = 16 * 1024 * 1024;
 
-const Entry = v.object({
+export const ManifestEntrySchema = v.object({
   id: v.string(),
   session: v.string(),
   uid: v.number(),
@@ -20,7 +20,7 @@ const Entry = v.object({
   subscribedAt: v.string(),
   readyAt: v.nullable(v.string()),
 });
-export type ManifestEntry = v.InferOutput<typeof Entry>;
+export type ManifestEntry = v.InferOutput<typeof ManifestEntrySchema>;
 
 /** Who a session belongs to, as the broker records it at SUBSCRIBE. */
 export interface SessionOwner {
@@ -51,7 +51,7 @@ const Manifest = v.object({
     next: v.nullable(v.object({ version: v.string(), sha256: v.string(), cmdline: v.string() })),
   }),
   timings: v.record(v.string(), v.number()),
-  entries: v.array(Entry),
+  entries: v.array(ManifestEntrySchema),
 });
 export type Manifest = v.InferOutput<typeof Manifest>;
 

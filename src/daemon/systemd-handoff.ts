@@ -68,7 +68,7 @@ export class SystemdHandoff {
   constructor(opts: HandoffOptions) {
     this.ops = opts.ops ?? realOps;
     this.log = opts.log;
-    const files = new StateFiles(opts.stateDir);
+    const files = new StateFiles(opts.stateDir, opts.log);
     this.now = opts.now ?? (() => new Date());
     this.env = opts.environment ?? probeEnvironment(this.ops);
     this.store = new FdStore(this.ops, this.log, files, this.env.fdStoreMax);

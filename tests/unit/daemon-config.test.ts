@@ -4,6 +4,7 @@ import { describe, expect, test, afterAll } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync, chmodSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { spawnSync } from "node:child_process";
 import {
   parseArgs, parseConfigText, readConfigFile, mergeSettings, resolveGroup, helpText,
   DEFAULTS, DEFAULT_CONFIG_FILE, OPTIONS, ConfigError,
@@ -96,6 +97,14 @@ describe("the config file", () => {
     expect(() => readConfigFile(path, true, { enforceOwner: true })).toThrow("must belong to root and not be writable");
     chmodSync(path, 0o644);
     if (process.getuid?.() === 0) expect(readConfigFile(path, true, { enforceOwner: true })).toEqual({ verbose: true });
+  });
+
+  test("a FIFO or a directory is refused at once, whoever runs luod; /dev/null reads as an empty file", () => {
+    const fifo = join(dir, "fifo.conf");
+    expect(spawnSync("mkfifo", [fifo]).status).toBe(0);
+    expect(() => readConfigFile(fifo, true, { enforceOwner: false })).toThrow(`config file ${fifo} is not a regular file (a FIFO)`);
+    expect(() => readConfigFile(dir, true, { enforceOwner: false })).toThrow("is not a regular file (a directory)");
+    expect(readConfigFile("/dev/null", true, { enforceOwner: true })).toEqual({});
   });
 });
 
