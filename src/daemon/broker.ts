@@ -52,11 +52,19 @@ export class Broker {
 
   // ---- client requests -----------------------------------------------------------------------
 
-  subscribe(peer: Peer, id: string): { id: string } {
+  /**
+   * `reserved`: the id is held for another uid (its restored session waits to be claimed). A held
+   * id is refused the same way whoever holds it; only the holder's own uid (or root) learns its pid.
+   */
+  subscribe(peer: Peer, id: string, opts: { reserved?: boolean } = {}): { id: string } {
     const existing = this.subscribers.get(id);
     if (existing && existing.peer === peer) return { id };
     if (this.updates.inProgress) throw new ProtocolError("EBUSY", `an update is in progress (${this.phase}); subscribe again after it`);
-    if (existing?.peer) throw new ProtocolError("EEXIST", `${id} is already subscribed by pid ${existing.peer.cred.pid}`);
+    if (opts.reserved) throw idTaken(id);
+    if (existing?.peer) {
+      const mine = peer.cred.uid === 0 || peer.cred.uid === existing.owner.uid;
+      throw idTaken(id, mine ? ` (subscribed by pid ${existing.peer.cred.pid})` : "");
+    }
     const mine = this.subscribers.clientOf(peer);
     if (mine) throw new ProtocolError("EEXIST", `this connection is already subscribed as ${mine.id}`);
     const owner = { uid: peer.cred.uid, gid: peer.cred.gid, pid: peer.cred.pid, unit: peer.unit };
@@ -139,11 +147,15 @@ export class Broker {
     }));
   }
 
-  summary() {
+  /** STATUS's view of the broker; `forUid` (a client's): the update lists only that uid's ids. */
+  summary(forUid: number | null = null) {
     const all = this.subscribers.all();
+    const update = this.updates.status();
+    if (update && forUid !== null)
+      update.waiting = update.waiting.filter((id) => this.subscribers.get(id)?.owner.uid === forUid);
     return {
       phase: this.phase,
-      update: this.updates.status(),
+      update,
       clients: {
         subscribed: all.length,
         prepared: all.filter((c) => c.prepared).length,
@@ -169,4 +181,9 @@ export class Broker {
   private nextAttempt(): number {
     return this.opts.nextAttempt ? this.opts.nextAttempt() : ++this.lastAttempt;
   }
+}
+
+/** SUBSCRIBE of an id someone else holds: a subscriber, or a restored session waiting for its owner. */
+function idTaken(id: string, detail = ""): ProtocolError {
+  return new ProtocolError("EEXIST", `id ${id} is taken${detail}`);
 }

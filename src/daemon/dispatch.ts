@@ -42,11 +42,11 @@ export class Dispatcher {
     const reply = (fields: Record<string, unknown> = {}) => peer.send(okReply(req.cmd, fields, req.tag));
     switch (req.cmd) {
       case "SUBSCRIBE": {
-        // a restored session waiting for its owner keeps its id: nobody else may take it meanwhile
+        // a restored session waiting for its owner keeps its id: nobody else may take it meanwhile,
+        // and another uid is told only that the id is taken, as for any held id (not whose it is)
         const waiting = restored.waiting(req.id);
-        if (waiting && !ownsRestored(peer.cred, waiting))
-          throw new ProtocolError("EPERM", `${req.id} has a restored session of uid ${waiting.uid} waiting to be claimed`);
-        return void reply({ ...broker.subscribe(peer, req.id), restored: waiting !== null } satisfies SubscribeReply);
+        const reserved = waiting !== null && !ownsRestored(peer.cred, waiting);
+        return void reply({ ...broker.subscribe(peer, req.id, { reserved }), restored: waiting !== null } satisfies SubscribeReply);
       }
       case "PREPARE": {
         const { id, session, fd } = broker.prepare(peer, req.id);
@@ -116,7 +116,10 @@ export class Dispatcher {
     }
   }
 
-  /** Admins see everything; a client sees the same, but only its own uid's restored sessions. */
+  /**
+   * Admins see everything; a client sees the same, but only its own uid's restored sessions and,
+   * of a running update's clients, only its own uid's ids (the counts stay whole).
+   */
   private status(peer: Requester): StatusReply {
     const { broker, loader, restored } = this.o;
     const now = Date.now();
@@ -124,7 +127,7 @@ export class Dispatcher {
     const admin = peer.roles.admin;
     return {
       luod: this.o.luodStatus(admin),
-      ...broker.summary(),
+      ...broker.summary(admin ? null : peer.cred.uid),
       kernel: k ? { loaded: true, version: k.version, sha256: k.sha256, cmdline: k.cmdline, loaded_at: k.loadedAt } : { loaded: false },
       restored: restored.list().filter((s) => admin || s.uid === peer.cred.uid).map((s) => ({
         id: s.id, session: s.session, state: s.state, uid: s.uid, unit: s.unit,
