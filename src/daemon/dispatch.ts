@@ -16,6 +16,7 @@ import type { KernelLoader } from "./loader";
 import type { RestoredSessions } from "./restored";
 import { ownsRestored, type Roles } from "./access";
 import type { Logger } from "./log";
+import { closeQuietly as closeFds } from "../kernel/fd";
 
 /** A connection as dispatch() needs it: the broker's Peer, and the roles found at accept. */
 export interface Requester extends Peer {
@@ -76,16 +77,30 @@ export class Dispatcher {
         return void reply({ clients: broker.list() } satisfies ListReply);
       case "LOAD": {
         if (broker.phase !== "idle") throw new ProtocolError("EBUSY", `an update is ${broker.phase}`);
-        const k = loader.load({
-          kernelFd: fds[0], initrdFd: req.initrd ? fds[1] : null,
+        // A refusal (size, header) throws here and is answered in order. Otherwise the image is
+        // hashed while luod serves others and the reply comes when that is done (like KEXEC's);
+        // the request's fds are then taken from the caller, which would close them on return.
+        const idle = () => {
+          if (broker.phase !== "idle") throw new ProtocolError("EBUSY", `an update started while the image was read (${broker.phase})`);
+        };
+        const loading = loader.load({
+          kernelFd: fds[0]!, initrdFd: req.initrd ? fds[1]! : null,
           cmdline: req.cmdline, force: req.force ?? false, sha256: req.sha256 ?? null,
-        });
-        return void reply({
-          kernel: { version: k.version, size: k.size, sha256: k.sha256 },
-          initrd: k.initrdSize === null ? null : { size: k.initrdSize },
-          cmdline: k.cmdline,
-          warnings: k.warnings,
-        } satisfies LoadReply);
+        }, idle);
+        const own = fds.splice(0);
+        loading.then(
+          (k) => reply({
+            kernel: { version: k.version, size: k.size, sha256: k.sha256 },
+            initrd: k.initrdSize === null ? null : { size: k.initrdSize },
+            cmdline: k.cmdline,
+            warnings: k.warnings,
+          } satisfies LoadReply),
+          (e) => {
+            if (!(e instanceof ProtocolError)) this.o.log.error(`LOAD from pid ${peer.cred.pid}: ${(e as Error).stack ?? e}`);
+            peer.send(errorReply("LOAD", errorCodeOf(e, "EIO"), (e as Error).message, req.tag));
+          },
+        ).catch((e) => this.o.log.error(`replying to LOAD: ${(e as Error).message}`)).finally(() => closeFds(own));
+        return;
       }
       case "UNLOAD":
         if (broker.phase !== "idle") throw new ProtocolError("EBUSY", `an update is ${broker.phase}`);
