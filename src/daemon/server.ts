@@ -102,11 +102,13 @@ export class Server {
   private acceptRetry: ReturnType<typeof setTimeout> | null = null;
   private lastAcceptWarning = 0;
   readonly stats: ServerStats = { accepted: 0, refused: 0, requests: 0, invalid: 0, errors: 0, denied: 0, stray_fds: 0, timed_out: 0 };
-  private readonly firstRequestTimeoutMs: number;
+  /** Read when each connection is adopted: a config reload (SIGHUP) changes it for new ones. */
+  private get firstRequestTimeoutMs(): number {
+    return this.o.firstRequestTimeoutMs ?? DEFAULT_FIRST_REQUEST_TIMEOUT_MS;
+  }
   private readonly dispatcher: Dispatcher;
 
   constructor(private readonly o: ServerOptions) {
-    this.firstRequestTimeoutMs = o.firstRequestTimeoutMs ?? DEFAULT_FIRST_REQUEST_TIMEOUT_MS;
     this.dispatcher = new Dispatcher({
       broker: o.broker, loader: o.loader, restored: o.restored, log: o.log, statusExtra: o.statusExtra,
       luodStatus: (admin) => ({ version: VERSION, pid: process.pid, connections: this.peers.size, ...(admin ? { stats: this.liveStats() } : {}) }),
