@@ -174,6 +174,33 @@ export class Broker {
     return this.updates.abortByAdmin(reason);
   }
 
+  /**
+   * Admin EVICT: the client leaves luod, whatever it is doing. Its connection is closed, its
+   * subscription forgotten; an update it takes part in is aborted first (its reason names the
+   * client and the administrator). A PREPAREd session is released with it, which costs its memory
+   * across the next update: only with `force`. Too late once the update is committing.
+   */
+  evict(admin: Peer, id: string, opts: { force?: boolean; reason?: string } = {}) {
+    const c = this.subscribers.get(id);
+    if (!c) throw new ProtocolError("ENOENT", `no client ${id} is subscribed`);
+    if (this.updates.phase === "committing") throw new ProtocolError("EBUSY", "the update is committing: too late to evict");
+    const cost = c.prepared && c.session
+      ? `its prepared session ${c.session.name} is released: its memory will not be carried across the next update unless it PREPAREs again`
+      : null;
+    if (cost && !opts.force) throw new ProtocolError("EBUSY", `${id} has a prepared session (its memory is already preserved); evicting it releases that session: use force`);
+    const who = `uid ${admin.cred.uid}, pid ${admin.cred.pid}`;
+    const why = `client ${id} evicted by an administrator (${who})${opts.reason ? `: ${opts.reason}` : ""}`;
+    const running = this.updates.running(c);
+    const abortedUpdate = running?.participant ? running.attempt : null;
+    if (abortedUpdate !== null) this.updates.abort("ECANCELED", why);
+    const released = cost ? c.session!.name : null;
+    const peer = c.peer;
+    this.subscribers.forget(c);
+    peer?.close?.(why);
+    this.log.notice(`${why}${peer ? ` (pid ${c.owner.pid} disconnected)` : ""}${abortedUpdate !== null ? `; update ${abortedUpdate} aborted` : ""}${cost ? `; ${cost}` : ""}`);
+    return { id, disconnected: peer !== null, aborted_update: abortedUpdate, released_session: released };
+  }
+
   shutdown(): void {
     if (this.updates.inProgress) this.updates.abort("ECANCELED", "luod is stopping");
   }

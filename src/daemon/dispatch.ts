@@ -5,7 +5,7 @@
 // reply, and closes the request's fds after dispatch() returns.
 import { type Request } from "../wire/requests";
 import {
-  okReply, errorReply, type AbortReply, type CheckReply, type ListReply, type LoadReply, type PrepareReply, type StatusReply,
+  okReply, errorReply, type AbortReply, type CheckReply, type EvictReply, type ListReply, type LoadReply, type PrepareReply, type StatusReply,
   type SubscribeReply,
 } from "../wire/replies";
 import { claimedReply } from "../wire/events";
@@ -128,6 +128,8 @@ export class Dispatcher {
       case "DISCARD":
         restored.discard(req.id);
         return void reply({ id: req.id });
+      case "EVICT":
+        return void reply(broker.evict(peer, req.id, { force: req.force, reason: req.reason }) satisfies EvictReply);
     }
   }
 

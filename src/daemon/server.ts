@@ -73,6 +73,9 @@ class ClientPeer implements Requester {
   send(msg: object | readonly object[], fds?: number[]): boolean {
     return this.conn.send(msg, fds);
   }
+  close(reason: string): void {
+    this.conn.close(reason);
+  }
 }
 
 export interface ServerStats {

@@ -170,6 +170,12 @@ export class UpdateRunner {
     return true;
   }
 
+  /** The attempt number of the running update (null when idle) and whether `c` takes part in it. */
+  running(c: Client): { attempt: number; participant: boolean } | null {
+    const u = this.update;
+    return u && { attempt: u.attempt, participant: u.participants.includes(c) };
+  }
+
   /** Ends the running update, if any, with this error. */
   abort(code: ErrorCode, message: string): void {
     const u = this.update;

@@ -154,3 +154,13 @@ export interface AbortReply extends JsonObject {
   /** Whether an update was running. */
   aborted: boolean;
 }
+
+export interface EvictReply extends JsonObject {
+  id: string;
+  /** The client had a connection, which luod closed. */
+  disconnected: boolean;
+  /** The update it took part in was aborted (null: none was running). */
+  aborted_update: number | null;
+  /** Its PREPAREd session, released (null: it had none): its memory is not carried across the next update. */
+  released_session: string | null;
+}
