@@ -106,7 +106,7 @@ export class Broker {
   fail(peer: Peer, reason: string | undefined): void {
     const c = this.subscribers.requireClient(peer);
     if (!this.updates.inProgress) throw new ProtocolError("EBUSY", "no update is in progress");
-    this.updates.abort("ECANCELED", `client ${c.id} sent FAIL${reason ? `: ${reason}` : ""}`);
+    this.updates.abort("ECANCELED", `client ${c.id} sent FAIL${reason ? `: ${reason}` : ""}`, { about: [c], anonymous: "another client sent FAIL" });
   }
 
   unsubscribe(peer: Peer): void {
@@ -130,7 +130,7 @@ export class Broker {
       this.log.info(`client ${c.id} disconnected after READY; luod holds its session`);
       return;
     }
-    this.updates.abort("ECANCELED", `client ${c.id} disconnected before READY`);
+    this.updates.abort("ECANCELED", `client ${c.id} disconnected before READY`, { about: [c], anonymous: "another client disconnected before READY" });
     this.subscribers.forget(c);
   }
 
@@ -192,7 +192,7 @@ export class Broker {
     const why = `client ${id} evicted by an administrator (${who})${opts.reason ? `: ${opts.reason}` : ""}`;
     const running = this.updates.running(c);
     const abortedUpdate = running?.participant ? running.attempt : null;
-    if (abortedUpdate !== null) this.updates.abort("ECANCELED", why);
+    if (abortedUpdate !== null) this.updates.abort("ECANCELED", why, { about: [c], anonymous: `a client was evicted by an administrator (${who})` });
     const released = cost ? c.session!.name : null;
     const peer = c.peer;
     this.subscribers.forget(c);

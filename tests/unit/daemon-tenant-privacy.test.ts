@@ -87,3 +87,33 @@ describe("SUBSCRIBE of a held id", () => {
     expect(thrown(() => dispatcher.dispatch(new Conn(1000), { cmd: "SUBSCRIBE", id: "vm-1" }, []), ProtocolError).message).toBe("id vm-1 is taken (subscribed by pid 6000)");
   });
 });
+
+describe("ABORTED during an update", () => {
+  test("a client of another uid is not told who failed, disconnected or was late, nor the reason it gave; the same uid and root are, and the admin's outcome keeps it all", async () => {
+    const failing = new Conn(1000), sameUid = new Conn(1000), other = new Conn(1001), root = new Conn(0, { admin: true, client: true });
+    call(failing, { cmd: "SUBSCRIBE", id: "vm-1" });
+    call(sameUid, { cmd: "SUBSCRIBE", id: "vm-2" });
+    call(other, { cmd: "SUBSCRIBE", id: "vm-secret" });
+    call(root, { cmd: "SUBSCRIBE", id: "vm-root" });
+    const run = broker.kexec(null, { timeoutMs: 5000, dryRun: true });
+    broker.fail(failing, "disk full on host-7");
+    const full = "client vm-1 sent FAIL: disk full on host-7";
+    expect(await run).toMatchObject({ ok: false, message: full });
+    const reason = (p: Conn) => p.events("ABORTED").at(-1)!.msg.reason;
+    expect(reason(failing)).toBe(full);
+    expect(reason(sameUid)).toBe(full);
+    expect(reason(root)).toBe(full);
+    expect(reason(other)).toBe("another client sent FAIL");
+  });
+
+  test("the READY deadline names the late clients only to their own uid", async () => {
+    const late = new Conn(1000), other = new Conn(1001);
+    call(late, { cmd: "SUBSCRIBE", id: "vm-late" });
+    call(other, { cmd: "SUBSCRIBE", id: "vm-quick" });
+    const run = broker.kexec(null, { timeoutMs: 100, dryRun: true });
+    broker.ready(other);
+    expect(await run).toMatchObject({ ok: false, code: "ETIMEDOUT", message: "READY deadline of 100 ms passed; not ready: vm-late" });
+    expect(late.events("ABORTED")[0]!.msg.reason).toBe("READY deadline of 100 ms passed; not ready: vm-late");
+    expect(other.events("ABORTED")[0]!.msg.reason).toBe("READY deadline of 100 ms passed; not every client was READY");
+  });
+});
