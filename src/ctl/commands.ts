@@ -134,7 +134,7 @@ export const SPECS: readonly Spec[] = [
       "released, and its memory will not be carried across the next update unless it PREPAREs again.",
     options: [
       ["--force", "evict also a client whose session is prepared (releases that session)"],
-      ["--reason <text>", "reason written to luod's log and, during an update, sent to the clients"],
+      ["--reason <text>", "reason written to luod's log and, during an update, into its abort reason"],
     ],
     examples: ['luoctl evict vm-7 --reason "supervisor hung"'],
     run: cmdEvict,

@@ -187,7 +187,7 @@ export class Broker {
     const cost = c.prepared && c.session
       ? `its prepared session ${c.session.name} is released: its memory will not be carried across the next update unless it PREPAREs again`
       : null;
-    if (cost && !opts.force) throw new ProtocolError("EBUSY", `${id} has a prepared session (its memory is already preserved); evicting it releases that session: use force`);
+    if (cost && !opts.force) throw new ProtocolError("EBUSY", `${id} has a prepared session (its memory is already preserved); evicting it releases that session: use force (luoctl evict --force)`);
     const who = `uid ${admin.cred.uid}, pid ${admin.cred.pid}`;
     const why = `client ${id} evicted by an administrator (${who})${opts.reason ? `: ${opts.reason}` : ""}`;
     const running = this.updates.running(c);
