@@ -5,6 +5,7 @@ import type { Ctx } from "./context";
 import { cmdDiscard, cmdList, cmdStatus } from "./cmd-status";
 import { cmdCheck, cmdLoad, cmdUnload } from "./cmd-load";
 import { cmdAbort, cmdKexec } from "./cmd-kexec";
+import { cmdEvict } from "./cmd-evict";
 
 /** Options that take a value (long names). Their values are protected from mri (args.ts). */
 export const VALUE_OPTIONS = new Set(["socket", "initrd", "cmdline", "append", "sha256", "timeout", "reason", "reply-timeout"]);
@@ -127,5 +128,20 @@ export const SPECS: readonly Spec[] = [
     details: "Finishes the restored session of client ID without handing it to anyone: its preserved memory\nis freed. Only for unclaimed sessions; see `luoctl status`.",
     options: [],
     run: cmdDiscard,
+  },
+  {
+    raw: "evict <id>",
+    summary: "Remove a subscribed client (closes its connection)",
+    details:
+      "Drops client ID: luod closes its connection and forgets its subscription; luod's log records who\n" +
+      "asked. During an update the update is aborted (its reason names ID and you). A client whose\n" +
+      "session is prepared (its memory already preserved) is evicted only with --force: its session is\n" +
+      "released, and its memory will not be carried across the next update unless it PREPAREs again.",
+    options: [
+      ["--force", "evict also a client whose session is prepared (releases that session)"],
+      ["--reason <text>", "reason written to luod's log and, during an update, into its abort reason"],
+    ],
+    examples: ['luoctl evict vm-7 --reason "supervisor hung"'],
+    run: cmdEvict,
   },
 ];

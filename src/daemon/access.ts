@@ -3,7 +3,7 @@
 // peer's connect(): nothing is looked up later by pid, which could have been reused.
 //
 //   role    granted to                                   requests
-//   admin   uid 0, members of the admin group            LIST LOAD UNLOAD CHECK KEXEC ABORT DISCARD
+//   admin   uid 0, members of the admin group            LIST LOAD UNLOAD CHECK KEXEC ABORT DISCARD EVICT
 //   client  uid 0, members of the client group           SUBSCRIBE PREPARE READY FAIL UNSUBSCRIBE CLAIM FINISHED
 //   either                                               STATUS (a client sees only its own restored sessions)
 //
@@ -50,6 +50,7 @@ export const REQUIRED_ROLE: Readonly<Record<Command, Role | "any">> = {
   KEXEC: "admin",
   ABORT: "admin",
   DISCARD: "admin",
+  EVICT: "admin",
 };
 
 /** The roles of a peer: uid 0 has both; otherwise membership (primary or supplementary gid). */

@@ -52,11 +52,19 @@ export class Broker {
 
   // ---- client requests -----------------------------------------------------------------------
 
-  subscribe(peer: Peer, id: string): { id: string } {
+  /**
+   * `reserved`: the id is held for another uid (its restored session waits to be claimed). A held
+   * id is refused the same way whoever holds it; only the holder's own uid (or root) learns its pid.
+   */
+  subscribe(peer: Peer, id: string, opts: { reserved?: boolean } = {}): { id: string } {
     const existing = this.subscribers.get(id);
     if (existing && existing.peer === peer) return { id };
     if (this.updates.inProgress) throw new ProtocolError("EBUSY", `an update is in progress (${this.phase}); subscribe again after it`);
-    if (existing?.peer) throw new ProtocolError("EEXIST", `${id} is already subscribed by pid ${existing.peer.cred.pid}`);
+    if (opts.reserved) throw idTaken(id);
+    if (existing?.peer) {
+      const mine = peer.cred.uid === 0 || peer.cred.uid === existing.owner.uid;
+      throw idTaken(id, mine ? ` (subscribed by pid ${existing.peer.cred.pid})` : "");
+    }
     const mine = this.subscribers.clientOf(peer);
     if (mine) throw new ProtocolError("EEXIST", `this connection is already subscribed as ${mine.id}`);
     const owner = { uid: peer.cred.uid, gid: peer.cred.gid, pid: peer.cred.pid, unit: peer.unit };
@@ -98,7 +106,7 @@ export class Broker {
   fail(peer: Peer, reason: string | undefined): void {
     const c = this.subscribers.requireClient(peer);
     if (!this.updates.inProgress) throw new ProtocolError("EBUSY", "no update is in progress");
-    this.updates.abort("ECANCELED", `client ${c.id} sent FAIL${reason ? `: ${reason}` : ""}`);
+    this.updates.abort("ECANCELED", `client ${c.id} sent FAIL${reason ? `: ${reason}` : ""}`, { about: [c], anonymous: "another client sent FAIL" });
   }
 
   unsubscribe(peer: Peer): void {
@@ -122,7 +130,7 @@ export class Broker {
       this.log.info(`client ${c.id} disconnected after READY; luod holds its session`);
       return;
     }
-    this.updates.abort("ECANCELED", `client ${c.id} disconnected before READY`);
+    this.updates.abort("ECANCELED", `client ${c.id} disconnected before READY`, { about: [c], anonymous: "another client disconnected before READY" });
     this.subscribers.forget(c);
   }
 
@@ -139,11 +147,15 @@ export class Broker {
     }));
   }
 
-  summary() {
+  /** STATUS's view of the broker; `forUid` (a client's): the update lists only that uid's ids. */
+  summary(forUid: number | null = null) {
     const all = this.subscribers.all();
+    const update = this.updates.status();
+    if (update && forUid !== null)
+      update.waiting = update.waiting.filter((id) => this.subscribers.get(id)?.owner.uid === forUid);
     return {
       phase: this.phase,
-      update: this.updates.status(),
+      update,
       clients: {
         subscribed: all.length,
         prepared: all.filter((c) => c.prepared).length,
@@ -162,6 +174,33 @@ export class Broker {
     return this.updates.abortByAdmin(reason);
   }
 
+  /**
+   * Admin EVICT: the client leaves luod, whatever it is doing. Its connection is closed, its
+   * subscription forgotten; an update it takes part in is aborted first (its reason names the
+   * client and the administrator). A PREPAREd session is released with it, which costs its memory
+   * across the next update: only with `force`. Too late once the update is committing.
+   */
+  evict(admin: Peer, id: string, opts: { force?: boolean; reason?: string } = {}) {
+    const c = this.subscribers.get(id);
+    if (!c) throw new ProtocolError("ENOENT", `no client ${id} is subscribed`);
+    if (this.updates.phase === "committing") throw new ProtocolError("EBUSY", "the update is committing: too late to evict");
+    const cost = c.prepared && c.session
+      ? `its prepared session ${c.session.name} is released: its memory will not be carried across the next update unless it PREPAREs again`
+      : null;
+    if (cost && !opts.force) throw new ProtocolError("EBUSY", `${id} has a prepared session (its memory is already preserved); evicting it releases that session: use force (luoctl evict --force)`);
+    const who = `uid ${admin.cred.uid}, pid ${admin.cred.pid}`;
+    const why = `client ${id} evicted by an administrator (${who})${opts.reason ? `: ${opts.reason}` : ""}`;
+    const running = this.updates.running(c);
+    const abortedUpdate = running?.participant ? running.attempt : null;
+    if (abortedUpdate !== null) this.updates.abort("ECANCELED", why, { about: [c], anonymous: `a client was evicted by an administrator (${who})` });
+    const released = cost ? c.session!.name : null;
+    const peer = c.peer;
+    this.subscribers.forget(c);
+    peer?.close?.(why);
+    this.log.notice(`${why}${peer ? ` (pid ${c.owner.pid} disconnected)` : ""}${abortedUpdate !== null ? `; update ${abortedUpdate} aborted` : ""}${cost ? `; ${cost}` : ""}`);
+    return { id, disconnected: peer !== null, aborted_update: abortedUpdate, released_session: released };
+  }
+
   shutdown(): void {
     if (this.updates.inProgress) this.updates.abort("ECANCELED", "luod is stopping");
   }
@@ -169,4 +208,9 @@ export class Broker {
   private nextAttempt(): number {
     return this.opts.nextAttempt ? this.opts.nextAttempt() : ++this.lastAttempt;
   }
+}
+
+/** SUBSCRIBE of an id someone else holds: a subscriber, or a restored session waiting for its owner. */
+function idTaken(id: string, detail = ""): ProtocolError {
+  return new ProtocolError("EEXIST", `id ${id} is taken${detail}`);
 }

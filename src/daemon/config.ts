@@ -12,3 +12,27 @@ export { ConfigError, DEFAULTS, OPTIONS, mergeSettings, type OptionSpec, type Se
 export { parseConfigText, readConfigFile } from "./config-file";
 export { DEFAULT_CONFIG_FILE, helpText, parseArgs, type ParsedArgs } from "./config-args";
 export { resolveGroup } from "./groups";
+
+import type { KexecMode } from "./kexec-mode";
+
+/** The settings luod runs with: the merged Settings with group names resolved (main.ts toConfig). */
+export interface DaemonConfig {
+  socket: string;
+  stateDir: string;
+  device: string;
+  adminGid: number | null;
+  clientGid: number | null;
+  /** Group of the socket file (null: root's). */
+  socketGid: number | null;
+  socketMode: number;
+  maxConnections: number;
+  /** Connections one uid may hold; null/absent: the default of server.ts (perUidDefault). */
+  maxConnectionsPerUid?: number | null;
+  /** A connection with no accepted request after this long is closed; 0: never. */
+  firstRequestTimeoutMs: number;
+  /** Pause between every client READY and the commit (fault drills); 0 in production. */
+  commitDelayMs: number;
+  /** direct, systemd or auto (default): docs/systemd.md */
+  kexecMode?: KexecMode;
+  verbose: boolean;
+}

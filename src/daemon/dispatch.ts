@@ -5,7 +5,7 @@
 // reply, and closes the request's fds after dispatch() returns.
 import { type Request } from "../wire/requests";
 import {
-  okReply, errorReply, type AbortReply, type CheckReply, type ListReply, type LoadReply, type PrepareReply, type StatusReply,
+  okReply, errorReply, type AbortReply, type CheckReply, type EvictReply, type ListReply, type LoadReply, type PrepareReply, type StatusReply,
   type SubscribeReply,
 } from "../wire/replies";
 import { claimedReply } from "../wire/events";
@@ -16,6 +16,7 @@ import type { KernelLoader } from "./loader";
 import type { RestoredSessions } from "./restored";
 import { ownsRestored, type Roles } from "./access";
 import type { Logger } from "./log";
+import { closeQuietly as closeFds } from "../kernel/fd";
 
 /** A connection as dispatch() needs it: the broker's Peer, and the roles found at accept. */
 export interface Requester extends Peer {
@@ -42,11 +43,11 @@ export class Dispatcher {
     const reply = (fields: Record<string, unknown> = {}) => peer.send(okReply(req.cmd, fields, req.tag));
     switch (req.cmd) {
       case "SUBSCRIBE": {
-        // a restored session waiting for its owner keeps its id: nobody else may take it meanwhile
+        // a restored session waiting for its owner keeps its id: nobody else may take it meanwhile,
+        // and another uid is told only that the id is taken, as for any held id (not whose it is)
         const waiting = restored.waiting(req.id);
-        if (waiting && !ownsRestored(peer.cred, waiting))
-          throw new ProtocolError("EPERM", `${req.id} has a restored session of uid ${waiting.uid} waiting to be claimed`);
-        return void reply({ ...broker.subscribe(peer, req.id), restored: waiting !== null } satisfies SubscribeReply);
+        const reserved = waiting !== null && !ownsRestored(peer.cred, waiting);
+        return void reply({ ...broker.subscribe(peer, req.id, { reserved }), restored: waiting !== null } satisfies SubscribeReply);
       }
       case "PREPARE": {
         const { id, session, fd } = broker.prepare(peer, req.id);
@@ -76,16 +77,30 @@ export class Dispatcher {
         return void reply({ clients: broker.list() } satisfies ListReply);
       case "LOAD": {
         if (broker.phase !== "idle") throw new ProtocolError("EBUSY", `an update is ${broker.phase}`);
-        const k = loader.load({
-          kernelFd: fds[0], initrdFd: req.initrd ? fds[1] : null,
+        // A refusal (size, header) throws here and is answered in order. Otherwise the image is
+        // hashed while luod serves others and the reply comes when that is done (like KEXEC's);
+        // the request's fds are then taken from the caller, which would close them on return.
+        const idle = () => {
+          if (broker.phase !== "idle") throw new ProtocolError("EBUSY", `an update started while the image was read (${broker.phase})`);
+        };
+        const loading = loader.load({
+          kernelFd: fds[0]!, initrdFd: req.initrd ? fds[1]! : null,
           cmdline: req.cmdline, force: req.force ?? false, sha256: req.sha256 ?? null,
-        });
-        return void reply({
-          kernel: { version: k.version, size: k.size, sha256: k.sha256 },
-          initrd: k.initrdSize === null ? null : { size: k.initrdSize },
-          cmdline: k.cmdline,
-          warnings: k.warnings,
-        } satisfies LoadReply);
+        }, idle);
+        const own = fds.splice(0);
+        loading.then(
+          (k) => reply({
+            kernel: { version: k.version, size: k.size, sha256: k.sha256 },
+            initrd: k.initrdSize === null ? null : { size: k.initrdSize },
+            cmdline: k.cmdline,
+            warnings: k.warnings,
+          } satisfies LoadReply),
+          (e) => {
+            if (!(e instanceof ProtocolError)) this.o.log.error(`LOAD from pid ${peer.cred.pid}: ${(e as Error).stack ?? e}`);
+            peer.send(errorReply("LOAD", errorCodeOf(e, "EIO"), (e as Error).message, req.tag));
+          },
+        ).catch((e) => this.o.log.error(`replying to LOAD: ${(e as Error).message}`)).finally(() => closeFds(own));
+        return;
       }
       case "UNLOAD":
         if (broker.phase !== "idle") throw new ProtocolError("EBUSY", `an update is ${broker.phase}`);
@@ -113,10 +128,15 @@ export class Dispatcher {
       case "DISCARD":
         restored.discard(req.id);
         return void reply({ id: req.id });
+      case "EVICT":
+        return void reply(broker.evict(peer, req.id, { force: req.force, reason: req.reason }) satisfies EvictReply);
     }
   }
 
-  /** Admins see everything; a client sees the same, but only its own uid's restored sessions. */
+  /**
+   * Admins see everything; a client sees the same, but only its own uid's restored sessions and,
+   * of a running update's clients, only its own uid's ids (the counts stay whole).
+   */
   private status(peer: Requester): StatusReply {
     const { broker, loader, restored } = this.o;
     const now = Date.now();
@@ -124,7 +144,7 @@ export class Dispatcher {
     const admin = peer.roles.admin;
     return {
       luod: this.o.luodStatus(admin),
-      ...broker.summary(),
+      ...broker.summary(admin ? null : peer.cred.uid),
       kernel: k ? { loaded: true, version: k.version, sha256: k.sha256, cmdline: k.cmdline, loaded_at: k.loadedAt } : { loaded: false },
       restored: restored.list().filter((s) => admin || s.uid === peer.cred.uid).map((s) => ({
         id: s.id, session: s.session, state: s.state, uid: s.uid, unit: s.unit,

@@ -13,6 +13,16 @@ import { fileSize, readFull } from "../kernel/fd";
 import { SysError } from "../kernel/libc";
 import { ProtocolError } from "../wire/errors";
 
+/**
+ * The kernel reads the kernel image and the initrd whole, each at most KEXEC_FILE_SIZE_MAX bytes
+ * (4 GiB on 64-bit; a bigger file gets EFBIG): docs/kernel.md#image-size-limit. luod refuses a
+ * bigger one before reading a byte of it.
+ */
+export const KEXEC_FILE_SIZE_MAX = 4 * 1024 ** 3;
+/** Hashing yields to the event loop after this long (ms): a 4 GiB image never stalls other clients. */
+export const HASH_SLICE_MS = 10;
+const HASH_CHUNK_BYTES = 1 << 20;
+
 export interface LoadedKernel extends NextKernel {
   size: number;
   initrdSize: number | null;
@@ -29,6 +39,7 @@ export interface LoadRequest {
 
 export class KernelLoader {
   private current: LoadedKernel | null;
+  private loading = false;
 
   constructor(
     private readonly kernel: KernelPort,
@@ -47,16 +58,42 @@ export class KernelLoader {
     return this.current;
   }
 
-  load(req: LoadRequest): LoadedKernel & { warnings: string[] } {
+  /** A LOAD is hashing its image (another LOAD or an UNLOAD waits for it: EBUSY). */
+  get busy(): boolean {
+    return this.loading;
+  }
+
+  /**
+   * Verifies and loads. The size and header checks throw at once (the refusal is answered in
+   * order); the image is then hashed in slices of HASH_SLICE_MS between which the event loop
+   * serves everyone else, and the returned promise settles when that and the load are done.
+   * `beforeLoad` runs just before kexec_file_load (it throws to refuse: an update may have
+   * started while the image was hashed).
+   */
+  load(req: LoadRequest, beforeLoad: () => void = () => {}): Promise<LoadedKernel & { warnings: string[] }> {
+    if (this.loading) throw new ProtocolError("EBUSY", "another LOAD is in progress");
     const size = fileSize(req.kernelFd);
+    checkSize("kernel image", size);
+    const initrdSize = req.initrdFd === null ? null : fileSize(req.initrdFd);
+    if (initrdSize !== null) checkSize("initrd", initrdSize);
     const head = new Uint8Array(new ArrayBuffer(Math.min(size, KERNEL_HEAD_BYTES)));
     readFull(req.kernelFd, head, 0);
     const image = inspectKernelImage(head, size);
     // the same header checks as the kernel's bzImage64_probe, plus relocatable and truncation
     if (!image.ok) throw new ProtocolError("ENOEXEC", `not a loadable kernel image: ${image.reason}`);
-    const sha256 = digest(req.kernelFd, size);
+    this.loading = true;
+    return this.verifyAndLoad(req, image, size, initrdSize, beforeLoad).finally(() => (this.loading = false));
+  }
+
+  private async verifyAndLoad(
+    req: LoadRequest, image: Extract<ReturnType<typeof inspectKernelImage>, { ok: true }>, size: number, initrdSize: number | null,
+    beforeLoad: () => void,
+  ): Promise<LoadedKernel & { warnings: string[] }> {
+    this.log.debug(`LOAD: hashing the kernel image (${size} bytes)`);
+    const sha256 = await digest(req.kernelFd, size);
     if (req.sha256 && req.sha256.toLowerCase() !== sha256)
       throw new ProtocolError("ENOEXEC", `kernel image SHA-256 is ${sha256}, expected ${req.sha256.toLowerCase()}`);
+    beforeLoad();
     const cmdline = normalizeCmdline(req.cmdline);
     const khoOnByDefault = this.kernel.devicePresent() && !/(^|\s)kho=/.test(readText("/proc/cmdline") ?? "kho=");
     const { errors, warnings } = analyzeCmdline(cmdline, { force: req.force, maxLength: image.maxCmdlineLength, khoOnByDefault });
@@ -69,7 +106,7 @@ export class KernelLoader {
     }
     this.current = {
       version: image.version, sha256, cmdline, size,
-      initrdSize: req.initrdFd === null ? null : fileSize(req.initrdFd),
+      initrdSize,
       loadedAt: new Date().toISOString(),
     };
     this.files.write("loaded", this.current);
@@ -79,6 +116,7 @@ export class KernelLoader {
   }
 
   unload(): void {
+    if (this.loading) throw new ProtocolError("EBUSY", "a LOAD is in progress");
     try {
       this.kernel.unloadKernel();
     } catch (e) {
@@ -130,14 +168,29 @@ export class KernelLoader {
   }
 }
 
-function digest(fd: number, size: number): string {
+/** Refuses what kexec_file_load would refuse for its size, before luod reads any of it. */
+function checkSize(what: string, size: number): void {
+  if (size > KEXEC_FILE_SIZE_MAX)
+    throw new ProtocolError("EFBIG", `the ${what} is ${size} bytes, over the kernel's maximum of ${KEXEC_FILE_SIZE_MAX} (KEXEC_FILE_SIZE_MAX, 4 GiB)`);
+}
+
+/**
+ * SHA-256 of the first `size` bytes, read in 1 MiB preads; after every HASH_SLICE_MS of work it
+ * yields to the event loop (a timer, so that epoll wake-ups and other requests run in between).
+ */
+async function digest(fd: number, size: number): Promise<string> {
   const hasher = new Bun.CryptoHasher("sha256");
-  const chunk = new Uint8Array(new ArrayBuffer(1 << 20));
+  const chunk = new Uint8Array(new ArrayBuffer(HASH_CHUNK_BYTES));
+  let slice = performance.now();
   for (let off = 0; off < size; ) {
-    const n = readFull(fd, chunk, off);
+    const n = readFull(fd, chunk.subarray(0, Math.min(chunk.length, size - off)), off);
     if (n <= 0) break;
     hasher.update(chunk.subarray(0, n));
     off += n;
+    if (performance.now() - slice >= HASH_SLICE_MS) {
+      await new Promise((resolve) => setTimeout(resolve, 0));
+      slice = performance.now();
+    }
   }
   return hasher.digest("hex");
 }

@@ -1,7 +1,10 @@
 // Journald-friendly logging: under systemd (JOURNAL_STREAM set) or whenever stderr is not a TTY,
 // each line starts with a syslog priority prefix "<N>" that journald turns into the priority
 // (sd-daemon(3)). On a terminal the prefix would be noise, so it is left out.
+// Every message is escaped here, the one way into luod's log: messages quote clients' ids, reasons
+// and errors, and a control character must never start a record or a line of its own.
 import { isTerminal, writeText } from "../kernel/fd";
+import { escapeControl } from "../wire/escape";
 
 export type Level = "error" | "warning" | "notice" | "info" | "debug";
 const PRIORITY: Record<Level, number> = { error: 3, warning: 4, notice: 5, info: 6, debug: 7 };
@@ -19,8 +22,9 @@ export function createLogger(opts: { verbose?: boolean; prefix?: boolean; write?
   const write = opts.write ?? ((line: string) => writeText(2, line + "\n"));
   const emit = (level: Level) => (msg: string) => {
     if (level === "debug" && !opts.verbose) return;
-    // one record per line: a newline inside a message would split it into two journal entries
-    const text = msg.replace(/\n/g, "\\n");
+    // one record per line: a newline (or NUL, for journald) inside a message would split it into
+    // two journal entries, the second with whatever priority prefix the text carries
+    const text = escapeControl(msg);
     write(prefix ? `<${PRIORITY[level]}>${text}` : `${level === "info" ? "" : level + ": "}${text}`);
   };
   return { error: emit("error"), warning: emit("warning"), notice: emit("notice"), info: emit("info"), debug: emit("debug") };

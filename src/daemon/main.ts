@@ -20,33 +20,16 @@ import { oneLine } from "../wire/errors";
 import { parseArgs, readConfigFile, mergeSettings, helpText, resolveGroup, type Settings } from "./config";
 import { SystemdHandoff } from "./systemd-handoff";
 import { ensureTrustedDir } from "./trusted-dirs";
-import type { KexecMode } from "./kexec-mode";
+import type { DaemonConfig } from "./config";
+import { Reloader } from "./reload";
 
 export { DEFAULT_SOCKET } from "./config";
 
-export interface DaemonConfig {
-  socket: string;
-  stateDir: string;
-  device: string;
-  adminGid: number | null;
-  clientGid: number | null;
-  /** Group of the socket file (null: root's). */
-  socketGid: number | null;
-  socketMode: number;
-  maxConnections: number;
-  /** Connections one uid may hold; null/absent: the default of server.ts (perUidDefault). */
-  maxConnectionsPerUid?: number | null;
-  /** A connection with no accepted request after this long is closed; 0: never. */
-  firstRequestTimeoutMs: number;
-  /** Pause between every client READY and the commit (fault drills); 0 in production. */
-  commitDelayMs: number;
-  /** direct, systemd or auto (default): docs/systemd.md */
-  kexecMode?: KexecMode;
-  verbose: boolean;
-}
+export type { DaemonConfig } from "./config";
 
 export async function luodMain(args: string[]): Promise<number> {
   let config: DaemonConfig;
+  let reloadConfig: () => DaemonConfig;
   try {
     const parsed = parseArgs(args);
     if (parsed.kind === "help") {
@@ -57,16 +40,18 @@ export async function luodMain(args: string[]): Promise<number> {
       console.log(`luod ${VERSION}`);
       return 0;
     }
-    const file = readConfigFile(parsed.configFile, parsed.explicitConfig);
-    config = toConfig(mergeSettings(file, parsed.flags));
+    // SIGHUP reads the same file again, with the same flags on top
+    reloadConfig = () => toConfig(mergeSettings(readConfigFile(parsed.configFile, parsed.explicitConfig), parsed.flags));
+    config = reloadConfig();
   } catch (e) {
     // a bad flag or config file: one line, exit 2 (ConfigError), or whatever else failed there
     console.error(`luod: ${oneLine((e as Error).message)}`);
     return 2;
   }
-  const log = createLogger({ verbose: config.verbose });
+  const logOpts = { verbose: config.verbose };
+  const log = createLogger(logOpts);
   try {
-    return await runDaemon(config, log, realKernel(config.device));
+    return await runDaemon(config, log, realKernel(config.device), { reloadConfig, setVerbose: (v) => (logOpts.verbose = v) });
   } catch (e) {
     log.error(`luod: ${(e as Error).message}`);
     return 1;
@@ -91,8 +76,15 @@ export function toConfig(s: Settings, groups: (g: string) => number = (g) => res
   };
 }
 
-/** Starts luod and resolves with its exit code when it stops (SIGTERM/SIGINT). */
-export async function runDaemon(config: DaemonConfig, log: Logger, kernel: KernelPort): Promise<number> {
+/** What SIGHUP needs: the config file read again, and the logger's verbosity. Without it, SIGHUP is only logged. */
+export interface ReloadHooks {
+  reloadConfig: () => DaemonConfig;
+  setVerbose: (verbose: boolean) => void;
+}
+
+/** Starts luod and resolves with its exit code when it stops (SIGTERM/SIGINT). SIGHUP reloads the config. */
+export async function runDaemon(config: DaemonConfig, log: Logger, kernel: KernelPort, hooks?: ReloadHooks): Promise<number> {
+  config = { ...config }; // a reload updates it
   // before any file is read or written there: only root may change these directories
   ensureTrustedDir(dirname(resolve(config.socket)), { what: "socket directory", mode: 0o755 });
   ensureTrustedDir(config.stateDir, { what: "state directory", mode: 0o700 });
@@ -111,20 +103,38 @@ export async function runDaemon(config: DaemonConfig, log: Logger, kernel: Kerne
   const restored = new RestoredSessions(kernel, files, log);
   const boot = restore(kernel, restored, log);
   const loader = new KernelLoader(kernel, files, log);
-  const broker = new Broker({ kernel, log, nextKernel: () => loader.loaded(), commitDelayMs: config.commitDelayMs,
+  const brokerOptions = { kernel, log, nextKernel: () => loader.loaded(), commitDelayMs: config.commitDelayMs,
     nextAttempt: attemptCounter(files),
-    onReady: (id) => systemd.clientReady(id),
-    onAbort: (dryRun) => systemd.aborted(dryRun),
-  });
+    onReady: (id: string) => systemd.clientReady(id),
+    onAbort: (dryRun: boolean) => systemd.aborted(dryRun),
+  };
+  const broker = new Broker(brokerOptions);
   systemd.start({ broker, restored, loader, boot });
 
-  const server = new Server({
+  const serverOptions = {
     listenFd, loop, broker, loader, restored, log,
     access: { adminGid: config.adminGid, clientGid: config.clientGid },
     maxConnections: config.maxConnections,
     maxConnectionsPerUid: config.maxConnectionsPerUid,
     firstRequestTimeoutMs: config.firstRequestTimeoutMs,
     statusExtra: () => ({ boot, device: kernel.devicePresent() ? "present" : "absent" }),
+  };
+  const server = new Server(serverOptions);
+  // the server and the broker read these options when they use them: a reload changes them in place
+  const reloader = new Reloader({
+    current: config, log, busy: () => broker.phase !== "idle", notify: (state) => notify(log, state),
+    read: () => {
+      if (!hooks) throw new Error("this luod was started without a config file to reload");
+      return hooks.reloadConfig();
+    },
+    apply: (next) => {
+      serverOptions.access = { adminGid: next.adminGid, clientGid: next.clientGid };
+      serverOptions.maxConnections = next.maxConnections;
+      serverOptions.maxConnectionsPerUid = next.maxConnectionsPerUid;
+      serverOptions.firstRequestTimeoutMs = next.firstRequestTimeoutMs;
+      brokerOptions.commitDelayMs = next.commitDelayMs;
+      hooks?.setVerbose(next.verbose);
+    },
   });
   const unclaimed = restored.unclaimed().length;
   log.notice(`luod ${VERSION} listening on ${config.socket}; ${boot.kind}${unclaimed ? `, ${unclaimed} session(s) to claim` : ""}; kexec mode ${systemd.mode} (${systemd.why})`);
@@ -143,18 +153,23 @@ export async function runDaemon(config: DaemonConfig, log: Logger, kernel: Kerne
       try { unlinkSync(config.socket); } catch { /* already gone */ }
       process.off("SIGTERM", onTerm);
       process.off("SIGINT", onInt);
+      process.off("SIGHUP", onHup);
+      reloader.cancel();
       process.off("uncaughtException", onBug);
       process.off("unhandledRejection", onBug);
       resolve(0);
     };
     const onTerm = () => stop("SIGTERM");
     const onInt = () => stop("SIGINT");
+    // SIGHUP's default action would end luod (exit 129) and every session it holds with it
+    const onHup = () => reloader.request();
     // Last resort: luod may hold the only copy of READY clients' sessions, and exiting closes
     // them (an outgoing session dies with its last fd, docs/kernel.md#session-lifetimes). A bug that escapes a
     // timer is logged, not fatal; the event loop's callbacks have their own onError above.
     const onBug = (e: unknown) => log.error(`unexpected error (luod keeps running): ${(e as Error)?.stack ?? String(e)}`);
     process.on("SIGTERM", onTerm);
     process.on("SIGINT", onInt);
+    process.on("SIGHUP", onHup);
     process.on("uncaughtException", onBug);
     process.on("unhandledRejection", onBug);
   });

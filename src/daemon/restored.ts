@@ -120,12 +120,12 @@ export class RestoredSessions {
   /** Returns luod's copy of the session fd; the caller sends it (the wire layer dups it). */
   claim(id: string, cred: { uid: number; pid: number; unit?: string | null }): { session: string; fd: number } {
     const s = this.sessions.get(id);
+    // an id is not a password: only the uid that subscribed gets the session back, and when both
+    // sides ran under systemd, only from the same unit. Another uid learns nothing: its CLAIM is
+    // answered exactly as one of an id that has no session at all (no owner, no state).
+    if (s && cred.uid !== 0 && cred.uid !== s.uid) throw nothingToClaim(id);
     if (!s || s.state === "finished" || s.state === "discarded")
       throw new ProtocolError("ENOENT", `nothing to claim for ${id}${s ? ` (it was ${s.state})` : ""}`);
-    // an id is not a password: only the uid that subscribed gets the session back, and when both
-    // sides ran under systemd, only from the same unit
-    if (cred.uid !== 0 && cred.uid !== s.uid)
-      throw new ProtocolError("EPERM", `${id} belongs to uid ${s.uid}, not ${cred.uid}`);
     if (cred.uid !== 0 && s.unit && cred.unit && cred.unit !== s.unit)
       throw new ProtocolError("EPERM", `${id} belongs to unit ${s.unit}, not ${cred.unit}`);
     const held = this.held.get(id);
@@ -161,8 +161,8 @@ export class RestoredSessions {
 
   finished(id: string, cred: { uid: number }): void {
     const s = this.sessions.get(id);
-    if (!s || s.state !== "claimed") throw new ProtocolError("ENOENT", `${id} is not claimed`);
-    if (cred.uid !== 0 && cred.uid !== s.uid) throw new ProtocolError("EPERM", `${id} belongs to uid ${s.uid}`);
+    // another uid's session: the same answer as for an id that has none
+    if (!s || s.state !== "claimed" || (cred.uid !== 0 && cred.uid !== s.uid)) throw new ProtocolError("ENOENT", `${id} is not claimed`);
     this.dropHeld(id);
     this.transition(s, "finished");
     this.save();
@@ -247,6 +247,11 @@ export class RestoredSessions {
 
   private saveTimer: ReturnType<typeof setTimeout> | null = null;
   private lastWriteAt = 0;
+}
+
+/** CLAIM of an id with no session, or with another uid's: the two are indistinguishable. */
+function nothingToClaim(id: string): ProtocolError {
+  return new ProtocolError("ENOENT", `nothing to claim for ${id}`);
 }
 
 /** CLAIM of a session whose only copy is in the client that claimed it before luod restarted. */

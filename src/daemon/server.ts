@@ -91,6 +91,9 @@ class ClientPeer implements Requester {
   send(msg: object | readonly object[], fds?: number[]): boolean {
     return this.conn.send(msg, fds);
   }
+  close(reason: string): void {
+    this.conn.close(reason);
+  }
 }
 
 export interface ServerStats {
@@ -134,17 +137,21 @@ export class Server {
   private strangers = 0;
   private reservedCount = 0;
   private readonly perUid = new Map<number, number>();
-  private readonly maxPerUid: number;
   private closing = false;
   private acceptRetry: ReturnType<typeof setTimeout> | null = null;
   private lastAcceptWarning = 0;
   readonly stats: ServerStats = { accepted: 0, refused: 0, requests: 0, invalid: 0, errors: 0, denied: 0, stray_fds: 0, timed_out: 0, sockets_refused: 0, dead_peers: 0 };
-  private readonly firstRequestTimeoutMs: number;
+  /** Read when each connection is adopted: a config reload (SIGHUP) changes it for new ones. */
+  private get firstRequestTimeoutMs(): number {
+    return this.o.firstRequestTimeoutMs ?? DEFAULT_FIRST_REQUEST_TIMEOUT_MS;
+  }
+  /** Read at each accept, like maxConnections: a reload changes both. */
+  private get maxPerUid(): number {
+    return this.o.maxConnectionsPerUid ?? perUidDefault(this.o.maxConnections);
+  }
   private readonly dispatcher: Dispatcher;
 
   constructor(private readonly o: ServerOptions) {
-    this.firstRequestTimeoutMs = o.firstRequestTimeoutMs ?? DEFAULT_FIRST_REQUEST_TIMEOUT_MS;
-    this.maxPerUid = o.maxConnectionsPerUid ?? perUidDefault(o.maxConnections);
     this.dispatcher = new Dispatcher({
       broker: o.broker, loader: o.loader, restored: o.restored, log: o.log, statusExtra: o.statusExtra,
       luodStatus: (admin) => ({ version: VERSION, pid: process.pid, connections: this.peers.size, ...(admin ? { stats: this.liveStats() } : {}) }),

@@ -11,6 +11,8 @@ export interface Peer {
   readonly unit: string | null;
   /** An array goes out in one write, its lines' fds (in order) with its first byte. */
   send(msg: object | readonly object[], fds?: number[]): boolean;
+  /** Closes the connection (EVICT); what was queued is flushed first where possible. */
+  close?(reason: string): void;
 }
 
 export type ClientState = "subscribed" | "prepared" | "preserving" | "ready";

@@ -170,11 +170,21 @@ export class UpdateRunner {
     return true;
   }
 
-  /** Ends the running update, if any, with this error. */
-  abort(code: ErrorCode, message: string): void {
+  /** The attempt number of the running update (null when idle) and whether `c` takes part in it. */
+  running(c: Client): { attempt: number; participant: boolean } | null {
+    const u = this.update;
+    return u && { attempt: u.attempt, participant: u.participants.includes(c) };
+  }
+
+  /**
+   * Ends the running update, if any, with this error. When the message names clients (`about`),
+   * a participant of another uid gets `anonymous` in its ABORTED instead: a tenant does not learn
+   * the others' ids or reasons (the admin's reply and the log keep the whole message).
+   */
+  abort(code: ErrorCode, message: string, names?: { about: readonly Client[]; anonymous: string }): void {
     const u = this.update;
     if (!u) return;
-    this.finish(u, { ok: false, code, message, timings: { ...u.timings } }, message);
+    this.finish(u, { ok: false, code, message, timings: { ...u.timings } }, message, names);
   }
 
   private createSessions(u: Update): void {
@@ -184,7 +194,8 @@ export class UpdateRunner {
     try {
       fds = names.length ? this.kernel.createSessions(names) : [];
     } catch (e) {
-      this.abort(errorCodeOf(e, "EIO"), `creating sessions failed: ${(e as Error).message}`);
+      const code = errorCodeOf(e, "EIO");
+      this.abort(code, `creating sessions failed: ${(e as Error).message}`, { about: fresh, anonymous: `creating sessions failed (${code})` });
       return;
     }
     u.timings.sessions_created_ms = this.now() - u.t0;
@@ -271,11 +282,14 @@ export class UpdateRunner {
     const u = this.update;
     if (!u || this.committing) return;
     const late = u.participants.filter((c) => c.state !== "ready").map((c) => c.id);
-    this.abort("ETIMEDOUT", `READY deadline of ${u.timeoutMs} ms passed; not ready: ${late.join(", ")}`);
+    const lateClients = u.participants.filter((c) => c.state !== "ready");
+    this.abort("ETIMEDOUT", `READY deadline of ${u.timeoutMs} ms passed; not ready: ${late.join(", ")}`, {
+      about: lateClients, anonymous: `READY deadline of ${u.timeoutMs} ms passed; not every client was READY`,
+    });
   }
 
   /** Ends the update: every participant gets ABORTED, luod's session copies are released. */
-  private finish(u: Update, outcome: KexecOutcome, reason: string): void {
+  private finish(u: Update, outcome: KexecOutcome, reason: string, names?: { about: readonly Client[]; anonymous: string }): void {
     clearTimeout(u.timer);
     clearInterval(u.ticker);
     if (u.progressTimer) clearTimeout(u.progressTimer);
@@ -289,7 +303,9 @@ export class UpdateRunner {
       }
       if (!c.prepared) this.subscribers.dropSession(c);
       c.state = c.prepared ? "prepared" : "subscribed";
-      c.peer.send(abortedEvent(u.attempt, reason));
+      const uid = c.owner.uid;
+      const mayKnow = !names || uid === 0 || names.about.every((o) => o.owner.uid === uid);
+      c.peer.send(abortedEvent(u.attempt, mayKnow ? reason : names.anonymous));
     }
     if (u.internalFd !== null) closeQuietly(this.kernel, this.log, u.internalFd);
     if (outcome.ok) this.log.notice(`update ${u.attempt}: ${reason}`);

@@ -155,6 +155,16 @@ export interface AbortReply extends JsonObject {
   aborted: boolean;
 }
 
+export interface EvictReply extends JsonObject {
+  id: string;
+  /** The client had a connection, which luod closed. */
+  disconnected: boolean;
+  /** The update it took part in was aborted (null: none was running). */
+  aborted_update: number | null;
+  /** Its PREPAREd session, released (null: it had none): its memory is not carried across the next update. */
+  released_session: string | null;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Checking a reply as a client receives it (the client library and luoctl): whatever answers on
 // the socket may be broken or hostile. A plain predicate, not a schema: the client library and

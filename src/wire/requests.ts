@@ -11,7 +11,7 @@ import { ECHO_CMD_MAX_LENGTH, TAG_MAX_LENGTH, echoOf, isPlainObject } from "./re
 // ---------------------------------------------------------------------------------------------
 // Field schemas
 
-/** Free-text reasons (FAIL, ABORT) are at most this many characters. */
+/** Free-text reasons (FAIL, ABORT, EVICT) are at most this many characters. */
 export const REASON_MAX_LENGTH = 256;
 
 /** `tag`: a string of at most TAG_MAX_LENGTH characters or a safe integer; echoed in the reply. */
@@ -74,6 +74,13 @@ export const KexecRequest = v.strictObject({
 });
 export const AbortRequest = v.strictObject({ cmd: v.literal("ABORT"), reason: v.optional(Reason), ...common });
 export const DiscardRequest = v.strictObject({ cmd: v.literal("DISCARD"), id: Id, ...common });
+export const EvictRequest = v.strictObject({
+  cmd: v.literal("EVICT"),
+  id: Id,
+  force: v.optional(v.boolean()),
+  reason: v.optional(Reason),
+  ...common,
+});
 
 export type SubscribeRequest = v.InferOutput<typeof SubscribeRequest>;
 export type PrepareRequest = v.InferOutput<typeof PrepareRequest>;
@@ -90,6 +97,7 @@ export type CheckRequest = v.InferOutput<typeof CheckRequest>;
 export type KexecRequest = v.InferOutput<typeof KexecRequest>;
 export type AbortRequest = v.InferOutput<typeof AbortRequest>;
 export type DiscardRequest = v.InferOutput<typeof DiscardRequest>;
+export type EvictRequest = v.InferOutput<typeof EvictRequest>;
 
 const SCHEMAS = {
   SUBSCRIBE: SubscribeRequest,
@@ -107,13 +115,14 @@ const SCHEMAS = {
   KEXEC: KexecRequest,
   ABORT: AbortRequest,
   DISCARD: DiscardRequest,
+  EVICT: EvictRequest,
 } as const;
 
 /** Every request, discriminated by `cmd`. */
 export const Request = v.variant("cmd", [
   SubscribeRequest, PrepareRequest, ReadyRequest, FailRequest, UnsubscribeRequest, ClaimRequest, FinishedRequest,
   StatusRequest, ListRequest, LoadRequest, UnloadRequest, CheckRequest, KexecRequest, AbortRequest,
-  DiscardRequest,
+  DiscardRequest, EvictRequest,
 ]);
 export type Request = v.InferOutput<typeof Request>;
 export type Command = Request["cmd"];

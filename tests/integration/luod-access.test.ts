@@ -135,10 +135,16 @@ describe.skipIf(!enabled)("luod with --admin-group and --client-group", () => {
     expect(results.map((r) => [r.cmd, r.code])).toEqual(CLIENT_REQUESTS.map((r) => [r.cmd, "EPERM"]));
   });
 
-  test("a second non-root user cannot CLAIM, FINISH or SUBSCRIBE as the first one's restored id", () => {
-    const other = asPeer(CLIENT2, luod.socket, [{ cmd: "CLAIM", id: "vm-owned" }, { cmd: "SUBSCRIBE", id: "vm-owned" }]);
-    expect(other.map((r) => r.code)).toEqual(["EPERM", "EPERM"]);
-    expect(other[0]!.message).toContain(`belongs to uid ${CLIENT.uid}`);
+  test("a second non-root user cannot CLAIM, FINISH or SUBSCRIBE as the first one's restored id, nor learn that it exists or whose it is", () => {
+    const other = asPeer(CLIENT2, luod.socket, [
+      { cmd: "CLAIM", id: "vm-owned" }, { cmd: "FINISHED", id: "vm-owned" }, { cmd: "SUBSCRIBE", id: "vm-owned" },
+      { cmd: "CLAIM", id: "vm-nobody" }, { cmd: "FINISHED", id: "vm-nobody" },
+    ]);
+    expect(other.map((r) => [r.code, r.message])).toEqual([
+      ["ENOENT", "nothing to claim for vm-owned"], ["ENOENT", "vm-owned is not claimed"], ["EEXIST", "id vm-owned is taken"],
+      ["ENOENT", "nothing to claim for vm-nobody"], ["ENOENT", "vm-nobody is not claimed"],
+    ]);
+    expect(JSON.stringify(other)).not.toContain(String(CLIENT.uid));
     // the owner gets past the permission check: retrieving then fails on this host (no LUO device)
     const owner = asPeer(CLIENT, luod.socket, [{ cmd: "CLAIM", id: "vm-owned" }]);
     expect(owner[0]!.ok).toBe(false);

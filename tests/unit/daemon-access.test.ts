@@ -32,7 +32,7 @@ describe("the request table", () => {
   test("client commands need the client role; admin commands the admin role, except STATUS (either)", () => {
     const needing = (roles: string[]) => COMMANDS.filter((cmd) => roles.includes(REQUIRED_ROLE[cmd])).sort();
     expect(needing(["client"])).toEqual(["CLAIM", "FAIL", "FINISHED", "PREPARE", "READY", "SUBSCRIBE", "UNSUBSCRIBE"]);
-    expect(needing(["admin", "any"])).toEqual(["ABORT", "CHECK", "DISCARD", "KEXEC", "LIST", "LOAD", "STATUS", "UNLOAD"]);
+    expect(needing(["admin", "any"])).toEqual(["ABORT", "CHECK", "DISCARD", "EVICT", "KEXEC", "LIST", "LOAD", "STATUS", "UNLOAD"]);
     expect(needing(["any"])).toEqual(["STATUS"]);
   });
 

@@ -9,6 +9,8 @@ import { StateFiles } from "../../src/daemon/state-files";
 import { createLogger } from "../../src/daemon/log";
 import type { Manifest } from "../../src/daemon/manifest";
 import { FakeKernel } from "../../src/daemon/fake-kernel";
+import { ProtocolError } from "../../src/wire/errors";
+import { thrown } from "../support/thrown";
 
 const quiet = createLogger({ write: () => {} });
 let dir: string;
@@ -59,10 +61,21 @@ describe("restored sessions", () => {
     expect(again.fd).toBe(first.fd);
   });
 
-  test("CLAIM by another uid is EPERM; by root it is allowed", () => {
+  test("CLAIM by another uid is refused exactly as CLAIM of an id with no session; by root it is allowed", () => {
     const r = adopted();
-    expect(() => r.claim("vm-a", { uid: 1001, pid: 20 })).toThrow(expect.objectContaining({ code: "EPERM" }));
-    expect(r.claim("vm-a", { uid: 0, pid: 1 }).session).toBe("luod:vm-a/7");
+    const foreign = thrown(() => r.claim("vm-a", { uid: 1001, pid: 20 }), ProtocolError);
+    const none = thrown(() => r.claim("vm-none", { uid: 1001, pid: 20 }), ProtocolError);
+    expect([foreign.code, foreign.message]).toEqual(["ENOENT", "nothing to claim for vm-a"]);
+    expect([none.code, none.message]).toEqual(["ENOENT", "nothing to claim for vm-none"]);
+    expect(foreign.message).not.toContain("1000");
+    // not even the state of another uid's session: finished or claimed, the same answer
+    r.claim("vm-a", { uid: 1000, pid: 21 });
+    expect(thrown(() => r.claim("vm-a", { uid: 1001, pid: 20 }), ProtocolError).message).toBe("nothing to claim for vm-a");
+    const fin = thrown(() => r.finished("vm-a", { uid: 1001 }), ProtocolError);
+    expect([fin.code, fin.message]).toEqual(["ENOENT", "vm-a is not claimed"]);
+    r.finished("vm-a", { uid: 1000 });
+    expect(thrown(() => r.claim("vm-a", { uid: 1001, pid: 20 }), ProtocolError).message).toBe("nothing to claim for vm-a");
+    expect(r.claim("vm-b", { uid: 0, pid: 1 }).session).toBe("luod:vm-b/7");
   });
 
   test("CLAIM of an unknown id is ENOENT", () => {

@@ -117,7 +117,7 @@ describe("docs/daemon.md, Code map", () => {
 
   test("has one row per request, each naming a handler, a module method, and a kernel port and src/kernel cell", () => {
     const commands = ["SUBSCRIBE", "PREPARE", "READY", "FAIL", "UNSUBSCRIBE", "CLAIM", "FINISHED", "STATUS", "LIST",
-      "LOAD", "UNLOAD", "CHECK", "KEXEC", "ABORT", "DISCARD"];
+      "LOAD", "UNLOAD", "CHECK", "KEXEC", "ABORT", "DISCARD", "EVICT"];
     const rows = section.split("\n").filter((l) => /^\| [A-Z_]+ \|/.test(l));
     expect(rows.map((r) => r.split("|")[1]!.trim())).toEqual(commands);
     for (const row of rows) {

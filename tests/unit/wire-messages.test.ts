@@ -27,6 +27,7 @@ const VALID: Record<string, Record<string, unknown>[]> = {
   KEXEC: [{ cmd: "KEXEC" }, { cmd: "KEXEC", timeout_ms: 100, dry_run: true }, { cmd: "KEXEC", timeout_ms: 3_600_000 }],
   ABORT: [{ cmd: "ABORT" }, { cmd: "ABORT", reason: "operator" }],
   DISCARD: [{ cmd: "DISCARD", id: "vm-42" }],
+  EVICT: [{ cmd: "EVICT", id: "vm-42" }, { cmd: "EVICT", id: "vm-42", force: true, reason: "hung" }],
 };
 
 /** Invalid variants per command: [request, expected code, message fragment]. */
@@ -69,6 +70,9 @@ const INVALID: [Record<string, unknown>, string, RegExp][] = [
   [{ cmd: "ABORT", reason: ["a"] }, "EBADMSG", /"reason" must be string/],
   [{ cmd: "DISCARD" }, "EBADMSG", /missing field "id"/],
   [{ cmd: "DISCARD", id: "a b" }, "EINVAL", /invalid id/],
+  [{ cmd: "EVICT" }, "EBADMSG", /missing field "id"/],
+  [{ cmd: "EVICT", id: "vm", force: "yes" }, "EBADMSG", /"force" must be boolean/],
+  [{ cmd: "EVICT", id: "vm", reason: "r".repeat(257) }, "EINVAL", /"reason" must be at most 256/],
 ];
 
 describe("parseRequest", () => {
