@@ -10,8 +10,8 @@
 // - fds given to onMessage belong to the handler (it must close them, also when the request is
 //   refused); every other received fd (strays, fds of invalid lines, fds queued at close) is
 //   closed here. `strayFds` counts those closed because no line claimed them.
-// - with refuseSockets (luod), a received socket is closed the moment it arrives and the line it
-//   came with is refused (EBADMSG): a socket held by the receiver can be the peer's own end, and
+// - received fds wait in received-fds.ts until their line takes them. With refuseSockets (luod),
+//   a received socket is closed the moment it arrives and the line it came with is refused (EBADMSG): a socket held by the receiver can be the peer's own end, and
 //   then the peer's death is never seen as EOF (docs/kernel.md#sockets-in-flight);
 // - fds that arrived ahead of a line that does not end within partialLineFdTimeoutMs are closed,
 //   and that line is refused (EBADMSG) when it ends; the connection stays open.
@@ -22,7 +22,8 @@ import { echoOf, errorReply, type Tag } from "./replies";
 import { decodeLine, echoOfLine, invalidLine, type Incoming } from "./incoming";
 import { MessageIo } from "../kernel/scm-rights.ts";
 import { EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLRDHUP, type EventLoop } from "../kernel/epoll.ts";
-import { closeQuietly, isSocket } from "../kernel/fd.ts";
+import { closeQuietly } from "../kernel/fd.ts";
+import { ReceivedFds, REFUSED_FD } from "./received-fds";
 import { Errno, errnoName } from "../kernel/libc.ts";
 
 /** What a Connection reports to its owner. Handlers are never called from the constructor. */
@@ -81,7 +82,6 @@ export const DEFAULT_MAX_QUEUED_BYTES = 1 << 20;
 /** fds may wait this long for the rest of their line (a real client sends a line in one write). */
 export const PARTIAL_LINE_FD_TIMEOUT_MS = 3000;
 /** Stands in the fd FIFO for a refused socket (already closed), so fds still match lines. */
-const REFUSED_FD = -1;
 /** Reads made by peerExited() at most: a socket buffer holds far less than this many reads. */
 const MAX_DRAIN_READS = 256;
 /** Full-buffer reads per readiness callback before yielding to other fds (the loop is
@@ -92,8 +92,6 @@ const READ_EVENTS = EPOLLIN | EPOLLRDHUP;
 let sharedIo: MessageIo | null = null;
 
 export class Connection {
-  /** fds received that no line claimed (or that belonged to an invalid line), all closed. */
-  strayFds = 0;
   /** Lines delivered to onMessage / onInvalid. */
   messagesIn = 0;
   invalidIn = 0;
@@ -105,11 +103,7 @@ export class Connection {
   private readonly io: MessageIo;
   private readonly maxQueuedBytes: number;
   private readonly readPauseBytes: number;
-  /** Received sockets closed at once (refuseSockets); also counted in strayFds. */
-  socketsRefused = 0;
-  private readonly refuseSockets: boolean;
-  private readonly partialLineFdTimeoutMs: number;
-  private fdTimer: ReturnType<typeof setTimeout> | null = null;
+  private readonly receivedFds: ReceivedFds;
   /** Set when more fds arrived for the pending partial line than a line may carry. */
   private poisoned: string | null = null;
   /** Complete lines wait in the framer because the output was backlogged. */
@@ -130,10 +124,21 @@ export class Connection {
     this.framer = new LineFramer(opts.maxLineBytes ?? MAX_LINE_BYTES);
     this.maxSendLineBytes = opts.maxSendLineBytes ?? this.framer.maxLineBytes;
     this.io = opts.io ?? (sharedIo ??= new MessageIo());
-    this.refuseSockets = opts.refuseSockets ?? false;
-    this.partialLineFdTimeoutMs = opts.partialLineFdTimeoutMs ?? PARTIAL_LINE_FD_TIMEOUT_MS;
+    this.receivedFds = new ReceivedFds(
+      this.framer, opts.refuseSockets ?? false, opts.partialLineFdTimeoutMs ?? PARTIAL_LINE_FD_TIMEOUT_MS, () => this.fdTimedOut(),
+    );
     this.output = new OutputQueue(fd, this.io);
     loop.watch(fd, READ_EVENTS, (events: number) => this.onReady(events));
+  }
+
+  /** fds received that no line claimed (or that belonged to an invalid line), all closed. */
+  get strayFds(): number {
+    return this.receivedFds.strays;
+  }
+
+  /** Received sockets closed at once (refuseSockets); also counted in strayFds. */
+  get socketsRefused(): number {
+    return this.receivedFds.socketsRefused;
   }
 
   get closed(): boolean {
@@ -208,7 +213,7 @@ export class Connection {
     for (let i = 0; i < MAX_DRAIN_READS; i++) {
       const fds: number[] = [];
       const n = this.io.receive(this.fd, fds);
-      if (fds.length > 0) this.queueFds(fds);
+      if (fds.length > 0) this.receivedFds.admit(fds);
       if (n === -Errno.EAGAIN) break;
       if (n < 0) return this.shutdown(`recv: ${errnoName(-n)}`, false);
       if (n === 0) return this.shutdown("peer closed the connection (its process has exited)", false);
@@ -222,63 +227,23 @@ export class Connection {
 
   // -- internals --------------------------------------------------------------------------------
 
-  /** Queues received fds; with refuseSockets a socket is closed now and a placeholder queued. */
-  private queueFds(fds: number[]): void {
-    if (this.refuseSockets) {
-      for (let i = 0; i < fds.length; i++) {
-        let sock = true; // an fd we cannot fstat is refused too
-        try {
-          sock = isSocket(fds[i]!);
-        } catch {}
-        if (!sock) continue;
-        closeQuietly(fds[i]!);
-        fds[i] = REFUSED_FD;
-        this.socketsRefused++;
-        this.strayFds++;
-      }
-    }
-    this.framer.pushFds(fds);
-  }
-
-  /** Closes fds taken from the FIFO (placeholders are already closed); returns how many. */
-  private closeTaken(fds: number[]): number {
-    const real = fds.filter((fd) => fd !== REFUSED_FD);
-    closeQuietly(real);
-    return real.length;
-  }
-
-  /** Runs the partial-line fd timer while fds wait for the rest of their line, else stops it. */
-  private updateFdTimer(): void {
-    const waiting = this.closeReason === null && this.framer.queuedFds > 0 && this.framer.hasPartialLine;
-    if (!waiting || this.partialLineFdTimeoutMs <= 0) {
-      if (this.fdTimer) clearTimeout(this.fdTimer);
-      this.fdTimer = null;
-      return;
-    }
-    if (this.fdTimer) return; // the deadline counts from the first fd that waits
-    this.fdTimer = setTimeout(() => this.fdTimedOut(), this.partialLineFdTimeoutMs);
-    this.fdTimer.unref?.();
-  }
-
   private fdTimedOut(): void {
-    this.fdTimer = null;
     if (this.closeReason !== null) return;
     if (this.linesWaiting) {
       // complete lines wait for the output to drain: their fds are theirs, not a partial line's
-      this.updateFdTimer();
+      this.receivedFds.updateTimer(true);
       return;
     }
     if (!this.framer.hasPartialLine || this.framer.queuedFds === 0) return;
     const n = this.framer.queuedFds;
-    this.dropQueuedFds();
-    this.poisoned = `${n} fd(s) arrived ahead of a line that did not end within ${this.partialLineFdTimeoutMs} ms; closed`;
+    this.receivedFds.dropQueued();
+    this.poisoned = `${n} fd(s) arrived ahead of a line that did not end within ${this.receivedFds.partialLineTimeoutMs} ms; closed`;
   }
 
   private shutdown(reason: string, flushFirst: boolean): void {
     if (this.closeReason !== null) return;
     this.closeReason = oneLine(reason); // first: nothing below may re-enter (no re-arm, no second close)
-    if (this.fdTimer) clearTimeout(this.fdTimer);
-    this.fdTimer = null;
+    this.receivedFds.stopTimer();
     if (flushFirst && !this.output.empty) this.writeQueued();
     try {
       this.loop.unwatch(this.fd);
@@ -287,7 +252,7 @@ export class Connection {
     }
     closeQuietly(this.fd);
     this.output.clear();
-    this.strayFds += this.closeTaken(this.framer.drainFds());
+    this.receivedFds.dropQueued();
     this.handler.onClose(this.closeReason);
   }
 
@@ -353,7 +318,7 @@ export class Connection {
       if (this.backlogged || this.linesWaiting) return; // the peer is not reading its replies: let its requests wait
       const fds: number[] = [];
       const n = this.io.receive(this.fd, fds);
-      if (fds.length > 0) this.queueFds(fds); // queued first: close() then closes them
+      if (fds.length > 0) this.receivedFds.admit(fds); // queued first: close() then closes them
       if (n > 0 && this.io.lastTruncated) {
         this.shutdown("MSG_CTRUNC: the peer sent more fds at once than luod accepts; fds were lost", false);
         return;
@@ -397,7 +362,7 @@ export class Connection {
       try {
         line = this.framer.nextLine();
       } catch (e) {
-        this.dropQueuedFds(); // a line we cannot read may have carried fds: none can be trusted now
+        this.receivedFds.dropQueued(); // a line we cannot read may have carried fds: none can be trusted now
         this.deliver(invalidLine((e as Error).message, {}));
         continue;
       }
@@ -408,15 +373,15 @@ export class Connection {
         // line gets no reply, as always; the fds were counted as strays either way)
         const why = this.poisoned;
         this.poisoned = null;
-        this.dropQueuedFds();
+        this.receivedFds.dropQueued();
         if (!blank) this.deliver(invalidLine(why, echoOfLine(line)));
         continue;
       }
       if (blank) continue;
       let item = decodeLine(line, this.framer);
-      if (item.kind === "invalid") this.dropQueuedFds(); // see decodeLine
+      if (item.kind === "invalid") this.receivedFds.dropQueued(); // see decodeLine
       if (item.kind === "message" && item.fds.includes(REFUSED_FD)) {
-        this.strayFds += this.closeTaken(item.fds);
+        this.receivedFds.closeStrays(item.fds);
         item = invalidLine("a socket arrived as payload; luod never accepts sockets (closed)", echoOf(item.msg));
       }
       // fds still queued when nothing but blank lines follows belong to no line (framing.ts):
@@ -424,8 +389,8 @@ export class Connection {
       // said (docs/protocol.md). Both its own fds and the strays are closed.
       if (item.kind === "message" && this.framer.queuedFds > 0 && this.framer.onlyBlankPending) {
         const strays = this.framer.drainFds();
-        this.strayFds += this.closeTaken(strays);
-        this.closeTaken(item.fds);
+        this.receivedFds.closeStrays(strays);
+        this.receivedFds.close(item.fds);
         item = invalidLine(
           `${strays.length} fd(s) arrived that no line claimed; closed (the line says "fds": ${item.fds.length})`,
           echoOf(item.msg),
@@ -436,18 +401,18 @@ export class Connection {
 
     // fds with no line to charge (they came with blank lines only): closed and counted, without
     // a reply, since every reply answers one line
-    if (!this.framer.hasPartialLine && this.framer.queuedFds > 0) this.dropQueuedFds();
+    if (!this.framer.hasPartialLine && this.framer.queuedFds > 0) this.receivedFds.dropQueued();
 
     // A pending partial line may own at most MAX_FDS_PER_MESSAGE fds (they come with its first
     // byte). More means a broken or hostile peer: close them now, so that no connection can pile
     // up fds behind a line that never ends, and fail that line when it does end.
     if (this.framer.hasPartialLine && this.framer.queuedFds > MAX_FDS_PER_MESSAGE) {
       const n = this.framer.queuedFds;
-      this.dropQueuedFds();
+      this.receivedFds.dropQueued();
       this.poisoned = `${n} fd(s) arrived for one line, more than the ${MAX_FDS_PER_MESSAGE} a message may carry; closed`;
     }
 
-    this.updateFdTimer();
+    this.receivedFds.updateTimer(this.closeReason === null);
 
     if (this.closeReason === null && this.framer.overLimit) {
       const limit = this.framer.maxLineBytes;
@@ -457,13 +422,9 @@ export class Connection {
     }
   }
 
-  private dropQueuedFds(): void {
-    this.strayFds += this.closeTaken(this.framer.drainFds());
-  }
-
   private deliver(item: Incoming): void {
     if (this.closeReason !== null) {
-      if (item.kind === "message") this.closeTaken(item.fds); // never handed over
+      if (item.kind === "message") this.receivedFds.close(item.fds); // never handed over
       return;
     }
     try {
