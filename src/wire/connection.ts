@@ -11,8 +11,9 @@
 //   refused); every other received fd (strays, fds of invalid lines, fds queued at close) is
 //   closed here. `strayFds` counts those closed because no line claimed them.
 // - received fds wait in received-fds.ts until their line takes them. With refuseSockets (luod),
-//   a received socket is closed the moment it arrives and the line it came with is refused (EBADMSG): a socket held by the receiver can be the peer's own end, and
-//   then the peer's death is never seen as EOF (docs/kernel.md#sockets-in-flight);
+//   a received socket is closed the moment it arrives and the line it came with is refused
+//   (EBADMSG): a socket held by the receiver can be the peer's own end, and then the peer's death
+//   is never seen as EOF (docs/kernel.md#sockets-in-flight);
 // - fds that arrived ahead of a line that does not end within partialLineFdTimeoutMs are closed,
 //   and that line is refused (EBADMSG) when it ends; the connection stays open.
 import { type ErrorCode, oneLine } from "./errors";
