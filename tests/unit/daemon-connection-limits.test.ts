@@ -2,7 +2,7 @@
 import { describe, expect, test } from "bun:test";
 import { parseArgs, parseConfigText, DEFAULTS } from "../../src/daemon/config";
 import { toConfig } from "../../src/daemon/main";
-import { perUidDefault } from "../../src/daemon/server";
+import { perUidDefault } from "../../src/daemon/peers";
 
 describe("max-connections-per-uid", () => {
   test("the default leaves a sixteenth of the table to other uids: 240 of 256; all of a table under 16", () => {
