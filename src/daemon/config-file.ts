@@ -8,8 +8,9 @@
 //
 // An absent default file is fine; an absent --config file, an unknown key, a repeated key or a bad
 // value is an error that names the file and line.
-import { closeSync, constants, fstatSync, openSync, readFileSync, type Stats } from "node:fs";
+import { closeSync, constants, fstatSync, openSync, readFileSync } from "node:fs";
 import { ConfigError, OPTIONS, checkValue, type SettingKey, type Settings } from "./settings";
+import { fileKind } from "./trusted-dirs";
 
 const BY_FLAG = new Map(OPTIONS.map((o) => [o.flag, o]));
 
@@ -84,7 +85,7 @@ export function readConfigFile(path: string, explicit: boolean, opts: { enforceO
     const st = fstatSync(fd);
     // /dev/null, the usual "no config file", reads as an empty one
     if (st.isCharacterDevice() && st.rdev === DEV_NULL) return {};
-    if (!st.isFile()) throw new ConfigError(`config file ${path} is not a regular file (${kindOf(st)})`);
+    if (!st.isFile()) throw new ConfigError(`config file ${path} is not a regular file (${fileKind(st)})`);
     if (opts.enforceOwner ?? process.getuid?.() === 0) {
       if (st.uid !== 0 || (st.mode & 0o022) !== 0)
         throw new ConfigError(`config file ${path} must belong to root and not be writable by group or others (uid ${st.uid}, mode 0${(st.mode & 0o777).toString(8)})`);
@@ -98,13 +99,4 @@ export function readConfigFile(path: string, explicit: boolean, opts: { enforceO
     closeSync(fd);
   }
   return parseConfigText(text, path);
-}
-
-function kindOf(st: Stats): string {
-  if (st.isFIFO()) return "a FIFO";
-  if (st.isDirectory()) return "a directory";
-  if (st.isCharacterDevice()) return "a character device";
-  if (st.isBlockDevice()) return "a block device";
-  if (st.isSocket()) return "a socket";
-  return "not a regular file";
 }

@@ -19,7 +19,7 @@ import { sdNotify } from "../kernel/sdnotify";
 import { oneLine } from "../wire/errors";
 import { parseArgs, readConfigFile, mergeSettings, helpText, resolveGroup, type Settings } from "./config";
 import { SystemdHandoff } from "./systemd-handoff";
-import { ensureTrustedDir } from "./trusted-dirs";
+import { ensureTrustedDir, fileKind } from "./trusted-dirs";
 import type { DaemonConfig } from "./config";
 import { Reloader } from "./reload";
 
@@ -273,16 +273,6 @@ function clearSocketPath(path: string, log: Logger): void {
   if (alive) throw new Error(`another luod is already listening on ${path}`);
   log.info(`removing stale socket ${path}`);
   unlinkSync(path);
-}
-
-function fileKind(st: Stats): string {
-  if (st.isFile()) return "a regular file";
-  if (st.isFIFO()) return "a FIFO";
-  if (st.isDirectory()) return "a directory";
-  if (st.isSymbolicLink()) return "a symlink";
-  if (st.isCharacterDevice()) return "a character device";
-  if (st.isBlockDevice()) return "a block device";
-  return "not a file luod made";
 }
 
 /** sd_notify that never takes luod down: a lost notification is logged, not fatal. */

@@ -98,3 +98,15 @@ function lstatOrNull(path: string): Stats | null {
     throw e;
   }
 }
+
+/** What a file is, for a message ("is a FIFO, not a socket"). */
+export function fileKind(st: Stats): string {
+  if (st.isFile()) return "a regular file";
+  if (st.isFIFO()) return "a FIFO";
+  if (st.isDirectory()) return "a directory";
+  if (st.isSymbolicLink()) return "a symlink";
+  if (st.isCharacterDevice()) return "a character device";
+  if (st.isBlockDevice()) return "a block device";
+  if (st.isSocket()) return "a socket";
+  return "a file of another kind";
+}
