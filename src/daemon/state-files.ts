@@ -34,6 +34,13 @@ export const STATE_SCHEMAS = {
       restoredAt: Text, changedAt: Text, claimedByPid: v.nullable(v.number()),
     })),
   }),
+  // the subscriptions luod expects back after a disconnect or a restart (broker.ts, expected.ts)
+  subscriptions: v.looseObject({
+    version: v.literal(1),
+    clients: v.array(v.looseObject({
+      id: Text, uid: Count, gid: Count, pid: Count, unit: v.nullable(Text), since: Text,
+    })),
+  }),
   fdstore: v.looseObject({
     jumpRequested: v.boolean(),
     outgoing: v.array(v.looseObject({ fdname: Text, session: Text, entry: v.nullable(ManifestEntrySchema) })),
