@@ -41,6 +41,7 @@ const BAD: [StateName, string, string][] = [
   ["restored", "no sessions", record({ previous: null })],
   ["restored", "a session that is null", record({ previous: null, sessions: [null] })],
   ["subscriptions", "another version", record({ version: 2, clients: [] })],
+  ["subscriptions", "an id SUBSCRIBE would refuse", record({ version: 1, clients: [{ id: "vm/1\u001b", uid: 0, gid: 0, pid: 1, unit: null, since: at }] })],
   ["subscriptions", "a client without a uid", record({ version: 1, clients: [{ id: "vm", gid: 0, pid: 1, unit: null, since: at }] })],
   ["fdstore", "not JSON", "garbage"],
   ["fdstore", "null data", record(null)],
