@@ -182,9 +182,14 @@ export class Swarm {
 
   // ---- common -------------------------------------------------------------------------------
 
-  /** Closes every connection (idle subscribers are unsubscribed by luod) and their memfds. */
+  /**
+   * UNSUBSCRIBEs and closes every connection, and closes their memfds. A subscription outlives its
+   * connection (luod expects it back and refuses the next KEXEC without it), so the next sweep's
+   * swarm must not find this one's ids expected. close() writes the queued UNSUBSCRIBE first.
+   */
   async closeAll(): Promise<void> {
     for (const m of this.members.splice(0)) {
+      m.conn.send({ cmd: "UNSUBSCRIBE" });
       m.conn.close("bench done");
       for (const fd of [m.memfd, m.sessionFd, m.restoredFd]) if (fd >= 0) closeFd(fd);
     }

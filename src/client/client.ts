@@ -45,6 +45,8 @@ export interface KexecOptions {
   /** READY deadline for the clients (luod's default: 30000). */
   timeoutMs?: number;
   dryRun?: boolean;
+  /** Run even while subscribed clients are not connected: they are left out of the update (luod says ENOTCONN otherwise). */
+  force?: boolean;
   /** Every PROGRESS event of this update. */
   onProgress?: (ev: Message) => void;
   /** The REBOOTING event: luod is calling reboot(KEXEC) now. */
@@ -277,6 +279,7 @@ export class LuoClient extends LuoRequests {
     const req: RequestOf<"KEXEC"> = { cmd: "KEXEC" };
     if (o.timeoutMs !== undefined) req.timeout_ms = o.timeoutMs;
     if (o.dryRun) req.dry_run = true;
+    if (o.force) req.force = true;
     let rebooting: Message | null = null;
     const intercept: Interceptor = (msg, fds) => {
       if (msg.event === "PROGRESS") {

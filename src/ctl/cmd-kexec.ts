@@ -17,6 +17,7 @@ export async function cmdKexec(ctx: Ctx, _args: string[], opts: Record<string, u
     throw new UsageError(`--timeout ${timeoutText}: must be from ${formatDuration(KEXEC_TIMEOUT_MIN_MS)} to ${formatDuration(KEXEC_TIMEOUT_MAX_MS)}`);
   }
   const dryRun = opts.dryRun === true;
+  const force = opts.force === true;
   const { io } = ctx;
   const client = await io.connect(ctx.socket);
 
@@ -78,6 +79,7 @@ export async function cmdKexec(ctx: Ctx, _args: string[], opts: Record<string, u
     const result = await client.kexec({
       timeoutMs,
       dryRun,
+      force,
       onProgress,
       onRebooting: (ev) => {
         rebooting = true;

@@ -51,7 +51,11 @@ export const SPECS: readonly Spec[] = [
   {
     raw: "list",
     summary: "List subscribed clients",
-    details: "One line per client: id, state (subscribed, preserving, ready), pid, uid, gid, unit, whether it is\nconnected, how long ago it subscribed, and its session during an update.",
+    details:
+      "One line per client: id, state (subscribed, preserving, ready), pid, uid, gid, unit, whether it is\n" +
+      "connected, how long ago it subscribed, and its session during an update. A subscription outlives its\n" +
+      "connection and a luod restart: a client shown not connected is expected back (pid: its last one),\n" +
+      "and `luoctl kexec` refuses to leave it behind; `luoctl evict ID` forgets it.",
     options: [],
     run: cmdList,
   },
@@ -93,7 +97,8 @@ export const SPECS: readonly Spec[] = [
     summary: "Preflight checks for a live update (exit 1 when not ready)",
     details:
       "Asks luod whether a live update could run now: /dev/liveupdate present, kexec allowed, lockdown,\n" +
-      "a kernel loaded by luod and its command line. Exits 1 when something is not ready.",
+      "a kernel loaded by luod and its command line, every subscribed client connected. Exits 1 when\n" +
+      "something is not ready.",
     options: [],
     run: cmdCheck,
   },
@@ -106,12 +111,16 @@ export const SPECS: readonly Spec[] = [
       "preserves its manifest, syncs and calls reboot(KEXEC) into the loaded kernel. If anything fails,\n" +
       "the update is aborted, clients resume and the host keeps running: exit 1.\n" +
       "--dry-run goes as far as all clients READY, then aborts on purpose (exit 0).\n" +
+      "A subscribed client that is not connected (restarting, or not back since luod restarted) would be\n" +
+      "left behind: luod refuses to start (ENOTCONN, naming it, exit 1) until it reconnects, `luoctl evict ID`\n" +
+      "forgets it, or --force leaves it out of the update.\n" +
       "Progress is shown on stderr: `ready 3/5, waiting: vm-1 vm-7 (12s left)`. Ctrl-C aborts the update.\n" +
       "DUR: 30s, 2m, 500ms, 1m30s, or a number of seconds (default 30s). luoctl waits for luod's\n" +
       "answer for the READY deadline plus a minute (--reply-timeout changes it), then exits 1.",
     options: [
       ["--timeout <dur>", "how long clients get to become READY (default 30s)"],
       ["--dry-run", "stop after every client is READY; do not reboot"],
+      ["--force", "leave out subscribed clients that are not connected (their sessions are not carried)"],
     ],
     run: cmdKexec,
   },

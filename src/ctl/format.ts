@@ -206,7 +206,9 @@ function describeClients(c: unknown): string {
   if (isObj(c)) {
     const total = c.subscribed ?? c.total;
     const prepared = typeof c.prepared === "number" && c.prepared > 0 ? `, ${c.prepared} prepared` : "";
-    return `${str(total, "0")} subscribed${prepared}, ${str(c.ready, "0")} ready`;
+    // expected back, not connected: luoctl kexec refuses to leave them behind
+    const away = typeof c.disconnected === "number" && c.disconnected > 0 ? ` (${c.disconnected} not connected)` : "";
+    return `${str(total, "0")} subscribed${away}${prepared}, ${str(c.ready, "0")} ready`;
   }
   if (Array.isArray(c)) return `${c.length} subscribed`;
   return str(c, "0");

@@ -8,8 +8,10 @@
 // session outlives aborted updates and ends with the subscription.
 import type { KernelPort } from "./kernel-port";
 import type { Logger } from "./log";
-import { Subscribers, type Client, type Peer } from "./subscribers";
+import { Subscribers, names, type Client, type Peer } from "./subscribers";
 import { UpdateRunner, type KexecOutcome, type Phase, type UpdateOptions } from "./update";
+import { ExpectedRecord, type ExpectedEntry } from "./expected";
+import type { StateFiles } from "./state-files";
 import { ProtocolError } from "../wire/errors";
 import { sessionNameFor } from "../wire/ids";
 
@@ -22,6 +24,15 @@ export interface BrokerOptions extends UpdateOptions {
   /** Numbers update attempts; never repeats within a boot (it names the sessions). */
   nextAttempt?: () => number;
   now?: () => number;
+  /**
+   * Where the expected subscriptions are kept across a luod restart (`subscriptions.json`);
+   * without it they still outlive a disconnect, but not luod.
+   */
+  files?: StateFiles;
+  /** Subscriptions (connected or expected) one uid may hold; read at each SUBSCRIBE. Default: no limit. */
+  maxSubscriptionsPerUid?: number;
+  /** Whether client `id`'s READY session is carried into the next update without it (systemd's fd store). */
+  carried?: (id: string) => boolean;
 }
 
 export class Broker {
@@ -31,6 +42,7 @@ export class Broker {
   private readonly kernel: KernelPort;
   private readonly log: Logger;
   private readonly now: () => number;
+  private readonly expected: ExpectedRecord | null;
 
   constructor(private readonly opts: BrokerOptions) {
     this.kernel = opts.kernel;
@@ -43,7 +55,18 @@ export class Broker {
       now: this.now,
       subscribers: this.subscribers,
       nextAttempt: () => this.nextAttempt(),
+      missing: () => this.missing(),
     });
+    this.expected = opts.files ? new ExpectedRecord(opts.files, this.log, () => this.expectedEntries()) : null;
+    for (const e of this.expected?.load() ?? []) {
+      if (this.subscribers.get(e.id)) continue;
+      this.subscribers.add({
+        id: e.id, peer: null, owner: { uid: e.uid, gid: e.gid, pid: e.pid, unit: e.unit }, state: "subscribed",
+        subscribedAt: validDate(e.since, this.now()), readyAt: null, session: null, prepared: false,
+      });
+    }
+    const n = this.subscribers.all().length;
+    if (n) this.log.notice(`expecting ${n} subscribed client(s) back from before luod restarted: ${names(this.subscribers.all())}`);
   }
 
   get phase(): Phase {
@@ -55,24 +78,41 @@ export class Broker {
   /**
    * `reserved`: the id is held for another uid (its restored session waits to be claimed). A held
    * id is refused the same way whoever holds it; only the holder's own uid (or root) learns its pid.
+   * An expected client (subscribed, not connected) is taken up again by its own uid (and its
+   * systemd service, when both sides have one: the rule of restored.ts) or root; to another uid it
+   * is an id held like any other.
    */
   subscribe(peer: Peer, id: string, opts: { reserved?: boolean } = {}): { id: string } {
     const existing = this.subscribers.get(id);
     if (existing && existing.peer === peer) return { id };
     if (this.updates.inProgress) throw new ProtocolError("EBUSY", `an update is in progress (${this.phase}); subscribe again after it`);
     if (opts.reserved) throw idTaken(id);
-    if (existing?.peer) {
-      const mine = peer.cred.uid === 0 || peer.cred.uid === existing.owner.uid;
-      throw idTaken(id, mine ? ` (subscribed by pid ${existing.peer.cred.pid})` : "");
+    const uid = peer.cred.uid;
+    const mine = uid === 0 || (existing !== undefined && uid === existing.owner.uid);
+    if (existing?.peer) throw idTaken(id, mine ? ` (subscribed by pid ${existing.peer.cred.pid})` : "");
+    if (existing && !mine) throw idTaken(id);
+    const held = this.subscribers.clientOf(peer);
+    if (held) throw new ProtocolError("EEXIST", `this connection is already subscribed as ${held.id}`);
+    if (existing) {
+      const unit = peer.unit;
+      if (uid !== 0 && existing.owner.unit && unit && unit !== existing.owner.unit)
+        throw new ProtocolError("EPERM", `${id} was subscribed from unit ${existing.owner.unit}, not ${unit}`);
+      this.subscribers.attach(existing, peer);
+      existing.owner = { uid, gid: peer.cred.gid, pid: peer.cred.pid, unit };
+      this.expected?.save();
+      this.log.info(`client ${id} is back (pid ${peer.cred.pid}, uid ${uid})`);
+      return { id };
     }
-    const mine = this.subscribers.clientOf(peer);
-    if (mine) throw new ProtocolError("EEXIST", `this connection is already subscribed as ${mine.id}`);
-    const owner = { uid: peer.cred.uid, gid: peer.cred.gid, pid: peer.cred.pid, unit: peer.unit };
+    const limit = this.opts.maxSubscriptionsPerUid;
+    if (limit !== undefined && this.subscribers.all().filter((c) => c.owner.uid === uid).length >= limit)
+      throw new ProtocolError("ENOSPC", `uid ${uid} holds ${limit} subscriptions already (max-connections-per-uid), counting the expected ones: UNSUBSCRIBE, or luoctl evict, one of them`);
+    const owner = { uid, gid: peer.cred.gid, pid: peer.cred.pid, unit: peer.unit };
     const client: Client & { peer: Peer } = {
       id, peer, owner, state: "subscribed", subscribedAt: new Date(this.now()), readyAt: null, session: null, prepared: false,
     };
     this.subscribers.add(client);
-    this.log.info(`client ${id} subscribed (pid ${peer.cred.pid}, uid ${peer.cred.uid})`);
+    this.expected?.save();
+    this.log.info(`client ${id} subscribed (pid ${peer.cred.pid}, uid ${uid})`);
     return { id };
   }
 
@@ -113,25 +153,44 @@ export class Broker {
     const c = this.subscribers.requireClient(peer);
     if (this.updates.inProgress) throw new ProtocolError("EBUSY", "an update is in progress; send FAIL to stop it");
     this.subscribers.forget(c);
+    this.expected?.save();
     this.log.info(`client ${c.id} unsubscribed`);
   }
 
-  /** A connection went away. Before READY in an update that aborts it; after READY luod holds on. */
+  /**
+   * A connection went away. Its subscription stays, expected back (until UNSUBSCRIBE or EVICT):
+   * an update refuses to start without it. During an update, before READY, that aborts the update;
+   * after READY luod holds its session. A PREPAREd session is released (its client is gone).
+   */
   peerClosed(peer: Peer): void {
     const c = this.subscribers.clientOf(peer);
     if (!c) return;
-    if (!this.updates.inProgress) {
-      this.subscribers.forget(c);
-      this.log.info(`client ${c.id} disconnected`);
-      return;
-    }
-    if (c.state === "ready") {
+    if (this.updates.inProgress && c.state === "ready") {
       this.subscribers.detach(c);
       this.log.info(`client ${c.id} disconnected after READY; luod holds its session`);
       return;
     }
-    this.updates.abort("ECANCELED", `client ${c.id} disconnected before READY`, { about: [c], anonymous: "another client disconnected before READY" });
-    this.subscribers.forget(c);
+    if (this.updates.inProgress)
+      this.updates.abort("ECANCELED", `client ${c.id} disconnected before READY`, { about: [c], anonymous: "another client disconnected before READY" });
+    this.subscribers.detach(c);
+    this.subscribers.dropSession(c);
+    c.state = "subscribed";
+    this.log.info(`client ${c.id} disconnected; its subscription is expected back (luoctl evict ${c.id} forgets it)`);
+  }
+
+  /**
+   * Expected clients that are not connected, and whose session is not carried without them:
+   * an update would leave them behind.
+   */
+  missing(): Client[] {
+    return this.subscribers.disconnected().filter((c) => !this.opts.carried?.(c.id));
+  }
+
+  /** CHECK's line about the expected clients. */
+  clientsCheck(): { name: string; ok: boolean; detail: string } {
+    const gone = this.missing();
+    if (!gone.length) return { name: "clients", ok: true, detail: `every subscribed client is connected (${this.subscribers.all().length - this.subscribers.disconnected().length})` };
+    return { name: "clients", ok: false, detail: `${gone.length} expected client(s) not connected: ${names(gone)} (luoctl evict ID forgets one; luoctl kexec --force leaves them out)` };
   }
 
   // ---- admin requests ------------------------------------------------------------------------
@@ -158,6 +217,7 @@ export class Broker {
       update,
       clients: {
         subscribed: all.length,
+        disconnected: all.filter((c) => c.peer === null).length,
         prepared: all.filter((c) => c.prepared).length,
         ready: all.filter((c) => c.state === "ready").length,
       },
@@ -165,7 +225,7 @@ export class Broker {
   }
 
   /** Runs one update. Resolves when it is aborted, finished as a dry run, or reboot() returned. */
-  kexec(admin: Peer | null, opts: { timeoutMs: number; dryRun: boolean }): Promise<KexecOutcome> {
+  kexec(admin: Peer | null, opts: { timeoutMs: number; dryRun: boolean; force?: boolean }): Promise<KexecOutcome> {
     return this.updates.kexec(admin, opts);
   }
 
@@ -196,6 +256,7 @@ export class Broker {
     const released = cost ? c.session!.name : null;
     const peer = c.peer;
     this.subscribers.forget(c);
+    this.expected?.save();
     peer?.close?.(why);
     this.log.notice(`${why}${peer ? ` (pid ${c.owner.pid} disconnected)` : ""}${abortedUpdate !== null ? `; update ${abortedUpdate} aborted` : ""}${cost ? `; ${cost}` : ""}`);
     return { id, disconnected: peer !== null, aborted_update: abortedUpdate, released_session: released };
@@ -203,6 +264,20 @@ export class Broker {
 
   shutdown(): void {
     if (this.updates.inProgress) this.updates.abort("ECANCELED", "luod is stopping");
+    this.flushExpected();
+  }
+
+  /** Writes `subscriptions.json` now (shutdown, tests); a failure is logged. */
+  flushExpected(): void {
+    try {
+      this.expected?.flush();
+    } catch (e) {
+      this.log.error(`writing the subscription record: ${(e as Error).message}`);
+    }
+  }
+
+  private expectedEntries(): ExpectedEntry[] {
+    return this.subscribers.all().map((c) => ({ id: c.id, ...c.owner, since: c.subscribedAt.toISOString() }));
   }
 
   private nextAttempt(): number {
@@ -213,4 +288,9 @@ export class Broker {
 /** SUBSCRIBE of an id someone else holds: a subscriber, or a restored session waiting for its owner. */
 function idTaken(id: string, detail = ""): ProtocolError {
   return new ProtocolError("EEXIST", `id ${id} is taken${detail}`);
+}
+
+function validDate(text: string, fallback: number): Date {
+  const t = Date.parse(text);
+  return new Date(Number.isFinite(t) ? t : fallback);
 }

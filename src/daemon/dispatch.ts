@@ -108,11 +108,12 @@ export class Dispatcher {
         return void reply();
       case "CHECK": {
         const c = loader.check();
-        return void reply({ ...c, ready: c.ready && broker.phase === "idle", phase: broker.phase } satisfies CheckReply);
+        const clients = broker.clientsCheck();
+        return void reply({ ...c, checks: [...c.checks, clients], ready: c.ready && clients.ok && broker.phase === "idle", phase: broker.phase } satisfies CheckReply);
       }
       case "KEXEC": {
         const timeoutMs = req.timeout_ms ?? KEXEC_TIMEOUT_DEFAULT_MS;
-        broker.kexec(peer, { timeoutMs, dryRun: req.dry_run ?? false }).then(
+        broker.kexec(peer, { timeoutMs, dryRun: req.dry_run ?? false, force: req.force ?? false }).then(
           (o) => {
             if (o.ok) peer.send(okReply("KEXEC", { dry_run: o.dryRun, timings: o.timings }, req.tag));
             else peer.send({ ...errorReply("KEXEC", o.code, o.message, req.tag), timings: o.timings });

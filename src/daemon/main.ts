@@ -8,7 +8,7 @@ import { realKernel, type KernelPort } from "./kernel-port";
 import { Broker } from "./broker";
 import { KernelLoader } from "./loader";
 import { RestoredSessions } from "./restored";
-import { Server } from "./server";
+import { Server, perUidDefault } from "./server";
 import { decodeManifest, MANIFEST_TOKEN } from "./manifest";
 import { INTERNAL_SESSION } from "../wire/ids";
 import { EventLoop } from "../kernel/epoll";
@@ -107,6 +107,8 @@ export async function runDaemon(config: DaemonConfig, log: Logger, kernel: Kerne
     nextAttempt: attemptCounter(files),
     onReady: (id: string) => systemd.clientReady(id),
     onAbort: (dryRun: boolean) => systemd.aborted(dryRun),
+    // subscriptions outlive a disconnect and a restart: luod knows whom an update must carry
+    files, maxSubscriptionsPerUid: config.maxConnectionsPerUid ?? perUidDefault(config.maxConnections), carried: (id: string) => systemd.carries(id),
   };
   const broker = new Broker(brokerOptions);
   systemd.start({ broker, restored, loader, boot });
@@ -133,6 +135,7 @@ export async function runDaemon(config: DaemonConfig, log: Logger, kernel: Kerne
       serverOptions.maxConnectionsPerUid = next.maxConnectionsPerUid;
       serverOptions.firstRequestTimeoutMs = next.firstRequestTimeoutMs;
       brokerOptions.commitDelayMs = next.commitDelayMs;
+      brokerOptions.maxSubscriptionsPerUid = next.maxConnectionsPerUid ?? perUidDefault(next.maxConnections);
       hooks?.setVerbose(next.verbose);
     },
   });

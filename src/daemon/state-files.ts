@@ -12,6 +12,7 @@ import { join } from "node:path";
 import * as v from "valibot";
 import { ManifestEntrySchema } from "./manifest";
 import { oneLine } from "../wire/errors";
+import { isValidId } from "../wire/ids";
 import type { Logger } from "./log";
 
 /** A record larger than this is not read (restored.json of 1000 sessions is about 300 KiB). */
@@ -32,6 +33,14 @@ export const STATE_SCHEMAS = {
       id: Text, session: Text, uid: v.number(), gid: v.number(), unit: v.nullable(Text),
       state: v.picklist(["unclaimed", "claimed", "finished", "discarded"]),
       restoredAt: Text, changedAt: Text, claimedByPid: v.nullable(v.number()),
+    })),
+  }),
+  // the subscriptions luod expects back after a disconnect or a restart (broker.ts, expected.ts)
+  subscriptions: v.looseObject({
+    version: v.literal(1),
+    clients: v.array(v.looseObject({
+      // an id becomes a session name: only what SUBSCRIBE accepts
+      id: v.pipe(Text, v.check((s: string) => isValidId(s), "not a valid client id")), uid: Count, gid: Count, pid: Count, unit: v.nullable(Text), since: Text,
     })),
   }),
   fdstore: v.looseObject({

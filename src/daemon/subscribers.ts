@@ -18,7 +18,11 @@ export interface Peer {
 export type ClientState = "subscribed" | "prepared" | "preserving" | "ready";
 export interface Client {
   id: string;
-  peer: Peer | null; // null: disconnected after READY, luod holds the session alone
+  /**
+   * null: not connected. Its subscription is expected back (it outlives the connection and a luod
+   * restart, until UNSUBSCRIBE or EVICT); during an update after READY luod holds its session alone.
+   */
+  peer: Peer | null;
   /** Captured at SUBSCRIBE: it must outlive the connection, it goes into the manifest. */
   owner: { uid: number; gid: number; pid: number; unit: string | null };
   state: ClientState;
@@ -60,15 +64,27 @@ export class Subscribers {
     return c;
   }
 
-  add(client: Client & { peer: Peer }): void {
+  add(client: Client): void {
     this.clients.set(client.id, client);
-    this.byPeer.set(client.peer, client);
+    if (client.peer) this.byPeer.set(client.peer, client);
   }
 
-  /** The client's connection went away after READY: luod holds its session alone. */
+  /** The client's connection went away: it stays expected (after READY, luod holds its session alone). */
   detach(c: Client): void {
     if (c.peer) this.byPeer.delete(c.peer);
     c.peer = null;
+  }
+
+  /** An expected client is back on a new connection. */
+  attach(c: Client, peer: Peer): void {
+    this.detach(c);
+    c.peer = peer;
+    this.byPeer.set(peer, c);
+  }
+
+  /** Expected clients that are not connected, in the order they subscribed. */
+  disconnected(): Client[] {
+    return this.all().filter((c) => c.peer === null);
   }
 
   /** The client leaves the broker; luod's copy of its session (prepared, or held after READY) goes. */
@@ -92,4 +108,10 @@ export function closeQuietly(kernel: KernelPort, log: Logger, fd: number): void 
   } catch (e) {
     log.warning(`close(${fd}): ${(e as Error).message}`);
   }
+}
+
+/** Ids for a message: the first 20, then how many more. */
+export function names(clients: readonly { id: string }[]): string {
+  const shown = clients.slice(0, 20).map((c) => c.id).join(", ");
+  return clients.length > 20 ? `${shown} and ${clients.length - 20} more` : shown;
 }

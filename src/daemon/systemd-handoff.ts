@@ -173,6 +173,11 @@ export class SystemdHandoff {
     return this.jumping;
   }
 
+  /** Broker hook: client `id`'s READY session is carried into the next update (an expected client that need not reconnect). */
+  carries(id: string): boolean {
+    return this.store.carried.has(id);
+  }
+
   /** Broker hook: client `id` is READY. In systemd mode its session goes to the fd store. */
   clientReady(id: string): void {
     if (this.mode !== "systemd" || this.parts?.broker.summary().update?.dry_run) return;

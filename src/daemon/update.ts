@@ -9,7 +9,7 @@
 import type { KernelPort } from "./kernel-port";
 import type { Logger } from "./log";
 import { encodeManifest, manifestEntry, MANIFEST_TOKEN, MANIFEST_VERSION, MANIFEST_FORMAT, type Manifest } from "./manifest";
-import { closeQuietly, type Client, type Peer, type Subscribers } from "./subscribers";
+import { closeQuietly, names, type Client, type Peer, type Subscribers } from "./subscribers";
 import { ProtocolError, errorCodeOf, type ErrorCode } from "../wire/errors";
 import { sessionNameFor, INTERNAL_SESSION } from "../wire/ids";
 import { abortedEvent, preservationRequestEvent, progressEvent, rebootingEvent, startPreservationEvent } from "../wire/events";
@@ -68,6 +68,8 @@ export interface UpdateRunnerParts {
   subscribers: Subscribers;
   /** The broker's attempt numbers (PREPARE draws from them too). */
   nextAttempt: () => number;
+  /** Expected clients that are not connected (and not carried): KEXEC refuses to leave them behind unless forced. */
+  missing: () => Client[];
 }
 
 export class UpdateRunner {
@@ -78,6 +80,7 @@ export class UpdateRunner {
   private readonly now: () => number;
   private readonly subscribers: Subscribers;
   private readonly nextAttempt: () => number;
+  private readonly missing: () => Client[];
 
   /** `opts` is read when each value is needed, as the broker's options are. */
   constructor(
@@ -89,6 +92,7 @@ export class UpdateRunner {
     this.now = parts.now;
     this.subscribers = parts.subscribers;
     this.nextAttempt = parts.nextAttempt;
+    this.missing = parts.missing;
   }
 
   get phase(): Phase {
@@ -114,9 +118,18 @@ export class UpdateRunner {
     );
   }
 
-  /** Runs one update. Resolves when it is aborted, finished as a dry run, or reboot() returned. */
-  kexec(admin: Peer | null, opts: { timeoutMs: number; dryRun: boolean }): Promise<KexecOutcome> {
+  /**
+   * Runs one update. Resolves when it is aborted, finished as a dry run, or reboot() returned.
+   * An expected client that is not connected would be left behind: refused (ENOTCONN, naming
+   * them) before anything else, unless `force`, which leaves them out and logs it.
+   */
+  kexec(admin: Peer | null, opts: { timeoutMs: number; dryRun: boolean; force?: boolean }): Promise<KexecOutcome> {
     if (this.update) return Promise.reject(new ProtocolError("EBUSY", `an update is already ${this.phase}`));
+    const missing = this.missing();
+    if (missing.length && !opts.force)
+      return Promise.reject(new ProtocolError("ENOTCONN",
+        `${missing.length} subscribed client(s) not connected, their tenants would be left behind: ${names(missing)}; ` +
+          "wait for them to reconnect, `luoctl evict ID` to forget one, or `luoctl kexec --force` to leave them out"));
     if (!this.kernel.devicePresent())
       return Promise.reject(new ProtocolError("ENODEV", "/dev/liveupdate is missing: this kernel has no LUO (CONFIG_LIVEUPDATE and liveupdate=on)"));
     if (!opts.dryRun) {
@@ -127,7 +140,7 @@ export class UpdateRunner {
     }
     const t0 = this.now();
     const attempt = this.nextAttempt();
-    const participants = this.subscribers.all();
+    const participants = this.subscribers.all().filter((c) => c.peer !== null);
     return new Promise<KexecOutcome>((resolve) => {
       const u: Update = {
         attempt, dryRun: opts.dryRun, admin, timeoutMs: opts.timeoutMs, deadline: t0 + opts.timeoutMs, t0,
@@ -138,6 +151,8 @@ export class UpdateRunner {
       };
       this.update = u;
       this.log.notice(`update ${attempt} started${opts.dryRun ? " (dry run)" : ""}: ${participants.length} client(s), READY due in ${opts.timeoutMs} ms`);
+      if (missing.length)
+        this.log.warning(`update ${attempt}: forced: ${missing.length} subscribed client(s) not connected are left out of it, their sessions will not be carried: ${names(missing)}`);
       if (!opts.dryRun) {
         // the page cache drains while clients prepare
         const dirty = this.kernel.startSync();
@@ -298,7 +313,9 @@ export class UpdateRunner {
     for (const c of u.participants) {
       c.readyAt = null;
       if (!c.peer) {
-        this.subscribers.forget(c); // gone after READY: nothing left to subscribe
+        // gone after READY: its subscription stays expected, its session goes
+        this.subscribers.dropSession(c);
+        c.state = "subscribed";
         continue;
       }
       if (!c.prepared) this.subscribers.dropSession(c);

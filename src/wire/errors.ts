@@ -16,6 +16,7 @@ export type ErrorCode =
   | "ENOEXEC"
   | "ECANCELED"
   | "ETIMEDOUT"
+  | "ENOTCONN"
   // Any other errno name, from a failed syscall. `string & {}` keeps editor completion of the
   // names above while still accepting every string.
   | (string & {});

@@ -70,6 +70,8 @@ export const KexecRequest = v.strictObject({
   cmd: v.literal("KEXEC"),
   timeout_ms: v.optional(TimeoutMs),
   dry_run: v.optional(v.boolean()),
+  /** Leave out subscribed clients that are not connected (new within version 1). */
+  force: v.optional(v.boolean()),
   ...common,
 });
 export const AbortRequest = v.strictObject({ cmd: v.literal("ABORT"), reason: v.optional(Reason), ...common });

@@ -252,15 +252,33 @@ function quiet(status: Record<string, unknown> | null): boolean {
   return s?.phase === "idle" && s.luod?.connections === 1 && s.clients?.subscribed === 0;
 }
 
+/**
+ * A subscription outlives its connection (issue 14, hole 14): the round's subscribers whose
+ * connections closed are expected back. An administrator evicts them (force: a prepared one too),
+ * so that nothing is left over and luod's memory can come back down.
+ */
+async function evictDisconnected(): Promise<void> {
+  const admin = RawPeer.connect(luod.socket);
+  try {
+    const list = await admin.request({ cmd: "LIST" }, [], 5000);
+    const gone = ((list?.clients ?? []) as { id: string; connected?: boolean }[]).filter((c) => c.connected === false);
+    for (const c of gone) await admin.request({ cmd: "EVICT", id: c.id, force: true }, [], 5000);
+  } finally {
+    admin.close();
+  }
+}
+
 /** After a round: luod alive, STATUS answered, nothing left over, fds and memory back down. */
 async function checkAfterRound(round: number): Promise<void> {
   const ctx = `after round ${round} (seed ${SEED})`;
   expect(luod.proc.exitCode, `luod exited ${ctx}: ${luod.logs().slice(-2000)}`).toBeNull();
   // luod closes the round's connections as it reads their EOFs: wait until it says it has
   const deadline = Date.now() + 5000;
+  await evictDisconnected();
   let probe = await probeFds();
   while (!quiet(probe.status) && Date.now() < deadline) {
     await Bun.sleep(20);
+    await evictDisconnected();
     probe = await probeFds();
   }
   const status = probe.status;

@@ -48,6 +48,8 @@ describe("luod without a LUO kernel", () => {
       const status = await client.status();
       expect(status.phase).toBe("idle");
       expect(status.device).toBe("absent");
+      // a subscription outlives its connection (issue 14, hole 14): leave nothing expected behind
+      await client.unsubscribe();
     } finally {
       client.close();
     }

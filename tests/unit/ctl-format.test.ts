@@ -65,6 +65,7 @@ describe("status", () => {
     expect(text).toContain("cmdline:      root=/dev/vda ro kho=on liveupdate=on");
     expect(text).toContain("clients:      5 subscribed, 0 ready");
     expect(formatStatus({ ...STATUS, clients: { subscribed: 5, prepared: 2, ready: 0 } }, NOW)).toContain("clients:      5 subscribed, 2 prepared, 0 ready");
+    expect(formatStatus({ ...STATUS, clients: { subscribed: 5, disconnected: 1, prepared: 0, ready: 0 } }, NOW)).toContain("clients:      5 subscribed (1 not connected), 0 ready");
     expect(text).toContain("last update:  #17 from 7.2.12 at 2026-06-01T11:56:00Z");
     expect(text).toContain("restored:     2 session(s), 1 unclaimed");
     const lines = text.split("\n");

@@ -27,6 +27,7 @@ const GOOD: Record<StateName, unknown> = {
   attempt: { last: 64 },
   loaded: { version: "7.2", sha256: "ab", cmdline: "quiet", size: 10, initrdSize: null, loadedAt: at },
   restored: { previous: null, sessions: [{ id: "vm", session: "luod:vm/1", uid: 0, gid: 0, unit: null, state: "unclaimed", restoredAt: at, changedAt: at, claimedByPid: null }] },
+  subscriptions: { version: 1, clients: [{ id: "vm", uid: 1000, gid: 1000, pid: 42, unit: "vm.service", since: at }] },
   fdstore: { jumpRequested: false, outgoing: [{ fdname: "luod%3Avm/1", session: "luod:vm/1", entry }] },
 };
 
@@ -39,6 +40,9 @@ const BAD: [StateName, string, string][] = [
   ["restored", "null", "null"],
   ["restored", "no sessions", record({ previous: null })],
   ["restored", "a session that is null", record({ previous: null, sessions: [null] })],
+  ["subscriptions", "another version", record({ version: 2, clients: [] })],
+  ["subscriptions", "an id SUBSCRIBE would refuse", record({ version: 1, clients: [{ id: "vm/1\u001b", uid: 0, gid: 0, pid: 1, unit: null, since: at }] })],
+  ["subscriptions", "a client without a uid", record({ version: 1, clients: [{ id: "vm", gid: 0, pid: 1, unit: null, since: at }] })],
   ["fdstore", "not JSON", "garbage"],
   ["fdstore", "null data", record(null)],
   ["fdstore", "outgoing of the wrong type", record({ jumpRequested: false, outgoing: {} })],

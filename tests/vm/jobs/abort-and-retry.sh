@@ -22,6 +22,8 @@ if [ "$LUO_STAGE" = 1 ]; then
     wait_lines good ABORTED 2 10
     wait_lines failer ABORTED 1 10
     kill "$CLIENTS_failer"; wait "$CLIENTS_failer" 2>/dev/null
+    # its subscription outlives it (docs/protocol.md): the next kexec would be refused without it
+    luoctl evict bad-1 || fail "luoctl evict bad-1"
     pass "FAIL aborted the update; every client got ABORTED"
 
     step "2. a silent client hits the deadline"
@@ -31,6 +33,7 @@ if [ "$LUO_STAGE" = 1 ]; then
     wait_lines good ABORTED 4 10
     wait_lines silent ABORTED 1 10
     kill "$CLIENTS_silent"; wait "$CLIENTS_silent" 2>/dev/null
+    luoctl evict mute-1 || fail "luoctl evict mute-1"
     pass "the deadline aborted the update; the host is still running"
 
     step "3. the real jump: one client exits after READY, one will never claim"

@@ -23,6 +23,8 @@ if [ "$LUO_STAGE" = 1 ]; then
     has_message 0 5 "unloaded the next kernel" || fail "luod did not say it unloaded the kernel"
     has_message 0 4 "aborted: READY deadline" || fail "the abort is not in the journal with warning priority"
     systemctl stop luo-test-client@mute.service
+    # its subscription outlives it (docs/protocol.md): the next kexec would be refused without it
+    luoctl evict mute || fail "luoctl evict mute"
     pass "an aborted update in systemd mode empties the fd store and unloads the kernel"
 
     step "luoctl load again, luoctl kexec through systemd"
