@@ -27,8 +27,7 @@ export interface FdPlace {
   socket: string;
 }
 
-export function fdPlace(socket: string): FdPlace {
-  const dir = mkdtempSync(join(tmpdir(), "luo-fuzz-fds-"));
+export function fdPlace(socket: string, dir = mkdtempSync(join(tmpdir(), "luo-fuzz-fds-"))): FdPlace {
   const fifo = join(dir, "fifo");
   if (!existsSync(fifo)) spawnSync("mkfifo", [fifo]);
   return { dir, fifo, socket };
