@@ -199,6 +199,8 @@ async function round(rng: Rng, r: number): Promise<void> {
   await admin.sendAll(JSON.stringify({ cmd: "KEXEC", timeout_ms: timeout, dry_run: dryRun, tag: r }) + "\n");
   const meddle = rng.chance(0.6) ? rng.int(0, timeout / 2) : -1;
   const t0 = Date.now();
+  /** Late READYs: cancelled before the round's peers close (a closed peer's fd number is reused). */
+  const timers: ReturnType<typeof setTimeout>[] = [];
   let meddled = false;
   let result: Record<string, unknown> | null = null;
   let rebooting = false;
@@ -241,7 +243,7 @@ async function round(rng: Rng, r: number): Promise<void> {
               break;
           }
         };
-        if (later) setTimeout(act, later);
+        if (later) timers.push(setTimeout(act, later));
         else act();
       }
     }
@@ -267,6 +269,7 @@ async function round(rng: Rng, r: number): Promise<void> {
     admin2.lines.splice(0);
     await Bun.sleep(1);
   }
+  for (const t of timers) clearTimeout(t);
   expect(result !== null || rebooting, `KEXEC got neither a reply nor REBOOTING within its deadline + 4 s, ${ctx}`).toBe(true);
   totals.rounds++;
   if (dryRun) totals.dryRuns++;
