@@ -21,7 +21,7 @@ import { RawPeer } from "../integration/raw-peer";
 import { closeFd } from "../../src/kernel/fd";
 import { Errno } from "../../src/kernel/libc";
 import { Rng, COMMANDS, planConnection, randomLine, type FdKind, type Plan } from "./generate";
-import { badLogLines, fuzzSeed, makeFd as makeAnyFd, fdPlace as placeFds, type FdPlace } from "./support";
+import { badLogLines, evictAll, fuzzSeed, makeFd as makeAnyFd, fdPlace as placeFds, type FdPlace } from "./support";
 
 const SEED = fuzzSeed();
 const MESSAGES = Number(process.env.LUO_FUZZ_MESSAGES ?? 100_000);
@@ -252,10 +252,12 @@ function quiet(status: Record<string, unknown> | null): boolean {
 async function checkAfterRound(round: number): Promise<void> {
   const ctx = `after round ${round} (seed ${SEED})`;
   expect(luod.proc.exitCode, `luod exited ${ctx}: ${luod.logs().slice(-2000)}`).toBeNull();
-  // luod closes the round's connections as it reads their EOFs: wait until it says it has
+  // luod closes the round's connections as it reads their EOFs: wait until it says it has (and
+  // evict what is still listed: a subscription may outlive its connection)
   const deadline = Date.now() + 5000;
   let probe = await probeFds();
   while (!quiet(probe.status) && Date.now() < deadline) {
+    await evictAll(luod.socket);
     await Bun.sleep(20);
     probe = await probeFds();
   }

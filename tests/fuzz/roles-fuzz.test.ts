@@ -21,7 +21,7 @@ import { REPO, openFdCount, startDaemon, type Daemon } from "../support/binary";
 import { RawPeer } from "../integration/raw-peer";
 import { closeFd } from "../../src/kernel/fd";
 import { Rng, FD_KINDS } from "./generate";
-import { badLogLines, fdPlace, fuzzSeed, makeFd, type FdPlace } from "./support";
+import { badLogLines, evictAll, fdPlace, fuzzSeed, makeFd, type FdPlace } from "./support";
 
 const SEED = fuzzSeed();
 const BUN = process.execPath;
@@ -68,6 +68,7 @@ async function checkQuiet(ctx: string): Promise<Record<string, unknown>> {
     return q?.phase === "idle" && q.luod?.connections === 1 && q.clients?.subscribed === 0;
   };
   while (!(quiet(p.status) && p.fds === baselineFds) && Date.now() < until) {
+    await evictAll(luod.socket); // a subscription may outlive its connection
     await Bun.sleep(50);
     p = await probe();
   }

@@ -80,3 +80,22 @@ export function evilText(pick: (n: number) => number): string {
   for (let i = 1 + pick(4); i > 0; i--) s += parts[pick(parts.length)]!;
   return s;
 }
+
+/**
+ * An admin EVICTs (force) every id LIST shows, so that a round's end does not depend on whether
+ * a subscription outlives its connection (issue 14, hole 14: it stays expected until UNSUBSCRIBE
+ * or EVICT). Run before a baseline check, once the round's connections are closed. Returns how
+ * many ids it evicted.
+ */
+export async function evictAll(socket: string): Promise<number> {
+  const { RawPeer } = await import("../integration/raw-peer");
+  const admin = RawPeer.connect(socket);
+  try {
+    const list = await admin.request({ cmd: "LIST" }, [], 5000);
+    const ids = ((list?.clients ?? []) as { id: string }[]).map((c) => c.id);
+    for (const id of ids) await admin.request({ cmd: "EVICT", id, force: true, reason: "fuzz round cleanup" }, [], 5000);
+    return ids.length;
+  } finally {
+    admin.close();
+  }
+}
