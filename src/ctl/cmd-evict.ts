@@ -3,7 +3,7 @@ import { isValidId } from "../wire/ids";
 import { escapeControl } from "../wire/escape";
 import type { EvictReply } from "../wire/replies";
 import { UsageError, lastValue, unmark } from "./args";
-import { EXIT_OK, QUICK_REPLY_TIMEOUT_MS, emit, withClient, type Ctx } from "./context";
+import { EXIT_OK, QUICK_REPLY_TIMEOUT_MS, emit, replyTimeout, withClient, type Ctx } from "./context";
 
 export async function cmdEvict(ctx: Ctx, args: string[], opts: Record<string, unknown>): Promise<number> {
   const id = unmark(args[0]!);
@@ -12,7 +12,7 @@ export async function cmdEvict(ctx: Ctx, args: string[], opts: Record<string, un
   const req: Record<string, unknown> & { cmd: string } = { cmd: "EVICT", id };
   if (opts.force === true) req.force = true;
   if (reason !== undefined) req.reason = reason;
-  const r = (await withClient(ctx, (c) => c.call(req, [], { timeoutMs: QUICK_REPLY_TIMEOUT_MS }))).msg as EvictReply;
+  const r = (await withClient(ctx, (c) => c.call(req, [], { timeoutMs: replyTimeout(ctx, QUICK_REPLY_TIMEOUT_MS) }))).msg as EvictReply;
   emit(ctx, r, () => describeEviction(id, r));
   return EXIT_OK;
 }

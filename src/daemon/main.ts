@@ -18,6 +18,7 @@ import { closeFd } from "../kernel/fd";
 import { SysError } from "../kernel/libc";
 import { sdNotify } from "../kernel/sdnotify";
 import { oneLine } from "../wire/errors";
+import { escapeControl } from "../wire/escape";
 import { parseArgs, readConfigFile, mergeSettings, helpText, resolveGroup, type Settings } from "./config";
 import { SystemdHandoff } from "./systemd-handoff";
 import { ensureTrustedDir, fileKind } from "./trusted-dirs";
@@ -46,7 +47,8 @@ export async function luodMain(args: string[]): Promise<number> {
     config = reloadConfig();
   } catch (e) {
     // a bad flag or config file: one line, exit 2 (ConfigError), or whatever else failed there
-    console.error(`luod: ${oneLine((e as Error).message)}`);
+    // (escaped: a config file's bytes may be quoted in it, and it goes to a terminal or the journal)
+    console.error(`luod: ${escapeControl(oneLine((e as Error).message))}`);
     return 2;
   }
   const logOpts = { verbose: config.verbose };

@@ -7,7 +7,7 @@
 // line and set aside as `<name>.json.bad-<time>`: never deleted, never fatal
 // (docs/daemon.md#files-under-the-state-dir-default-runluod). Writes go to a fresh temp file
 // created exclusively, never through a symlink, then renamed into place.
-import { closeSync, constants, existsSync, fstatSync, openSync, readFileSync, renameSync, mkdirSync, rmSync, writeSync } from "node:fs";
+import { closeSync, constants, fstatSync, lstatSync, openSync, readFileSync, renameSync, mkdirSync, rmSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import * as v from "valibot";
 import { ManifestEntrySchema } from "./manifest";
@@ -144,7 +144,8 @@ export class StateFiles {
     const path = this.path(name);
     const stamp = `${path}.bad-${new Date().toISOString().replace(/[:.]/g, "-")}`;
     let aside = stamp;
-    for (let i = 2; existsSync(aside); i++) aside = `${stamp}-${i}`; // never over an earlier one
+    // never over an earlier one, a set-aside symlink included (existsSync follows it: a dangling one looked free)
+    for (let i = 2; lexists(aside); i++) aside = `${stamp}-${i}`;
     let where: string;
     try {
       renameSync(path, aside);
@@ -158,6 +159,16 @@ export class StateFiles {
 }
 
 /** The content of a regular file of luod's that only luod may write, opened without following a symlink or blocking on a FIFO. */
+/** Whether a directory entry exists at `path` (a dangling symlink counts). */
+function lexists(path: string): boolean {
+  try {
+    lstatSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 function readRegular(path: string): string {
   const fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
   try {

@@ -3,7 +3,8 @@
 // one connection: its byte stream cut into writes, fds attached to some lines, and how it ends.
 //
 // Nothing here can make luod load a kernel: LOAD only ever carries memfds holding a few bytes
-// of text, FIFOs or /dev/null (the fuzzer opens them; see FdKind), which fail the bzImage check.
+// of text, FIFOs, directories, O_PATH fds or /dev/null (see FdKind), which fail the bzImage check
+// (sockets are refused before that).
 
 /** sfc32: small, fast, good enough, and the same sequence for the same seed everywhere. */
 export class Rng {
@@ -51,6 +52,8 @@ export const COMMANDS = [
   "SUBSCRIBE", "PREPARE", "READY", "FAIL", "UNSUBSCRIBE", "CLAIM", "FINISHED",
   "STATUS", "LIST", "LOAD", "UNLOAD", "CHECK", "KEXEC", "ABORT", "DISCARD",
 ] as const;
+// EVICT is not among them: a root fuzz connection evicting another's id would drop a connection
+// the check expects every reply on. The update fuzz (update-fuzz.test.ts) sends it.
 
 const ID_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._@:-";
 const NASTY_STRINGS = [
@@ -128,6 +131,11 @@ export function validRequest(rng: Rng, cmd: string, tag: number): Record<string,
     case "FAIL":
     case "ABORT":
       if (rng.chance(0.5)) m.reason = randomString(rng, 100);
+      break;
+    case "EVICT":
+      m.id = rng.chance(0.8) ? validId(rng) : randomString(rng, 20);
+      if (rng.chance(0.3)) m.force = rng.chance(0.5);
+      if (rng.chance(0.6)) m.reason = randomString(rng, 100);
       break;
     case "LOAD": {
       m.cmdline = rng.pick(["liveupdate=on", "console=ttyS0 liveupdate=on kho=on", "BOOT_IMAGE=/vmlinuz root=/dev/sda liveupdate=on", "quiet", ""]);
@@ -231,7 +239,13 @@ export function randomLine(rng: Rng, commands: readonly string[], tag: number): 
   return { kind: "big", bytes: enc.encode(JSON.stringify(m)), tag: null, cmd };
 }
 
-export type FdKind = "memfd" | "fifo" | "devnull";
+/**
+ * Every kind of fd a peer can put in SCM_RIGHTS (tests/fuzz/support.ts opens them): luod's own
+ * socket (a fresh connection to it), one end of a socket pair, a directory, a FIFO, an O_PATH fd,
+ * a memfd, /dev/null. luod refuses the sockets (EBADMSG) and must keep none of them.
+ */
+export const FD_KINDS = ["luod-socket", "socketpair", "dir", "fifo", "opath", "memfd", "devnull"] as const;
+export type FdKind = (typeof FD_KINDS)[number];
 
 /** A write of the connection: bytes, and fds that travel with their first byte. */
 export interface Write {
@@ -298,7 +312,7 @@ export function planConnection(rng: Rng, o: PlanOptions): Plan {
     const line = randomLine(rng, o.commands, tag);
     let fds: FdKind[] = [];
     if (line.kind !== "blank" && rng.chance(o.fdRate)) {
-      fds = Array.from({ length: rng.int(1, 3) }, () => rng.pick<FdKind>(["memfd", "memfd", "fifo", "devnull"]));
+      fds = Array.from({ length: rng.int(1, 3) }, () => rng.pick<FdKind>(FD_KINDS));
     }
     if (fds.length) {
       flush();
@@ -323,7 +337,7 @@ export function planConnection(rng: Rng, o: PlanOptions): Plan {
   }
   if (ending === "abrupt" && rng.chance(0.5)) {
     // end in the middle of a line, maybe one that carries fds
-    cut.push({ bytes: enc.encode('{"cmd":"LOAD","cmdline":"x","initrd":true,"fds":2'.slice(0, rng.int(1, 48))), fds: rng.chance(0.5) ? ["memfd", "fifo"] : [] });
+    cut.push({ bytes: enc.encode('{"cmd":"LOAD","cmdline":"x","initrd":true,"fds":2'.slice(0, rng.int(1, 48))), fds: rng.chance(0.7) ? Array.from({ length: rng.int(1, 3) }, () => rng.pick(FD_KINDS)) : [] });
   }
   return { writes: cut, ending, expectedReplies, orderedTags, tags, lines: o.messages };
 }
