@@ -11,6 +11,11 @@ export const ADMIN_RESERVE = 8;
 export const RESERVE_FIRST_REQUEST_TIMEOUT_MS = 2_000;
 /** The per-uid cap when none is configured: all but this share of maxConnections (see perUidDefault). */
 const OTHER_UIDS_SHARE = 16;
+/**
+ * A connection whose replies wait this long without the peer reading any is closed: a dead client
+ * is gone within 20 s even when its socket lives on only in flight (docs/daemon.md, "Dead peers").
+ */
+export const STALLED_OUTPUT_MS = 15_000;
 /** Connections kept at once from peers that have no role (every request is EPERM). */
 export const MAX_STRANGERS = 16;
 

@@ -33,7 +33,7 @@ import type { KernelLoader } from "./loader";
 import type { RestoredSessions } from "./restored";
 import { groupsOfPeer, permits, REQUIRED_ROLE, rolesOf, whyRefused, type AccessPolicy, type Roles } from "./access";
 import { Dispatcher } from "./dispatch";
-import { ADMIN_RESERVE, ClientPeer, MAX_STRANGERS, perUidDefault, RESERVE_FIRST_REQUEST_TIMEOUT_MS, type ServerStats } from "./peers";
+import { ADMIN_RESERVE, ClientPeer, MAX_STRANGERS, perUidDefault, RESERVE_FIRST_REQUEST_TIMEOUT_MS, STALLED_OUTPUT_MS, type ServerStats } from "./peers";
 import type { Logger } from "./log";
 import { VERSION } from "../version";
 
@@ -161,7 +161,7 @@ export class Server {
         onMessage: (msg, fds) => this.onMessage(peer, msg, fds),
         onInvalid: (code, message, echo) => this.onInvalid(peer, code, message, echo),
         onClose: (reason) => this.onClose(peer, reason),
-      }, { maxSendLineBytes: MAX_REPLY_BYTES, maxQueuedBytes: 2 * MAX_REPLY_BYTES, readPauseBytes: 256 * 1024, refuseSockets: true });
+      }, { maxSendLineBytes: MAX_REPLY_BYTES, maxQueuedBytes: 2 * MAX_REPLY_BYTES, readPauseBytes: 256 * 1024, refuseSockets: true, stalledOutputMs: STALLED_OUTPUT_MS });
     } catch (e) {
       this.o.log.warning(`cannot watch connection from pid ${cred.pid}: ${(e as Error).message}`);
       this.stats.refused++;

@@ -72,6 +72,8 @@ export interface ConnectionOptions {
    * refused when it ends). Default PARTIAL_LINE_FD_TIMEOUT_MS; 0: never.
    */
   partialLineFdTimeoutMs?: number;
+  /** Close the connection when its output waits this long without the peer taking any (0: never). */
+  stalledOutputMs?: number;
   /** sendmsg/recvmsg buffers; default one shared instance per thread. */
   io?: MessageIo;
 }
@@ -82,9 +84,6 @@ export type ConnectionLoop = Pick<EventLoop, "watch" | "rearm" | "unwatch">;
 export const DEFAULT_MAX_QUEUED_BYTES = 1 << 20;
 /** fds may wait this long for the rest of their line (a real client sends a line in one write). */
 export const PARTIAL_LINE_FD_TIMEOUT_MS = 3000;
-/** Stands in the fd FIFO for a refused socket (already closed), so fds still match lines. */
-/** Reads made by peerExited() at most: a socket buffer holds far less than this many reads. */
-const MAX_DRAIN_READS = 256;
 /** Full-buffer reads per readiness callback before yielding to other fds (the loop is
  *  level-triggered: what is left is reported again). */
 const MAX_READS_PER_WAKE = 16;
@@ -111,6 +110,8 @@ export class Connection {
   private linesWaiting = false;
   private readonly output: OutputQueue;
   private wantOut = false;
+  private readonly stalledOutputMs: number;
+  private stallTimer: ReturnType<typeof setTimeout> | null = null;
   private inCallback = false;
   private closeReason: string | null = null;
 
@@ -129,6 +130,7 @@ export class Connection {
       this.framer, opts.refuseSockets ?? false, opts.partialLineFdTimeoutMs ?? PARTIAL_LINE_FD_TIMEOUT_MS, () => this.fdTimedOut(),
     );
     this.output = new OutputQueue(fd, this.io);
+    this.stalledOutputMs = opts.stalledOutputMs ?? 0;
     loop.watch(fd, READ_EVENTS, (events: number) => this.onReady(events));
   }
 
@@ -204,26 +206,15 @@ export class Connection {
   /**
    * The peer's process has exited (its pidfd said so) but the connection is still open. Either
    * another process holds the peer's socket (handed to a child: a live client, left alone), or the
-   * only reference left is in flight in this connection's receive queue, unread because the peer
-   * stopped reading its replies. So read everything queued now, whatever the backpressure: a
-   * socket among the fds is closed (refuseSockets), and if that was the last reference, the read
-   * then sees EOF and the connection closes. Lines read stay queued until the output drains.
+   * only reference left is in flight in this connection's receive queue. While luod reads the
+   * connection, such a socket arrives and is refused (refuseSockets), and EOF follows. While it
+   * does not (the peer stopped reading its replies, so luod stopped reading its requests), the
+   * connection is closed now: its process is gone and nobody reads it. Reading the queue out
+   * instead would let a peer park thousands of fds and megabytes in luod on its way out.
    */
   peerExited(): void {
     if (this.closeReason !== null) return;
-    for (let i = 0; i < MAX_DRAIN_READS; i++) {
-      const fds: number[] = [];
-      const n = this.io.receive(this.fd, fds);
-      if (fds.length > 0) this.receivedFds.admit(fds);
-      if (n === -Errno.EAGAIN) break;
-      if (n < 0) return this.shutdown(`recv: ${errnoName(-n)}`, false);
-      if (n === 0) return this.shutdown("peer closed the connection (its process has exited)", false);
-      if (this.io.lastTruncated) return this.shutdown("MSG_CTRUNC: the peer sent more fds at once than luod accepts; fds were lost", false);
-      this.framer.push(this.io.buffer.subarray(0, n));
-    }
-    if (this.backlogged) this.linesWaiting = true;
-    else this.processLines();
-    if (this.closeReason === null && !this.inCallback) this.arm();
+    if (this.backlogged || this.linesWaiting) this.shutdown("its process has exited and its replies are not read", false);
   }
 
   // -- internals --------------------------------------------------------------------------------
@@ -245,6 +236,8 @@ export class Connection {
     if (this.closeReason !== null) return;
     this.closeReason = oneLine(reason); // first: nothing below may re-enter (no re-arm, no second close)
     this.receivedFds.stopTimer();
+    if (this.stallTimer) clearTimeout(this.stallTimer);
+    this.stallTimer = null;
     if (flushFirst && !this.output.empty) this.writeQueued();
     try {
       this.loop.unwatch(this.fd);
@@ -296,7 +289,28 @@ export class Connection {
   private setWantOut(on: boolean): void {
     if (this.wantOut === on) return;
     this.wantOut = on;
+    this.watchStall(false);
     if (!this.inCallback && this.closeReason === null) this.arm();
+  }
+
+  /**
+   * With stalledOutputMs: output that waits for the peer (the socket full) and makes no progress
+   * for that long closes the connection. A peer that neither reads nor exits (or whose socket
+   * lives on only in flight, where nothing reports its end) cannot hold a slot and its queued
+   * requests forever. `progress`: some output was just written, the wait starts again.
+   */
+  private watchStall(progress: boolean): void {
+    const waiting = this.stalledOutputMs > 0 && this.wantOut && this.closeReason === null;
+    if (!waiting || progress) {
+      if (this.stallTimer) clearTimeout(this.stallTimer);
+      this.stallTimer = null;
+    }
+    if (!waiting || this.stallTimer) return;
+    this.stallTimer = setTimeout(() => {
+      this.stallTimer = null;
+      this.shutdown(`slow consumer: ${this.output.queuedBytes} bytes unsent and nothing read for ${this.stalledOutputMs} ms`, false);
+    }, this.stalledOutputMs);
+    this.stallTimer.unref?.();
   }
 
   /** Writes queued output until done or EAGAIN; closes the connection on a send error. */
@@ -308,9 +322,11 @@ export class Connection {
 
   /** Returns null, or the errno of a failed send (EAGAIN is not a failure: it sets wantOut). */
   private writeQueued(): number | null {
+    const before = this.output.queuedBytes;
     const r = this.output.flush();
     if (typeof r === "number") return r;
     this.setWantOut(r === "blocked");
+    if (r === "blocked" && this.output.queuedBytes < before) this.watchStall(true);
     return null;
   }
 

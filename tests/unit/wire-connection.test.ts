@@ -408,25 +408,69 @@ describe("Connection: sockets and waiting fds (issue 14, hole 1)", () => {
     }
   });
 
-  test("peerExited reads a paused connection's queue out: its own socket found there is closed, and EOF closes it", async () => {
+  /** A connection whose peer sends requests and never reads a reply, until luod's output waits. */
+  async function backloggedConnection(opts: ConstructorParameters<typeof Connection>[3]) {
     const h = new RecorderWithInvalid();
     const [a, b] = socketPair({ nonblock: true });
     // tiny pause threshold: one reply stops reading
-    const conn = new Connection(a!, loop, { ...h, onMessage: () => conn.send({ reply: "x".repeat(100) }), onInvalid: () => {}, onClose: (r) => h.closes.push(r) }, { refuseSockets: true, readPauseBytes: 1, maxQueuedBytes: 1 << 30 });
+    const conn: Connection = new Connection(a!, loop, { ...h, onMessage: () => conn.send({ reply: "x".repeat(100) }), onInvalid: () => {}, onClose: (r) => h.closes.push(r) }, { refuseSockets: true, readPauseBytes: 1, maxQueuedBytes: 1 << 30, ...opts });
     const peer = new Peer(b!);
-    // fill the peer's receive buffer until luod's output waits, then park our own end in its queue
     for (let i = 0; i < 4000 && conn.queuedBytes === 0; i++) {
       peer.send('{"cmd":"S"}\n'.repeat(50));
       await Bun.sleep(0);
     }
     await until(() => conn.queuedBytes > 0, "output backlogged");
+    return { conn, h, peer, peerFd: b! };
+  }
+
+  test("peerExited closes a connection whose replies are not read: its own socket parked unread in the queue cannot keep it", async () => {
+    const { conn, h, peer, peerFd } = await backloggedConnection({});
     await Bun.sleep(20);
-    expect(peer.send('{"cmd":"S"}\n', [b!])).toBeGreaterThan(0);
-    closeFd(b!); // the peer "exits": its end survives only in flight, in conn's receive queue
+    expect(peer.send('{"cmd":"S"}\n', [peerFd])).toBeGreaterThan(0);
+    closeFd(peerFd); // the peer "exits": its end survives only in flight, in conn's receive queue
     await Bun.sleep(50);
     expect(conn.closed).toBe(false); // paused: the socket waits unread, no EOF
     conn.peerExited();
-    await until(() => conn.closed, "the connection closed");
-    expect(conn.socketsRefused).toBeGreaterThanOrEqual(1);
+    expect(conn.closed).toBe(true);
+    expect(h.closes[0]).toMatch(/process has exited/);
+    expect(fdsOpenedSince(baseline)).toEqual([]); // nothing parked in luod on the way out
+  });
+
+  test("peerExited of a peer that does not read parks nothing in luod: fds queued behind its unread requests are never taken", async () => {
+    const { conn, peer, peerFd } = await backloggedConnection({});
+    const m = memfdCreate("parked");
+    for (let i = 0; i < 10; i++) expect(peer.send('{"cmd":"S","fds":2}\n', [m, m])).toBeGreaterThan(0);
+    const before = openFds();
+    conn.peerExited(); // a child still holds the peer's end: no EOF will come
+    expect(conn.closed).toBe(true);
+    expect(fdsOpenedSince(before)).toEqual([]);
+    closeFd(m);
+    closeFd(peerFd);
+  });
+
+  test("peerExited leaves a connection that luod still reads alone (a child may hold the socket)", async () => {
+    const h = new Recorder();
+    const { conn, peer } = pair(h, { refuseSockets: true });
+    conn.peerExited();
+    expect(conn.closed).toBe(false);
+    peer.send('{"cmd":"STATUS"}\n');
+    await until(() => h.messages.length === 1, "the request");
+    conn.close("done");
+    peer.close();
+  });
+
+  test("output that waits stalledOutputMs without the peer reading closes the connection (slow consumer)", async () => {
+    const { conn, h, peerFd } = await backloggedConnection({ stalledOutputMs: 200 });
+    await until(() => conn.closed, "the stall to close it", 3000);
+    expect(h.closes[0]).toMatch(/slow consumer: .* nothing read for 200 ms/);
+    closeFd(peerFd);
+  });
+
+  test("without stalledOutputMs a peer that does not read keeps its connection", async () => {
+    const { conn, peerFd } = await backloggedConnection({});
+    await Bun.sleep(400);
+    expect(conn.closed).toBe(false);
+    conn.close("done");
+    closeFd(peerFd);
   });
 });
