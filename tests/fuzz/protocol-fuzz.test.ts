@@ -16,12 +16,13 @@ import { test, expect, beforeAll, afterAll } from "bun:test";
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { startDaemon, openFdCount, type Daemon } from "../support/binary";
+import { startDaemon, type Daemon } from "../support/binary";
 import { RawPeer } from "../integration/raw-peer";
 import { closeFd } from "../../src/kernel/fd";
 import { Errno } from "../../src/kernel/libc";
 import { Rng, COMMANDS, planConnection, randomLine, type FdKind, type Plan } from "./generate";
 import { badLogLines, evictAll, fuzzSeed, makeFd as makeAnyFd, fdPlace as placeFds, type FdPlace } from "./support";
+import { probeFds as probeFdsOf } from "./support";
 
 const SEED = fuzzSeed();
 const MESSAGES = Number(process.env.LUO_FUZZ_MESSAGES ?? 100_000);
@@ -221,26 +222,7 @@ async function overlong(rng: Rng): Promise<void> {
   totals.codes.set("EMSGSIZE", (totals.codes.get("EMSGSIZE") ?? 0) + 1);
 }
 
-/**
- * luod's fds and its own account of its connections, taken together while one probe connection
- * is open: STATUS says the probe is the only connection, and the count is read before the probe
- * closes, so a connection luod has not yet seen close (or one it is still closing) never makes
- * the count differ from the baseline, which is taken the same way. Exact, not lucky.
- */
-async function probeFds(): Promise<{ fds: number; status: Record<string, unknown> | null }> {
-  const p = RawPeer.connect(luod.socket);
-  let fds = -1;
-  try {
-    const status = await p.request({ cmd: "STATUS" }, [], 5000);
-    fds = openFdCount(luod.proc.pid);
-    return { fds, status };
-  } finally {
-    p.close();
-    // and luod has closed its end before anything else connects (a flood counts its refusals)
-    const until = Date.now() + 5000;
-    while (fds > 0 && openFdCount(luod.proc.pid) >= fds && Date.now() < until) await Bun.sleep(5);
-  }
-}
+const probeFds = () => probeFdsOf(luod);
 
 /** STATUS says: idle, the probe is luod's one connection, nobody subscribed. */
 function quiet(status: Record<string, unknown> | null): boolean {

@@ -17,11 +17,12 @@ import { chmodSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { spawnSync } from "node:child_process";
-import { REPO, openFdCount, startDaemon, type Daemon } from "../support/binary";
+import { REPO, startDaemon, type Daemon } from "../support/binary";
 import { RawPeer } from "../integration/raw-peer";
 import { closeFd } from "../../src/kernel/fd";
 import { Rng, FD_KINDS } from "./generate";
 import { badLogLines, evictAll, fdPlace, fuzzSeed, makeFd, type FdPlace } from "./support";
+import { probeFds as probeFdsOf } from "./support";
 
 const SEED = fuzzSeed();
 const BUN = process.execPath;
@@ -43,20 +44,7 @@ let dir: string;
 let place: FdPlace;
 let baselineFds: number;
 
-/** luod's fds and STATUS while one probe connection is open (see protocol-fuzz.test.ts: exact). */
-async function probe(): Promise<{ fds: number; status: Record<string, unknown> | null }> {
-  const p = RawPeer.connect(luod.socket);
-  let fds = -1;
-  try {
-    const status = await p.request({ cmd: "STATUS" }, [], 5000);
-    fds = openFdCount(luod.proc.pid);
-    return { fds, status };
-  } finally {
-    p.close();
-    const until = Date.now() + 5000;
-    while (fds > 0 && openFdCount(luod.proc.pid) >= fds && Date.now() < until) await Bun.sleep(5);
-  }
-}
+const probe = () => probeFdsOf(luod);
 
 /** luod is back at its baseline: one connection (the probe), nobody subscribed, the same fds, a clean log. */
 async function checkQuiet(ctx: string): Promise<Record<string, unknown>> {

@@ -9,6 +9,8 @@ import { openFile, writeFull, O_RDONLY, O_RDWR, O_NONBLOCK, O_CLOEXEC } from "..
 import { socketPair, unixConnect } from "../../src/kernel/unix";
 import { closeFd } from "../../src/kernel/fd";
 import type { FdKind } from "./generate";
+import { RawPeer } from "../integration/raw-peer";
+import { openFdCount, type Daemon } from "../support/binary";
 
 /** The seed of a fuzz file: LUO_FUZZ_SEED replays a run; printed by the caller. */
 export function fuzzSeed(): number {
@@ -97,5 +99,26 @@ export async function evictAll(socket: string): Promise<number> {
     return ids.length;
   } finally {
     admin.close();
+  }
+}
+
+/**
+ * luod's fds and its own account of its connections, taken together while one probe connection
+ * is open: STATUS says the probe is the only connection, and the count is read before the probe
+ * closes, so a connection luod has not yet seen close (or one it is still closing) never makes
+ * the count differ from a baseline taken the same way. Exact, not lucky. On the way out it waits
+ * until luod has closed the probe, before anything else connects (a flood counts its refusals).
+ */
+export async function probeFds(luod: Daemon): Promise<{ fds: number; status: Record<string, unknown> | null }> {
+  const p = RawPeer.connect(luod.socket);
+  let fds = -1;
+  try {
+    const status = await p.request({ cmd: "STATUS" }, [], 5000);
+    fds = openFdCount(luod.proc.pid);
+    return { fds, status };
+  } finally {
+    p.close();
+    const until = Date.now() + 5000;
+    while (fds > 0 && openFdCount(luod.proc.pid) >= fds && Date.now() < until) await Bun.sleep(5);
   }
 }
