@@ -2,7 +2,7 @@
 // within one boot, until UNSUBSCRIBE or EVICT, so that an update never leaves a tenant behind
 // silently (a supervisor restarting, or a luod restarted before its clients reconnected).
 // Mirrored to `<state-dir>/subscriptions.json` (docs/daemon.md#files-under-the-state-dir-default-runluod).
-import type { StateFiles } from "./state-files";
+import { ThrottledWrite, type StateFiles } from "./state-files";
 import type { Logger } from "./log";
 
 /** One expected client as the state file keeps it. */
@@ -26,14 +26,19 @@ export interface SubscriptionsFile {
 export const EXPECTED_SAVE_INTERVAL_MS = 100;
 
 export class ExpectedRecord {
-  private saveTimer: ReturnType<typeof setTimeout> | null = null;
-  private lastWriteAt = 0;
+  private readonly writer: ThrottledWrite;
 
   constructor(
     private readonly files: StateFiles,
-    private readonly log: Logger,
+    log: Logger,
     private readonly current: () => ExpectedEntry[],
-  ) {}
+  ) {
+    this.writer = new ThrottledWrite(
+      EXPECTED_SAVE_INTERVAL_MS,
+      () => this.files.write<SubscriptionsFile>("subscriptions", { version: 1, clients: this.current() }),
+      (e) => log.error(`writing the subscription record: ${e.message}`),
+    );
+  }
 
   /** The record of this boot (a bad one is set aside by StateFiles and counts as none). */
   load(): ExpectedEntry[] {
@@ -42,29 +47,16 @@ export class ExpectedRecord {
 
   /** Schedules a write: a burst of 1000 SUBSCRIBEs writes the file a few times, not 1000. */
   save(): void {
-    if (this.saveTimer !== null) return;
-    const wait = Math.max(0, this.lastWriteAt + EXPECTED_SAVE_INTERVAL_MS - Date.now());
-    this.saveTimer = setTimeout(() => {
-      try {
-        this.flush();
-      } catch (e) {
-        // a full or vanished state dir must not take luod down
-        this.log.error(`writing the subscription record: ${(e as Error).message}`);
-      }
-    }, wait);
+    this.writer.schedule();
   }
 
   /** Writes the file now (at shutdown, and by tests). */
   flush(): void {
-    if (this.saveTimer !== null) clearTimeout(this.saveTimer);
-    this.saveTimer = null;
-    this.lastWriteAt = Date.now();
-    this.files.write<SubscriptionsFile>("subscriptions", { version: 1, clients: this.current() });
+    this.writer.writeNow();
   }
 
   /** Stops a pending write (shutdown writes with flush() first). */
   cancel(): void {
-    if (this.saveTimer !== null) clearTimeout(this.saveTimer);
-    this.saveTimer = null;
+    this.writer.cancel();
   }
 }

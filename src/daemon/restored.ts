@@ -8,7 +8,7 @@
 import type { Manifest, ManifestEntry } from "./manifest";
 import { type KernelPort, type RetrievedSession } from "./kernel-port";
 import { ProtocolError, errorCodeOf } from "../wire/errors";
-import type { StateFiles } from "./state-files";
+import { ThrottledWrite, type StateFiles } from "./state-files";
 import type { Logger } from "./log";
 
 /** The state file is rewritten whole; under a burst of CLAIMs, at most this often. */
@@ -198,7 +198,7 @@ export class RestoredSessions {
   }
 
   closeAll(): void {
-    if (this.saveTimer !== null) this.flush();
+    if (this.writer.pending) this.flush();
     for (const id of [...this.held.keys()]) this.dropHeld(id);
   }
 
@@ -219,34 +219,25 @@ export class RestoredSessions {
   }
 
   /**
-   * Mirrors the registry to the state file, at most once per SAVE_INTERVAL_MS (the first change
-   * after a quiet spell is written on the next turn): a restore of 1000 clients whose CLAIMs
-   * trickle in writes the whole file a few dozen times, not 2000 (quadratic). A luod killed
-   * before the write leaves a record one step behind; claim() recognises such a session.
+   * Mirrors the registry to the state file, at most once per SAVE_INTERVAL_MS: a restore of 1000
+   * clients whose CLAIMs trickle in writes the whole file a few dozen times, not 2000. A luod
+   * killed before the write leaves a record one step behind; claim() recognises such a session.
    */
   private save(): void {
-    if (this.saveTimer !== null) return;
-    const wait = Math.max(0, this.lastWriteAt + SAVE_INTERVAL_MS - Date.now());
-    this.saveTimer = setTimeout(() => {
-      try {
-        this.flush();
-      } catch (e) {
-        // a full or vanished state dir must not take luod down: it still holds the sessions
-        this.log.error(`writing the restored-session record: ${(e as Error).message}`);
-      }
-    }, wait);
+    this.writer.schedule();
   }
 
   /** Writes the state file now (also at shutdown, and by tests). */
   flush(): void {
-    if (this.saveTimer !== null) clearTimeout(this.saveTimer);
-    this.saveTimer = null;
-    this.lastWriteAt = Date.now();
-    this.files.write<RestoredFile>("restored", { previous: this.previous, sessions: this.list() });
+    this.writer.writeNow();
   }
 
-  private saveTimer: ReturnType<typeof setTimeout> | null = null;
-  private lastWriteAt = 0;
+  // a full or vanished state dir must not take luod down: it still holds the sessions
+  private readonly writer = new ThrottledWrite(
+    SAVE_INTERVAL_MS,
+    () => this.files.write<RestoredFile>("restored", { previous: this.previous, sessions: this.list() }),
+    (e) => this.log.error(`writing the restored-session record: ${e.message}`),
+  );
 }
 
 /** CLAIM of an id with no session, or with another uid's: the two are indistinguishable. */

@@ -196,3 +196,51 @@ function describe(issues: readonly v.BaseIssue<unknown>[]): string {
 export function escapeControls(text: string): string {
   return text.replace(/[\x00-\x1f\x7f-\x9f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
 }
+
+/**
+ * A state file rewritten whole after changes, at most once per `intervalMs` (the first change
+ * after a quiet spell is written on the next turn): a burst of 1000 changes is a few writes, not
+ * 1000 (each rewrites the whole file: quadratic). A failed write is reported, never thrown: a full
+ * or vanished state dir must not take luod down. A luod killed before a pending write leaves the
+ * file one step behind.
+ */
+export class ThrottledWrite {
+  private timer: ReturnType<typeof setTimeout> | null = null;
+  private lastWriteAt = 0;
+
+  constructor(
+    private readonly intervalMs: number,
+    private readonly write: () => void,
+    private readonly onError: (e: Error) => void,
+  ) {}
+
+  /** A write is scheduled and not yet done. */
+  get pending(): boolean {
+    return this.timer !== null;
+  }
+
+  schedule(): void {
+    if (this.timer !== null) return;
+    const wait = Math.max(0, this.lastWriteAt + this.intervalMs - Date.now());
+    this.timer = setTimeout(() => {
+      try {
+        this.writeNow();
+      } catch (e) {
+        this.onError(e as Error);
+      }
+    }, wait);
+  }
+
+  /** Writes now (the scheduled write, if any, is done by this one); a failure throws. */
+  writeNow(): void {
+    this.cancel();
+    this.lastWriteAt = Date.now();
+    this.write();
+  }
+
+  /** Drops a scheduled write. */
+  cancel(): void {
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+  }
+}
