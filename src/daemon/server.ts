@@ -12,8 +12,10 @@
 //   waiting to be read (idle: luoctl writes its request right after connect), so luoctl gets
 //   through whatever the clients, root or not, hold; anything else is closed at accept;
 // - a peer whose process has exited (its pidfd, SO_PEERPIDFD) while its connection stays open is
-//   checked at once (Connection.peerExited): a socket held only in flight is released;
-//   a socket handed on to another process keeps the client (docs/daemon.md, "Dead peers");
+//   checked at once (Connection.peerExited): one whose replies nobody reads is closed, one luod
+//   still reads releases any socket in flight as it arrives; a socket handed on to another
+//   process keeps the client; replies unread for STALLED_OUTPUT_MS close any connection
+//   (docs/daemon.md, "Dead peers");
 // - at most MAX_STRANGERS connections from peers that may send nothing at all (every request
 //   would be EPERM): they cannot crowd out clients even when the socket mode lets them in;
 // - a connection that has no request accepted within firstRequestTimeoutMs is closed (a stalled
@@ -203,8 +205,8 @@ export class Server {
 
   /**
    * Watches the peer's process (a pidfd is readable once it has exited): if its connection is
-   * still open then, Connection.peerExited releases what luod may hold of it. Without a pidfd
-   * (the peer already gone, or no pidfd support) EOF is all luod relies on.
+   * still open then, Connection.peerExited closes it unless luod still reads it. Without a pidfd
+   * (the peer already gone, or no pidfd support) EOF and the stalled-output limit remain.
    */
   private watchPeerProcess(peer: ClientPeer, fd: number): void {
     try {
