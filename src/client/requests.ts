@@ -66,8 +66,13 @@ export abstract class LuoRequests {
     return this.request({ cmd: "UNLOAD" } satisfies RequestOf<"UNLOAD">, [], opts);
   }
 
-  check(opts?: RequestOptions): Promise<CheckReply> {
-    return this.request({ cmd: "CHECK" } satisfies RequestOf<"CHECK">, [], opts) as Promise<CheckReply>;
+  /** CHECK: the loaded kernel, or with `image` that image (luod verifies it like a LOAD and never loads it; you keep your fds). */
+  check(opts?: RequestOptions, image?: Omit<LoadOptions, "force" | "sha256">): Promise<CheckReply> {
+    if (!image) return this.request({ cmd: "CHECK" } satisfies RequestOf<"CHECK">, [], opts) as Promise<CheckReply>;
+    const fds = [image.kernelFd];
+    if (image.initrdFd !== undefined && image.initrdFd !== null) fds.push(image.initrdFd);
+    const req: RequestOf<"CHECK"> = { cmd: "CHECK", kernel: true, initrd: fds.length === 2, cmdline: image.cmdline };
+    return this.request(req, fds, opts) as Promise<CheckReply>;
   }
 
   /** ABORT: the reply says whether an update was running (`aborted`). */

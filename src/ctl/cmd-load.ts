@@ -54,10 +54,23 @@ function openForLoad(path: string, what: string): number {
 }
 
 export async function cmdLoad(ctx: Ctx, args: string[], opts: Record<string, unknown>): Promise<number> {
-  const kernel = unmark(args[0]!);
-  const initrd = lastValue(opts.initrd, "initrd");
   const shaText = lastValue(opts.sha256, "sha256");
   const sha256 = shaText === undefined ? undefined : parseSha256(shaText);
+  return withImage(ctx, unmark(args[0]!), opts, async (image) => {
+    const r = await withClient(ctx, (c) =>
+      c.load({ ...image, force: opts.force === true, sha256 }, { timeoutMs: replyTimeout(ctx, LOAD_TIMEOUT_MS) }),
+    );
+    emit(ctx, r, () => formatLoad(r));
+    return EXIT_OK;
+  });
+}
+
+/** Opens KERNEL (and --initrd), builds the command line from the options, runs `use`, closes the files. */
+async function withImage(
+  ctx: Ctx, kernel: string, opts: Record<string, unknown>,
+  use: (image: { kernelFd: number; initrdFd: number | null; cmdline: string }) => Promise<number>,
+): Promise<number> {
+  const initrd = lastValue(opts.initrd, "initrd");
   const cmdline = buildCmdline(
     { cmdline: lastValue(opts.cmdline, "cmdline"), reuse: opts.reuseCmdline === true, append: optionValues(opts.append, "append") },
     () => ctx.io.readProcCmdline(),
@@ -68,11 +81,7 @@ export async function cmdLoad(ctx: Ctx, args: string[], opts: Record<string, unk
     fds.push(kernelFd);
     const initrdFd = initrd === undefined ? null : openForLoad(initrd, "initrd");
     if (initrdFd !== null) fds.push(initrdFd);
-    const r = await withClient(ctx, (c) =>
-      c.load({ kernelFd, initrdFd, cmdline, force: opts.force === true, sha256 }, { timeoutMs: replyTimeout(ctx, LOAD_TIMEOUT_MS) }),
-    );
-    emit(ctx, r, () => formatLoad(r));
-    return EXIT_OK;
+    return await use({ kernelFd, initrdFd, cmdline });
   } finally {
     for (const fd of fds) closeSync(fd);
   }
@@ -84,9 +93,25 @@ export async function cmdUnload(ctx: Ctx): Promise<number> {
   return EXIT_OK;
 }
 
-/** Exit 1 when luod is not ready for a live update. */
-export async function cmdCheck(ctx: Ctx): Promise<number> {
-  const r = await withClient(ctx, (c) => c.check({ timeoutMs: replyTimeout(ctx, QUICK_REPLY_TIMEOUT_MS) }));
-  emit(ctx, r, () => formatCheck(r));
-  return r.ready === true ? EXIT_OK : EXIT_FAILED;
+/**
+ * Exit 1 when luod is not ready for a live update. With --kernel, the checks are about that image
+ * (luod verifies it as LOAD would, ABI included, and never loads it) instead of the loaded one.
+ */
+export async function cmdCheck(ctx: Ctx, _args: string[] = [], opts: Record<string, unknown> = {}): Promise<number> {
+  const kernel = lastValue(opts.kernel, "kernel");
+  const run = async (image?: { kernelFd: number; initrdFd: number | null; cmdline: string }) => {
+    // with an image, luod hashes it and reads its ABI: give it LOAD's time
+    const timeoutMs = replyTimeout(ctx, image ? LOAD_TIMEOUT_MS : QUICK_REPLY_TIMEOUT_MS);
+    const r = await withClient(ctx, (c) => c.check({ timeoutMs }, image));
+    emit(ctx, r, () => formatCheck(r));
+    return r.ready === true ? EXIT_OK : EXIT_FAILED;
+  };
+  if (kernel === undefined) {
+    if (opts.initrd !== undefined || opts.cmdline !== undefined || opts.reuseCmdline || opts.append !== undefined)
+      throw new UsageError("--initrd, --cmdline, --reuse-cmdline and --append go with --kernel FILE");
+    return run();
+  }
+  // no command line given: the running one, which is what `luoctl load --reuse-cmdline` would send
+  const given = opts.cmdline !== undefined || opts.reuseCmdline === true;
+  return withImage(ctx, kernel, given ? opts : { ...opts, reuseCmdline: true }, run);
 }

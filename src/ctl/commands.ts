@@ -97,9 +97,23 @@ export const SPECS: readonly Spec[] = [
     summary: "Preflight checks for a live update (exit 1 when not ready)",
     details:
       "Asks luod whether a live update could run now: /dev/liveupdate present, kexec allowed, lockdown,\n" +
-      "a kernel loaded by luod and its command line, every subscribed client connected. Exits 1 when\n" +
-      "something is not ready.",
-    options: [],
+      "the running kernel's LUO ABI, a kernel loaded by luod with the same ABI and its command line\n" +
+      "(panic= set), the memory the sessions keep against what the new kernel will have, the image\n" +
+      "against KHO's scratch area, every subscribed client connected. With --kernel FILE the checks\n" +
+      "are about that image instead (verified like `luoctl load`, never loaded; the command line is\n" +
+      "the running one unless given). Exits 1 when something is not ready; warnings do not fail it.",
+    options: [
+      ["--kernel <file>", "check this image instead of the loaded kernel (it is not loaded)"],
+      ["--initrd <file>", "with --kernel: the initramfs that would go with it"],
+      ["--cmdline <string>", "with --kernel: the command line it would get"],
+      ["--reuse-cmdline", "with --kernel: the running kernel's command line (the default)"],
+      ["--append <string>", "with --kernel: append to the command line (may be repeated)"],
+    ],
+    examples: [
+      "luoctl check",
+      "luoctl check --kernel /boot/vmlinuz-7.2.14 --initrd /boot/initrd.img-7.2.14",
+      "luoctl check --json | jq '.abi'",
+    ],
     run: cmdCheck,
   },
   {

@@ -142,10 +142,13 @@ export function formatStatus(r: Obj, now = Date.now(), style: Style = PLAIN): st
       if (typeof k.loaded_at === "string") extra.push(`loaded ${ageOf(k.loaded_at, now)} ago`);
       pairs.push(["kernel", bits.join(" ") + (extra.length ? ` (${extra.join(", ")})` : "")]);
       if (k.cmdline !== undefined) pairs.push(["cmdline", str(k.cmdline, "(empty)")]);
+      if (isObj(k.abi)) pairs.push(["  ABI", abiLine(k.abi)]);
+      if (k.reloadable === false) pairs.push(["  note", "loaded before luod restarted: `luoctl load` it again before `luoctl kexec`"]);
     }
   } else if (k !== undefined) {
     pairs.push(["kernel", str(k)]);
   }
+  if (isObj(r.running_abi)) pairs.push(["running ABI", abiLine(r.running_abi)]);
   pairs.push(["clients", describeClients(r.clients)]);
   if (isObj(r.luod)) {
     const l = r.luod;
@@ -252,9 +255,14 @@ export function formatLoad(r: Obj): string {
 /** `luoctl check`. Reads ready, checks[]: name, ok, detail. */
 export function formatCheck(r: Obj): string {
   const checks = Array.isArray(r.checks) ? r.checks.filter(isObj) : [];
-  const rows = checks.map((c) => [c.ok === false ? "FAIL" : c.ok === true ? "ok" : "?", str(c.name), str(c.detail, "")]);
+  const rows = checks.map((c) => [c.ok === false ? "FAIL" : c.ok === true ? (c.warning === true ? "WARN" : "ok") : "?", str(c.name), str(c.detail, "")]);
   const body = rows.length ? table(["", "CHECK", "DETAIL"], rows).split("\n").slice(1).join("\n") : "(no checks reported)";
   return `${body}\n${r.ready === true ? "ready for a live update" : "NOT ready for a live update"}`;
+}
+
+/** "luo-v5 memfd-v2 kho-v4" from an ABI object (an unknown string shows as "luo-?"). */
+function abiLine(a: Obj): string {
+  return ["luo", "memfd", "kho"].map((k) => (typeof a[k] === "string" ? esc(a[k] as string) : `${k}-?`)).join(" ");
 }
 
 /** The final line of `luoctl kexec` for a successful reply or a REBOOTING event. */

@@ -34,5 +34,7 @@ export interface DaemonConfig {
   commitDelayMs: number;
   /** direct, systemd or auto (default): docs/systemd.md */
   kexecMode?: KexecMode;
+  /** The running kernel's image (--running-image), tried before the distribution's paths. */
+  runningImage?: string | null;
   verbose: boolean;
 }

@@ -12,7 +12,8 @@ import { claimedReply } from "../wire/events";
 import { KEXEC_TIMEOUT_DEFAULT_MS } from "../wire/limits";
 import { ProtocolError, errorCodeOf } from "../wire/errors";
 import type { Broker, Peer } from "./broker";
-import type { KernelLoader } from "./loader";
+import type { Check, CheckResult, KernelLoader } from "./loader";
+import type { RunningAbi } from "./abi-gate";
 import type { RestoredSessions } from "./restored";
 import { ownsRestored, type Roles } from "./access";
 import type { Logger } from "./log";
@@ -32,6 +33,13 @@ export interface DispatcherOptions {
   luodStatus: (admin: boolean) => Record<string, unknown>;
   /** Extra fields for STATUS (boot kind, device state…). */
   statusExtra: () => Record<string, unknown>;
+  /** CHECK's checks that need more than the loader: memory, KHO scratch, panic= (preflight.ts). */
+  preflight?: (next: CheckResult["next"]) => Check[];
+}
+
+/** A RunningAbi as CHECK and STATUS show it. */
+export function runningAbiJson(r: RunningAbi) {
+  return { ...r.abi, sources: { ...r.sources } as Record<string, string> };
 }
 
 export class Dispatcher {
@@ -107,9 +115,25 @@ export class Dispatcher {
         loader.unload();
         return void reply();
       case "CHECK": {
-        const c = loader.check();
-        const clients = broker.clientsCheck();
-        return void reply({ ...c, checks: [...c.checks, clients], ready: c.ready && clients.ok && broker.phase === "idle", phase: broker.phase } satisfies CheckReply);
+        // With an image the check hashes it and reads its ABI in a worker: the reply comes when
+        // that is done, and the request's fds are taken from the caller as LOAD's are.
+        const candidate = req.kernel ? { kernelFd: fds[0]!, initrdFd: req.initrd ? fds[1]! : null, cmdline: req.cmdline ?? "" } : null;
+        const own = candidate ? fds.splice(0) : [];
+        loader.check(candidate).then(
+          (c) => {
+            const clients = broker.clientsCheck();
+            const checks = [...c.checks, ...(this.o.preflight?.(c.next) ?? []), clients];
+            reply({
+              ready: checks.every((x) => x.ok) && broker.phase === "idle", checks, phase: broker.phase,
+              abi: { running: c.abi.running && runningAbiJson(c.abi.running), next: c.abi.next },
+            } satisfies CheckReply);
+          },
+          (e) => {
+            if (!(e instanceof ProtocolError)) this.o.log.error(`CHECK from pid ${peer.cred.pid}: ${(e as Error).stack ?? e}`);
+            peer.send(errorReply("CHECK", errorCodeOf(e, "EIO"), (e as Error).message, req.tag));
+          },
+        ).catch((e) => this.o.log.error(`replying to CHECK: ${(e as Error).message}`)).finally(() => closeFds(own));
+        return;
       }
       case "KEXEC": {
         const timeoutMs = req.timeout_ms ?? KEXEC_TIMEOUT_DEFAULT_MS;
@@ -146,7 +170,9 @@ export class Dispatcher {
     return {
       luod: this.o.luodStatus(admin),
       ...broker.summary(admin ? null : peer.cred.uid),
-      kernel: k ? { loaded: true, version: k.version, sha256: k.sha256, cmdline: k.cmdline, loaded_at: k.loadedAt } : { loaded: false },
+      kernel: k ? { loaded: true, version: k.version, sha256: k.sha256, cmdline: k.cmdline, loaded_at: k.loadedAt, abi: k.abi ?? null, reloadable: loader.verifiable } : { loaded: false },
+      // known once a LOAD or CHECK asked for it (reading the running image can take a second)
+      running_abi: loader.runningAbiKnown(),
       restored: restored.list().filter((s) => admin || s.uid === peer.cred.uid).map((s) => ({
         id: s.id, session: s.session, state: s.state, uid: s.uid, unit: s.unit,
         age_s: Math.round((now - Date.parse(s.restoredAt)) / 1000),

@@ -9,7 +9,9 @@ import type { NextKernel } from "./broker";
 import type { Logger } from "./log";
 import { normalizeCmdline, analyzeCmdline, checkCmdline } from "./cmdline";
 import { inspectKernelImage, KERNEL_HEAD_BYTES } from "./bzimage";
-import { fileSize, readFull } from "../kernel/fd";
+import { closeQuietly, dupFd, fileSize, readFull } from "../kernel/fd";
+import { ABI_KINDS, MAKE_KNOWN, abiProblems, formatAbi, type ImageAbiResult, type LuoAbi, type RunningAbi, type RunningAbiSource } from "./abi-gate";
+import type { KernelImageInfo } from "./bzimage";
 import { SysError } from "../kernel/libc";
 import { ProtocolError } from "../wire/errors";
 
@@ -26,7 +28,28 @@ const HASH_CHUNK_BYTES = 1 << 20;
 export interface LoadedKernel extends NextKernel {
   size: number;
   initrdSize: number | null;
+  /** SHA-256 of the initrd (absent in records written before luod hashed initrds). */
+  initrdSha256?: string | null;
+  /** bzImage init_size (preflight: does it fit the KHO scratch); absent in records written before the ABI gate. */
+  initSize?: number;
   loadedAt: string;
+}
+
+/** How luod reads the ABI of an image and knows the running kernel's (abi-gate.ts). */
+export interface AbiGate {
+  readImage(fd: number, image: KernelImageInfo): Promise<ImageAbiResult>;
+  running: RunningAbiSource;
+}
+
+/** An image that passed every check (LOAD loads it, CHECK with an image only reports). */
+interface Verified {
+  sha256: string;
+  initrdSha256: string | null;
+  abi: LuoAbi;
+  banner: string | null;
+  compression: string;
+  /** Why the image must not be loaded (ABI); empty when it may. */
+  problems: string[];
 }
 
 export interface LoadRequest {
@@ -40,13 +63,31 @@ export interface LoadRequest {
 export class KernelLoader {
   private current: LoadedKernel | null;
   private loading = false;
+  /**
+   * luod's own dups of the files it loaded: KEXEC re-hashes them and loads them again, so the
+   * kernel in the kernel is the one verified even if someone ran `kexec -s -l` since. Null after
+   * a restart (the state file remembers what was loaded, but luod can no longer vouch for it).
+   */
+  private held: { kernelFd: number; initrdFd: number | null } | null = null;
 
   constructor(
     private readonly kernel: KernelPort,
     private readonly files: StateFiles,
     private readonly log: Logger,
+    private readonly gate: AbiGate | null = null,
   ) {
     this.current = files.read<LoadedKernel>("loaded");
+  }
+
+  /** The running kernel's ABI if it was read already (STATUS does not wait for it). */
+  runningAbiKnown(): { luo: string | null; memfd: string | null; kho: string | null; sources: Record<string, string> } | null {
+    const r = this.gate?.running.peek();
+    return r ? { ...r.abi, sources: { ...r.sources } as Record<string, string> } : null;
+  }
+
+  /** Whether this luod loaded the kernel itself (and can reload it at KEXEC). */
+  get verifiable(): boolean {
+    return this.held !== null;
   }
 
   /** What luod loaded, if the kernel still has an image loaded. */
@@ -66,53 +107,103 @@ export class KernelLoader {
   /**
    * Verifies and loads. The size and header checks throw at once (the refusal is answered in
    * order); the image is then hashed in slices of HASH_SLICE_MS between which the event loop
-   * serves everyone else, and the returned promise settles when that and the load are done.
+   * serves everyone else, its ABI is read in a worker thread and compared with the running
+   * kernel's, and the returned promise settles when that and the load are done.
    * `beforeLoad` runs just before kexec_file_load (it throws to refuse: an update may have
-   * started while the image was hashed).
+   * started while the image was read).
    */
   load(req: LoadRequest, beforeLoad: () => void = () => {}): Promise<LoadedKernel & { warnings: string[] }> {
-    if (this.loading) throw new ProtocolError("EBUSY", "another LOAD is in progress");
-    const size = fileSize(req.kernelFd);
+    const image = this.inspect(req.kernelFd, req.initrdFd);
+    this.loading = true;
+    return this.verifyAndLoad(req, image, beforeLoad).finally(() => (this.loading = false));
+  }
+
+  /** The synchronous checks: size limits and the bzImage header. Throws the refusal. */
+  private inspect(kernelFd: number, initrdFd: number | null): KernelImageInfo & { fileSize: number; initrdSize: number | null } {
+    if (this.loading) throw new ProtocolError("EBUSY", "another LOAD (or a KEXEC re-verifying the image) is in progress");
+    const size = fileSize(kernelFd);
     checkSize("kernel image", size);
-    const initrdSize = req.initrdFd === null ? null : fileSize(req.initrdFd);
+    const initrdSize = initrdFd === null ? null : fileSize(initrdFd);
     if (initrdSize !== null) checkSize("initrd", initrdSize);
     const head = new Uint8Array(new ArrayBuffer(Math.min(size, KERNEL_HEAD_BYTES)));
-    readFull(req.kernelFd, head, 0);
+    readFull(kernelFd, head, 0);
     const image = inspectKernelImage(head, size);
     // the same header checks as the kernel's bzImage64_probe, plus relocatable and truncation
     if (!image.ok) throw new ProtocolError("ENOEXEC", `not a loadable kernel image: ${image.reason}`);
-    this.loading = true;
-    return this.verifyAndLoad(req, image, size, initrdSize, beforeLoad).finally(() => (this.loading = false));
+    return { ...image, fileSize: size, initrdSize };
+  }
+
+  /** Hashes both files and reads the image's ABI; `problems` says why it must not be loaded. */
+  private async verify(kernelFd: number, initrdFd: number | null, image: KernelImageInfo & { fileSize: number; initrdSize: number | null }, sha256Wanted: string | null): Promise<Verified> {
+    this.log.debug(`LOAD: hashing the kernel image (${image.fileSize} bytes)`);
+    const sha256 = await digest(kernelFd, image.fileSize);
+    if (sha256Wanted && sha256Wanted.toLowerCase() !== sha256)
+      throw new ProtocolError("ENOEXEC", `kernel image SHA-256 is ${sha256}, expected ${sha256Wanted.toLowerCase()}`);
+    const initrdSha256 = initrdFd === null ? null : await digest(initrdFd, image.initrdSize!);
+    if (!this.gate) {
+      // fail closed: a luod that cannot read ABIs never loads
+      return { sha256, initrdSha256, abi: { luo: null, memfd: null, kho: null }, banner: null, compression: "unknown", problems: ["luod cannot read kernel ABIs here"] };
+    }
+    const [read, running] = await Promise.all([this.gate.readImage(kernelFd, image), this.gate.running.get()]);
+    if (!read.ok) {
+      return { sha256, initrdSha256, abi: { luo: null, memfd: null, kho: null }, banner: null, compression: read.compression ?? "unknown", problems: [read.reason] };
+    }
+    const banner = read.banners.length === 1 ? read.banners[0]! : null;
+    return { sha256, initrdSha256, abi: read.abi, banner, compression: read.compression, problems: abiProblems(running, read.abi) };
   }
 
   private async verifyAndLoad(
-    req: LoadRequest, image: Extract<ReturnType<typeof inspectKernelImage>, { ok: true }>, size: number, initrdSize: number | null,
-    beforeLoad: () => void,
+    req: LoadRequest, image: KernelImageInfo & { fileSize: number; initrdSize: number | null }, beforeLoad: () => void,
   ): Promise<LoadedKernel & { warnings: string[] }> {
-    this.log.debug(`LOAD: hashing the kernel image (${size} bytes)`);
-    const sha256 = await digest(req.kernelFd, size);
-    if (req.sha256 && req.sha256.toLowerCase() !== sha256)
-      throw new ProtocolError("ENOEXEC", `kernel image SHA-256 is ${sha256}, expected ${req.sha256.toLowerCase()}`);
+    const v = await this.verify(req.kernelFd, req.initrdFd, image, req.sha256);
+    // No --force for these: a kernel with another LUO ABI panics at boot, which is strictly
+    // worse than a cold reboot (docs/reliability.md#the-abi-gate).
+    if (v.problems.length) throw new ProtocolError("ENOEXEC", `refusing this kernel: ${v.problems.join("; ")}`);
     beforeLoad();
     const cmdline = normalizeCmdline(req.cmdline);
-    const khoOnByDefault = this.kernel.devicePresent() && !/(^|\s)kho=/.test(readText("/proc/cmdline") ?? "kho=");
-    const { errors, warnings } = analyzeCmdline(cmdline, { force: req.force, maxLength: image.maxCmdlineLength, khoOnByDefault });
+    const { errors, warnings } = analyzeCmdline(cmdline, { force: req.force, maxLength: image.maxCmdlineLength, khoOnByDefault: this.khoOnByDefault() });
     if (errors.length) throw new ProtocolError("EINVAL", errors.join("; "));
-    try {
-      this.kernel.loadKernel(req.kernelFd, req.initrdFd, cmdline);
-    } catch (e) {
-      if (e instanceof SysError) throw new ProtocolError(e.code, `kexec_file_load: ${e.code}${hint(e.code)}`);
-      throw e;
-    }
+    this.kexecFileLoad(req.kernelFd, req.initrdFd, cmdline);
+    this.hold(req.kernelFd, req.initrdFd);
     this.current = {
-      version: image.version, sha256, cmdline, size,
-      initrdSize,
+      version: image.version, sha256: v.sha256, cmdline, size: image.fileSize,
+      initrdSize: image.initrdSize, initrdSha256: v.initrdSha256,
+      banner: v.banner, abi: v.abi, initSize: image.initSize,
       loadedAt: new Date().toISOString(),
     };
     this.files.write("loaded", this.current);
-    this.log.notice(`loaded kernel ${image.version} (${size} bytes, sha256 ${sha256.slice(0, 16)}…) cmdline: ${cmdline}`);
+    this.log.notice(`loaded kernel ${image.version} (${image.fileSize} bytes, sha256 ${v.sha256.slice(0, 16)}…, ABI ${formatAbi(v.abi)}) cmdline: ${cmdline}`);
     for (const w of warnings) this.log.warning(`load: ${w}`);
     return { ...this.current, warnings };
+  }
+
+  /**
+   * KEXEC, before any client is paused: the image in the kernel must still be the one luod
+   * verified (anyone with CAP_SYS_BOOT may have run `kexec -s -l` since, and nothing reads back
+   * what is loaded: docs/kernel.md#loading-the-next-kernel). Re-hash what luod holds and load it
+   * again. Throws the refusal.
+   */
+  async reload(stillWanted: () => void): Promise<void> {
+    const k = this.current;
+    if (!k) throw new ProtocolError("EINVAL", "no kernel is loaded by luod: run `luoctl load` first");
+    if (!this.held)
+      throw new ProtocolError("EINVAL", `the kernel ${k.version} was loaded before luod restarted, and luod cannot vouch for what is in the kernel now: run \`luoctl load\` again`);
+    if (this.loading) throw new ProtocolError("EBUSY", "a LOAD is in progress");
+    this.loading = true;
+    try {
+      const { kernelFd, initrdFd } = this.held;
+      const sha256 = await digest(kernelFd, fileSize(kernelFd));
+      const initrdSha256 = initrdFd === null ? null : await digest(initrdFd, fileSize(initrdFd));
+      if (sha256 !== k.sha256 || (k.initrdSha256 !== undefined && initrdSha256 !== k.initrdSha256)) {
+        this.unloadQuietly("its file changed after LOAD");
+        throw new ProtocolError("ENOEXEC", `the ${sha256 !== k.sha256 ? "kernel image" : "initrd"} changed on disk after \`luoctl load\` verified it: unloaded; load it again`);
+      }
+      stillWanted();
+      this.kexecFileLoad(kernelFd, initrdFd, k.cmdline);
+      this.log.info(`KEXEC: reloaded the verified kernel ${k.version} (whatever was loaded since LOAD is replaced)`);
+    } finally {
+      this.loading = false;
+    }
   }
 
   unload(): void {
@@ -127,9 +218,62 @@ export class KernelLoader {
     this.log.notice("kernel unloaded");
   }
 
-  /** Preflight: everything an operator should know before `luoctl kexec`. */
-  check(): { ready: boolean; checks: { name: string; ok: boolean; detail: string }[] } {
-    const checks: { name: string; ok: boolean; detail: string }[] = [];
+  /**
+   * luod starts or stops outside of a jump: a loaded kernel goes, whoever loaded it. While one is
+   * loaded, systemd ≥ 261 makes every `systemctl reboot` a kexec (docs/systemd.md#surprise-kexecs),
+   * and a luod that does not hold the image cannot vouch for its ABI (a mismatch panics the new
+   * kernel). The crash kernel (kexec -p) is a separate image and stays.
+   */
+  unloadUnvouched(why: string): void {
+    if (this.kernel.kexecLoaded() !== true) {
+      if (this.current && !this.held) this.forget();
+      return;
+    }
+    this.unloadQuietly(why);
+  }
+
+  private unloadQuietly(why: string): void {
+    try {
+      this.kernel.unloadKernel();
+      this.forget();
+      this.log.notice(`unloaded the next kernel (${why}): while one is loaded every \`systemctl reboot\` is a kexec; \`luoctl load\` again to update`);
+    } catch (e) {
+      this.log.warning(`unloading the next kernel (${why}) failed: ${(e as Error).message}`);
+    }
+  }
+
+  private kexecFileLoad(kernelFd: number, initrdFd: number | null, cmdline: string): void {
+    try {
+      this.kernel.loadKernel(kernelFd, initrdFd, cmdline);
+    } catch (e) {
+      if (e instanceof SysError) throw new ProtocolError(e.code, `kexec_file_load: ${e.code}${hint(e.code)}`);
+      throw e;
+    }
+  }
+
+  private hold(kernelFd: number, initrdFd: number | null): void {
+    const held = { kernelFd: dupFd(kernelFd), initrdFd: initrdFd === null ? null : dupFd(initrdFd) };
+    this.release();
+    this.held = held;
+  }
+
+  private release(): void {
+    if (!this.held) return;
+    closeQuietly([this.held.kernelFd, ...(this.held.initrdFd === null ? [] : [this.held.initrdFd])]);
+    this.held = null;
+  }
+
+  private khoOnByDefault(): boolean {
+    return this.kernel.devicePresent() && !/(^|\s)kho=/.test(readText("/proc/cmdline") ?? "kho=");
+  }
+
+  /**
+   * Preflight: everything an operator should know before `luoctl kexec`, about the loaded kernel,
+   * or about `candidate` (`luoctl check --kernel`: verified like a LOAD, never loaded).
+   * `extra` adds checks that need the rest of luod (preflight.ts: memory, scratch).
+   */
+  async check(candidate: CheckCandidate | null = null): Promise<CheckResult> {
+    const checks: Check[] = [];
     const device = this.kernel.devicePresent();
     checks.push({
       name: "device",
@@ -149,23 +293,98 @@ export class KernelLoader {
       ok: true,
       detail: lockdown ? `lockdown ${lockdown}${locked ? ": only signed kernel images load" : ""}` : "lockdown not reported",
     });
-    const loaded = this.loaded();
-    checks.push({
-      name: "kernel",
-      ok: !!loaded,
-      detail: loaded ? `${loaded.version} loaded by luod at ${loaded.loadedAt}` : "no kernel loaded by luod: run `luoctl load`",
-    });
-    if (loaded) {
-      const problems = checkCmdline(loaded.cmdline, { force: false });
-      checks.push({ name: "cmdline", ok: problems.length === 0, detail: problems.length ? problems.join("; ") : loaded.cmdline });
+    const running = await this.runningAbi();
+    checks.push(running.check);
+    let next: { abi: LuoAbi; version: string; cmdline: string; initSize?: number; size: number; initrdSize: number | null } | null = null;
+    if (candidate) {
+      const image = this.inspect(candidate.kernelFd, candidate.initrdFd);
+      this.loading = true;
+      let v: Verified;
+      try {
+        v = await this.verify(candidate.kernelFd, candidate.initrdFd, image, null);
+      } finally {
+        this.loading = false;
+      }
+      const cmdline = normalizeCmdline(candidate.cmdline);
+      checks.push({ name: "kernel", ok: true, detail: `${image.version} (${image.fileSize} bytes, sha256 ${v.sha256.slice(0, 16)}…, ${v.compression}): checked, not loaded` });
+      checks.push(abiCheck(v.abi, v.problems));
+      const { errors, warnings } = analyzeCmdline(cmdline, { force: false, maxLength: image.maxCmdlineLength, khoOnByDefault: this.khoOnByDefault() });
+      checks.push({ name: "cmdline", ok: errors.length === 0, detail: [...errors, ...warnings].join("; ") || cmdline });
+      next = { abi: v.abi, version: image.version, cmdline, initSize: image.initSize, size: image.fileSize, initrdSize: image.initrdSize };
+    } else {
+      const loaded = this.loaded();
+      checks.push({
+        name: "kernel",
+        ok: !!loaded && this.held !== null,
+        detail: !loaded ? "no kernel loaded by luod: run `luoctl load`"
+          : this.held ? `${loaded.version} loaded by luod at ${loaded.loadedAt}`
+          : `${loaded.version} was loaded before luod restarted: luod cannot vouch for it, run \`luoctl load\` again`,
+      });
+      if (loaded) {
+        const abi = loaded.abi ?? { luo: null, memfd: null, kho: null };
+        const abiTrouble = !loaded.abi ? ["this kernel was loaded by a luod that did not record its ABI: load it again"]
+          : running.abi ? abiProblems(running.abi, abi) : [running.check.detail];
+        checks.push(abiCheck(abi, abiTrouble));
+        const problems = checkCmdline(loaded.cmdline, { force: false });
+        checks.push({ name: "cmdline", ok: problems.length === 0, detail: problems.length ? problems.join("; ") : loaded.cmdline });
+        next = { abi, version: loaded.version, cmdline: loaded.cmdline, initSize: loaded.initSize, size: loaded.size, initrdSize: loaded.initrdSize };
+      }
     }
-    return { ready: checks.every((c) => c.ok), checks };
+    return { ready: checks.every((c) => c.ok), checks, abi: { running: running.abi, next: next?.abi ?? null }, next };
+  }
+
+  /** The running kernel's ABI as a check (and for STATUS): never throws. */
+  private async runningAbi(): Promise<{ abi: RunningAbi | null; check: Check }> {
+    if (!this.gate) return { abi: null, check: { name: "running-abi", ok: false, detail: "luod cannot read kernel ABIs here" } };
+    try {
+      const r = await this.gate.running.get();
+      const unknown = ABI_KINDS.filter((k) => r.abi[k] === null);
+      return {
+        abi: r,
+        check: {
+          name: "running-abi",
+          ok: unknown.length === 0,
+          detail: unknown.length
+            ? `unknown: ${unknown.join(", ")} (${r.notes.join("; ") || "no source had it"}); ${MAKE_KNOWN}`
+            : `${formatAbi(r.abi)} (${ABI_KINDS.map((k) => `${k}: ${r.sources[k]}`).join("; ")})`,
+        },
+      };
+    } catch (e) {
+      return { abi: null, check: { name: "running-abi", ok: false, detail: `reading the running kernel's ABI failed: ${(e as Error).message}` } };
+    }
   }
 
   private forget(): void {
+    this.release();
     this.current = null;
     this.files.remove("loaded");
   }
+}
+
+export interface Check {
+  name: string;
+  ok: boolean;
+  detail: string;
+  /** ok, but the operator should know (preflight.ts). */
+  warning?: boolean;
+}
+
+export interface CheckCandidate {
+  kernelFd: number;
+  initrdFd: number | null;
+  cmdline: string;
+}
+
+export interface CheckResult {
+  ready: boolean;
+  checks: Check[];
+  abi: { running: RunningAbi | null; next: LuoAbi | null };
+  /** The kernel the checks are about (loaded, or the candidate): for the checks the caller adds. */
+  next: { abi: LuoAbi; version: string; cmdline: string; initSize?: number; size: number; initrdSize: number | null } | null;
+}
+
+function abiCheck(abi: LuoAbi, problems: string[]): Check {
+  return { name: "abi", ok: problems.length === 0, detail: problems.length ? problems.join("; ") : `${formatAbi(abi)}: the same as the running kernel's` };
 }
 
 /** Refuses what kexec_file_load would refuse for its size, before luod reads any of it. */

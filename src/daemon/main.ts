@@ -75,6 +75,7 @@ export function toConfig(s: Settings, groups: (g: string) => number = (g) => res
     firstRequestTimeoutMs: s.firstRequestTimeoutMs,
     commitDelayMs: s.commitDelayMs,
     kexecMode: s.kexecMode,
+    runningImage: s.runningImage,
     verbose: s.verbose,
   };
 }
@@ -115,6 +116,10 @@ export async function runDaemon(config: DaemonConfig, log: Logger, kernel: Kerne
   };
   const broker = new Broker(brokerOptions);
   systemd.start({ broker, restored, loader, boot });
+  // A kernel loaded before this luod started (by a luod that crashed, or by anyone) is one it
+  // cannot vouch for: unloaded, so that no `systemctl reboot` becomes a kexec into it. Not while
+  // systemd's kexec, requested by the previous luod, is under way.
+  if (!systemd.jumpInProgress) loader.unloadUnvouched("it was loaded before this luod started");
 
   const serverOptions = {
     listenFd, loop, broker, loader, restored, log,
@@ -151,7 +156,11 @@ export async function runDaemon(config: DaemonConfig, log: Logger, kernel: Kerne
       log.notice(`${sig}: stopping`);
       notify(log, "STOPPING=1");
       // after `systemctl kexec` was accepted the update is not aborted: the fd store carries it
-      if (!systemd.stop()) broker.shutdown();
+      if (!systemd.stop()) {
+        broker.shutdown();
+        // stopping outside a jump: a `systemctl reboot` must not become a kexec nobody brokers
+        loader.unloadUnvouched("luod is stopping");
+      }
       server.close();
       restored.closeAll();
       loop.close();

@@ -48,7 +48,12 @@ const Manifest = v.object({
   createdAt: v.string(),
   kernel: v.object({
     from: v.string(),
-    next: v.nullable(v.object({ version: v.string(), sha256: v.string(), cmdline: v.string() })),
+    // banner and abi: written since the ABI gate (optional: the manifest of an older luod has neither)
+    next: v.nullable(v.object({
+      version: v.string(), sha256: v.string(), cmdline: v.string(),
+      banner: v.optional(v.nullable(v.string())),
+      abi: v.optional(v.object({ luo: v.nullable(v.string()), memfd: v.nullable(v.string()), kho: v.nullable(v.string()) })),
+    })),
   }),
   timings: v.record(v.string(), v.number()),
   entries: v.array(ManifestEntrySchema),

@@ -27,6 +27,7 @@ const RESTART_ONLY = {
   socketGid: "socket-group",
   socketMode: "socket-mode",
   kexecMode: "kexec-mode",
+  runningImage: "running-image",
 } as const satisfies Partial<Record<keyof DaemonConfig, string>>;
 
 export type ReloadableSettings = Pick<DaemonConfig, keyof typeof RELOADABLE>;

@@ -30,6 +30,8 @@ export interface Settings {
   commitDelayMs: number;
   /** How the jump is made: luod's own reboot(), `systemctl kexec` with the fd store, or pick (docs/systemd.md). */
   kexecMode: "auto" | "direct" | "systemd";
+  /** The running kernel's image, when it is not where distributions put it (abi-gate.ts); null: look there only. */
+  runningImage: string | null;
   verbose: boolean;
 }
 
@@ -98,6 +100,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: "firstRequestTimeoutMs", flag: "first-request-timeout", arg: "DURATION", schema: DurationValue, help: "close a connection that has no request accepted within this time, 0 never (default 10s)" },
   { key: "commitDelayMs", flag: "commit-delay", arg: "MS", schema: MillisecondsValue, help: "wait between every client READY and the commit, for fault drills (default 0)" },
   { key: "kexecMode", flag: "kexec-mode", arg: "MODE", schema: v.picklist(["auto", "direct", "systemd"], "must be auto, direct or systemd"), help: "direct: luod calls reboot(KEXEC); systemd: the fd store and `systemctl kexec`; auto: systemd when run by systemd >= 261 with an fd store (default auto)" },
+  { key: "runningImage", flag: "running-image", arg: "PATH", schema: PathValue, help: "the running kernel's image, if not at /boot/vmlinuz-$(uname -r) or /usr/lib/modules/$(uname -r)/vmlinuz: read for its LUO ABI, used only if its banner is /proc/version" },
   { key: "verbose", flag: "verbose", schema: FlagValue, help: "log debug messages" },
 ];
 
@@ -114,6 +117,7 @@ export const DEFAULTS: Readonly<Settings> = {
   firstRequestTimeoutMs: 10_000,
   commitDelayMs: 0,
   kexecMode: "auto",
+  runningImage: null,
   verbose: false,
 };
 

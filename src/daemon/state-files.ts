@@ -43,6 +43,11 @@ export const STATE_SCHEMAS = {
       id: v.pipe(Text, v.check((s: string) => isValidId(s), "not a valid client id")), uid: Count, gid: Count, pid: Count, unit: v.nullable(Text), since: Text,
     })),
   }),
+  // what the previous luod recorded about the image it jumped into (abi-gate.ts)
+  "running-abi": v.looseObject({
+    banner: Text, source: Text,
+    abi: v.looseObject({ luo: v.nullable(Text), memfd: v.nullable(Text), kho: v.nullable(Text) }),
+  }),
   fdstore: v.looseObject({
     jumpRequested: v.boolean(),
     outgoing: v.array(v.looseObject({ fdname: Text, session: Text, entry: v.nullable(ManifestEntrySchema) })),

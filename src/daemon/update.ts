@@ -8,6 +8,7 @@
 // with its last fd (docs/kernel.md#session-lifetimes), so a client may exit after READY and lose nothing.
 import type { KernelPort } from "./kernel-port";
 import type { Logger } from "./log";
+import type { LuoAbi } from "./abi-gate";
 import { encodeManifest, manifestEntry, MANIFEST_TOKEN, MANIFEST_VERSION, MANIFEST_FORMAT, type Manifest } from "./manifest";
 import { closeQuietly, names, type Client, type Peer, type Subscribers } from "./subscribers";
 import { ProtocolError, errorCodeOf, type ErrorCode } from "../wire/errors";
@@ -21,6 +22,10 @@ export interface NextKernel {
   version: string;
   sha256: string;
   cmdline: string;
+  /** The image's "Linux version …" banner: after the jump, /proc/version of the new kernel. */
+  banner?: string | null;
+  /** Its ABI strings: the next luod's record of its own kernel (abi-gate.ts). */
+  abi?: LuoAbi;
 }
 
 export type KexecOutcome =
@@ -50,6 +55,12 @@ export interface UpdateOptions {
   /** The kernel luod loaded for the jump (null: none). Read at KEXEC time. */
   nextKernel: () => NextKernel | null;
   /**
+   * A real KEXEC, before any client is paused: make sure the kernel in the kernel is the one luod
+   * verified (loader.ts reload()). Throws the refusal. `stillWanted` throws if the update should
+   * not start any more. Without it the loaded kernel is taken as it is (unit tests).
+   */
+  reloadKernel?: (stillWanted: () => void) => Promise<void>;
+  /**
    * Wait this long between "every client READY" and the commit (fault drills: it opens the
    * window in which luod can be killed, or the loaded kernel removed, after the barrier).
    */
@@ -75,6 +86,8 @@ export interface UpdateRunnerParts {
 export class UpdateRunner {
   private update: Update | null = null;
   private committing = false;
+  /** A KEXEC is re-verifying the loaded kernel: another one is refused (EBUSY). */
+  private starting = false;
   private readonly kernel: KernelPort;
   private readonly log: Logger;
   private readonly now: () => number;
@@ -123,21 +136,38 @@ export class UpdateRunner {
    * An expected client that is not connected would be left behind: refused (ENOTCONN, naming
    * them) before anything else, unless `force`, which leaves them out and logs it.
    */
-  kexec(admin: Peer | null, opts: { timeoutMs: number; dryRun: boolean; force?: boolean }): Promise<KexecOutcome> {
-    if (this.update) return Promise.reject(new ProtocolError("EBUSY", `an update is already ${this.phase}`));
+  async kexec(admin: Peer | null, opts: { timeoutMs: number; dryRun: boolean; force?: boolean }): Promise<KexecOutcome> {
+    const busy = () => {
+      if (this.update) throw new ProtocolError("EBUSY", `an update is already ${this.phase}`);
+    };
+    if (this.starting) throw new ProtocolError("EBUSY", "another KEXEC is re-verifying the loaded kernel");
+    busy();
     const missing = this.missing();
     if (missing.length && !opts.force)
-      return Promise.reject(new ProtocolError("ENOTCONN",
+      throw new ProtocolError("ENOTCONN",
         `${missing.length} subscribed client(s) not connected, their tenants would be left behind: ${names(missing)}; ` +
-          "wait for them to reconnect, `luoctl evict ID` to forget one, or `luoctl kexec --force` to leave them out"));
+          "wait for them to reconnect, `luoctl evict ID` to forget one, or `luoctl kexec --force` to leave them out");
     if (!this.kernel.devicePresent())
-      return Promise.reject(new ProtocolError("ENODEV", "/dev/liveupdate is missing: this kernel has no LUO (CONFIG_LIVEUPDATE and liveupdate=on)"));
+      throw new ProtocolError("ENODEV", "/dev/liveupdate is missing: this kernel has no LUO (CONFIG_LIVEUPDATE and liveupdate=on)");
     if (!opts.dryRun) {
       if (!this.opts.nextKernel())
-        return Promise.reject(new ProtocolError("EINVAL", "no kernel is loaded by luod: run `luoctl load` first"));
+        throw new ProtocolError("EINVAL", "no kernel is loaded by luod: run `luoctl load` first");
       if (this.kernel.kexecLoaded() === false)
-        return Promise.reject(new ProtocolError("EINVAL", "the kernel luod loaded is no longer loaded (kexec unloaded by someone else): run `luoctl load` again"));
+        throw new ProtocolError("EINVAL", "the kernel luod loaded is no longer loaded (kexec unloaded by someone else): run `luoctl load` again");
+      if (this.opts.reloadKernel) {
+        this.starting = true;
+        try {
+          await this.opts.reloadKernel(busy);
+        } finally {
+          this.starting = false;
+        }
+        busy();
+      }
     }
+    return this.begin(admin, opts, missing);
+  }
+
+  private begin(admin: Peer | null, opts: { timeoutMs: number; dryRun: boolean }, missing: Client[]): Promise<KexecOutcome> {
     const t0 = this.now();
     const attempt = this.nextAttempt();
     const participants = this.subscribers.all().filter((c) => c.peer !== null);

@@ -130,7 +130,7 @@ export interface StatusReply extends JsonObject {
   phase: string;
   update: UpdateInfo | null;
   clients: { subscribed: number; ready: number } & JsonObject;
-  kernel: ({ loaded: boolean; version?: string; sha256?: string; cmdline?: string; loaded_at?: string } & JsonObject) | null;
+  kernel: ({ loaded: boolean; version?: string; sha256?: string; cmdline?: string; loaded_at?: string; abi?: AbiStrings | null } & JsonObject) | null;
   restored: RestoredInfo[];
 }
 
@@ -145,9 +145,18 @@ export interface LoadReply extends JsonObject {
   cmdline: string;
 }
 
+/** The three LUO handover ABI strings (null: unknown, or absent from that kernel). */
+export interface AbiStrings extends JsonObject {
+  luo: string | null;
+  memfd: string | null;
+  kho: string | null;
+}
+
 export interface CheckReply extends JsonObject {
   ready: boolean;
-  checks: ({ name: string; ok: boolean; detail: string } & JsonObject)[];
+  checks: ({ name: string; ok: boolean; detail: string; warning?: boolean } & JsonObject)[];
+  /** The running kernel's ABI (with where each string came from) and the checked kernel's. */
+  abi?: { running: (AbiStrings & { sources: Record<string, string> }) | null; next: AbiStrings | null } & JsonObject;
 }
 
 export interface AbortReply extends JsonObject {

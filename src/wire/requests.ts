@@ -65,7 +65,14 @@ export const LoadRequest = v.strictObject({
   ...common,
 });
 export const UnloadRequest = v.strictObject({ cmd: v.literal("UNLOAD"), ...common });
-export const CheckRequest = v.strictObject({ cmd: v.literal("CHECK"), ...common });
+/** CHECK alone checks the loaded kernel; with "kernel" (and "initrd") it checks the image sent instead, like a LOAD that never loads. */
+export const CheckRequest = v.strictObject({
+  cmd: v.literal("CHECK"),
+  kernel: v.optional(v.boolean()),
+  initrd: v.optional(v.boolean()),
+  cmdline: v.optional(v.string()),
+  ...common,
+});
 export const KexecRequest = v.strictObject({
   cmd: v.literal("KEXEC"),
   timeout_ms: v.optional(TimeoutMs),
@@ -137,9 +144,11 @@ export function isCommand(s: unknown): s is Command {
   return typeof s === "string" && Object.hasOwn(SCHEMAS, s);
 }
 
-/** How many fds a request carries: LOAD the kernel (+ the initrd), every other request none. */
+/** How many fds a request carries: LOAD the kernel (+ the initrd), CHECK the same when it names them, every other request none. */
 export function expectedFds(request: Request): number {
-  return request.cmd === "LOAD" ? 1 + (request.initrd ? 1 : 0) : 0;
+  if (request.cmd === "LOAD") return 1 + (request.initrd ? 1 : 0);
+  if (request.cmd === "CHECK") return (request.kernel ? 1 : 0) + (request.initrd ? 1 : 0);
+  return 0;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -197,10 +206,14 @@ export function parseRequest(input: string | Record<string, unknown>): ParseResu
       message: `${cmd}: invalid id ${JSON.stringify((id as string).slice(0, 64))}: 1-48 bytes of [A-Za-z0-9._@:-]`,
     };
   }
+  if (request.cmd === "CHECK" && (request.initrd || request.cmdline !== undefined) && !request.kernel) {
+    return { ok: false, code: "EINVAL", ...echo, message: 'CHECK: "initrd" and "cmdline" go with "kernel":true (the image to check)' };
+  }
   const want = expectedFds(request);
   const said = request.fds ?? 0;
   if (said !== want) {
-    const why = request.cmd === "LOAD" ? `LOAD with "initrd":${request.initrd} carries ${want}` : `${cmd} carries ${want}`;
+    const why = request.cmd === "LOAD" ? `LOAD with "initrd":${request.initrd} carries ${want}`
+      : request.cmd === "CHECK" ? `CHECK with "kernel":${request.kernel ?? false}, "initrd":${request.initrd ?? false} carries ${want}` : `${cmd} carries ${want}`;
     return { ok: false, code: "EBADMSG", ...echo, message: `${why} fds, but "fds" is ${said}` };
   }
   return { ok: true, request };

@@ -29,6 +29,7 @@ const GOOD: Record<StateName, unknown> = {
   restored: { previous: null, sessions: [{ id: "vm", session: "luod:vm/1", uid: 0, gid: 0, unit: null, state: "unclaimed", restoredAt: at, changedAt: at, claimedByPid: null }] },
   subscriptions: { version: 1, clients: [{ id: "vm", uid: 1000, gid: 1000, pid: 42, unit: "vm.service", since: at }] },
   fdstore: { jumpRequested: false, outgoing: [{ fdname: "luod%3Avm/1", session: "luod:vm/1", entry }] },
+  "running-abi": { banner: "Linux version 7.2.13 (luo@test) #1 SMP\n", source: "recorded", abi: { luo: "luo-v5", memfd: "memfd-v2", kho: null } },
 };
 
 const BAD: [StateName, string, string][] = [
@@ -38,6 +39,7 @@ const BAD: [StateName, string, string][] = [
   ["loaded", "null data", record(null)],
   ["loaded", "a missing field", record({ version: "7.2", sha256: "ab", cmdline: "", size: 1, loadedAt: at })],
   ["restored", "null", "null"],
+  ["running-abi", "an abi string that is a number", record({ banner: "b", source: "s", abi: { luo: 5, memfd: null, kho: null } })],
   ["restored", "no sessions", record({ previous: null })],
   ["restored", "a session that is null", record({ previous: null, sessions: [null] })],
   ["subscriptions", "another version", record({ version: 2, clients: [] })],

@@ -1,0 +1,170 @@
+// The LUO ABI gate: a kernel whose handover ABI differs from the running kernel's is never loaded
+// (a different LUO string panics it at boot: docs/kernel.md#abi-compatible-strings).
+//
+// The running kernel's strings come from three sources (docs/kernel.md#abi-compatible-strings),
+// best first: what KHO's debugfs shows of this very kernel, what luod recorded about the image it
+// jumped into (valid only if that image's banner is this kernel's /proc/version), and the running
+// image found on disk (same banner rule). A string no source knows makes the gate refuse: fail closed.
+import type { Logger } from "./log";
+import type { StateFiles } from "./state-files";
+
+export const ABI_KINDS = ["luo", "memfd", "kho"] as const;
+export type AbiKind = (typeof ABI_KINDS)[number];
+
+/** The three compatible strings, e.g. { luo: "luo-v5", memfd: "memfd-v2", kho: "kho-v4" }; null: not known / not present. */
+export type LuoAbi = Record<AbiKind, string | null>;
+
+/** What the image reader found in a kernel image. */
+export type ImageAbiResult =
+  | { ok: true; compression: string; abi: LuoAbi; banners: string[] }
+  | { ok: false; compression: string | null; reason: string };
+
+/** The running kernel's strings, where each came from, and why the missing ones are missing. */
+export interface RunningAbi {
+  abi: LuoAbi;
+  sources: Partial<Record<AbiKind, string>>;
+  notes: string[];
+}
+
+/** What a probe of the live system (debugfs, the running image) returns. */
+export type RunningProbe = () => Promise<RunningAbi>;
+
+/** What luod records about an image it loads, to know the running ABI after jumping into it. */
+export interface ImageRecord {
+  banner: string | null;
+  abi: LuoAbi;
+}
+
+/** The state record "running-abi": the next boot's luod knows its kernel from the previous luod's word. */
+export interface RecordedAbi extends ImageRecord {
+  source: string;
+}
+
+export const EMPTY_ABI: LuoAbi = { luo: null, memfd: null, kho: null };
+
+const NAMES: Record<AbiKind, string> = { luo: "LUO", memfd: "memfd", kho: "KHO" };
+
+/**
+ * How to make the running ABI known, for the refusal message. The sources are in
+ * docs/kernel.md#abi-compatible-strings.
+ */
+export const MAKE_KNOWN =
+  "make it known: put this kernel's image at /boot/vmlinuz-$(uname -r) (or name it with luod's --running-image), " +
+  "or mount debugfs (/sys/kernel/debug) for KHO's view";
+
+/**
+ * Every problem that makes the update from `running` into `next` unsafe, one line each; empty: the
+ * strings match. `next` null fields: the image has no such string (its kernel lacks that part).
+ */
+export function abiProblems(running: RunningAbi, next: LuoAbi): string[] {
+  const problems: string[] = [];
+  for (const k of ABI_KINDS) {
+    const have = running.abi[k];
+    const want = next[k];
+    if (want === null) {
+      problems.push(`the new kernel has no ${NAMES[k]} ABI string: ${missingWhy(k)}`);
+    } else if (have === null) {
+      problems.push(`the running kernel's ${NAMES[k]} ABI is unknown (${running.notes.filter((n) => n.startsWith(`${k}:`)).map((n) => n.slice(k.length + 1).trim()).join("; ") || "no source had it"}); ${MAKE_KNOWN}`);
+    } else if (have !== want) {
+      problems.push(`${NAMES[k]} ABI mismatch: the running kernel has ${have}, the new kernel ${want}: ${mismatchWhy(k)}`);
+    }
+  }
+  return problems;
+}
+
+function missingWhy(k: AbiKind): string {
+  switch (k) {
+    case "luo": return "it was built without CONFIG_LIVEUPDATE, every session would be lost";
+    case "memfd": return "it was built without CONFIG_LIVEUPDATE_MEMFD, no memfd could be restored";
+    case "kho": return "it was built without CONFIG_KEXEC_HANDOVER, the handed-over state would be ignored";
+  }
+}
+
+function mismatchWhy(k: AbiKind): string {
+  switch (k) {
+    case "luo": return "the new kernel would panic at boot (docs/kernel.md#abi-compatible-strings)";
+    case "memfd": return "no preserved memfd could be restored and /dev/liveupdate would fail with EIO for that whole boot";
+    case "kho": return "the new kernel would ignore the handed-over state and every session would be lost";
+  }
+}
+
+/** One line for logs and `luoctl status`: "luo-v5 memfd-v2 kho-v4" (unknown as "?"). */
+export function formatAbi(abi: LuoAbi): string {
+  return ABI_KINDS.map((k) => abi[k] ?? `${k}-?`).join(" ");
+}
+
+/**
+ * The running kernel's ABI: the probes, completed by the record of the previous luod when its
+ * banner matches. Computed once per process (it cannot change within a boot) and on demand: the
+ * running image may take a second to decode.
+ */
+export class RunningAbiSource {
+  private pending: Promise<RunningAbi> | null = null;
+
+  constructor(
+    private readonly o: {
+      probe: RunningProbe;
+      files: StateFiles;
+      log: Logger;
+      /** /proc/version: the banner a recorded image must carry. */
+      procVersion: () => string | null;
+    },
+  ) {}
+
+  get(): Promise<RunningAbi> {
+    this.pending ??= this.compute().catch((e) => {
+      this.pending = null; // a failure is not cached: the next LOAD tries again
+      throw e;
+    });
+    return this.pending;
+  }
+
+  /** What `luoctl status` shows without waiting: the result if it is known already. */
+  private known: RunningAbi | null = null;
+  peek(): RunningAbi | null {
+    return this.known;
+  }
+
+  /**
+   * After a live-update boot: the manifest said which image the previous luod jumped into. If this
+   * kernel is that image (same banner), its strings are this kernel's: kept for the whole boot.
+   */
+  recordFromManifest(next: ImageRecord | null, attempt: number): void {
+    const banner = this.o.procVersion();
+    if (!next?.banner || !banner) return;
+    if (next.banner !== banner) {
+      this.o.log.warning("this kernel is not the one the previous luod loaded (its banner differs from /proc/version): not using the ABI it recorded");
+      return;
+    }
+    const record: RecordedAbi = { banner, abi: next.abi, source: `recorded by the luod that jumped into this kernel (update ${attempt})` };
+    this.o.files.write("running-abi", record);
+  }
+
+  private async compute(): Promise<RunningAbi> {
+    const probed = await this.o.probe();
+    const abi: LuoAbi = { ...probed.abi };
+    const sources = { ...probed.sources };
+    const notes = [...probed.notes];
+    const recorded = this.o.files.read<RecordedAbi>("running-abi");
+    const banner = this.o.procVersion();
+    if (recorded && recorded.banner === banner) {
+      for (const k of ABI_KINDS) {
+        const r = recorded.abi[k];
+        if (r === null || r === undefined) continue;
+        if (abi[k] === null) {
+          abi[k] = r;
+          sources[k] = recorded.source;
+        } else if (abi[k] !== r) {
+          // two sources disagree about this kernel: trust neither
+          notes.push(`${k}: ${sources[k]} says ${abi[k]} but luod recorded ${r}`);
+          abi[k] = null;
+          delete sources[k];
+        }
+      }
+    }
+    const result = { abi, sources, notes };
+    this.known = result;
+    this.o.log.info(`running kernel ABI: ${formatAbi(abi)} (${ABI_KINDS.map((k) => `${k}: ${sources[k] ?? "unknown"}`).join("; ")})`);
+    return result;
+  }
+}
