@@ -114,15 +114,23 @@ export class RunningAbiSource {
   get(): Promise<RunningAbi> {
     this.pending ??= this.compute().catch((e) => {
       this.pending = null; // a failure is not cached: the next LOAD tries again
+      this.failed = (e as Error).message;
       throw e;
     });
     return this.pending;
   }
 
-  /** What `luoctl status` shows without waiting: the result if it is known already. */
   private known: RunningAbi | null = null;
+  private failed: string | null = null;
+
+  /** What STATUS and CHECK show without waiting: the result if it is known already. */
   peek(): RunningAbi | null {
     return this.known;
+  }
+
+  /** Why the last reading failed (null: it did not, or has not ended). */
+  failure(): string | null {
+    return this.known ? null : this.failed;
   }
 
   /**

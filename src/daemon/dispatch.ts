@@ -115,24 +115,22 @@ export class Dispatcher {
         loader.unload();
         return void reply();
       case "CHECK": {
-        // With an image the check hashes it and reads its ABI in a worker: the reply comes when
-        // that is done, and the request's fds are taken from the caller as LOAD's are.
-        const candidate = req.kernel ? { kernelFd: fds[0]!, initrdFd: req.initrd ? fds[1]! : null, cmdline: req.cmdline ?? "" } : null;
-        const own = candidate ? fds.splice(0) : [];
-        loader.check(candidate).then(
-          (c) => {
-            const clients = broker.clientsCheck();
-            const checks = [...c.checks, ...(this.o.preflight?.(c.next) ?? []), clients];
-            reply({
-              ready: checks.every((x) => x.ok) && broker.phase === "idle", checks, phase: broker.phase,
-              abi: { running: c.abi.running && runningAbiJson(c.abi.running), next: c.abi.next },
-            } satisfies CheckReply);
-          },
-          (e) => {
-            if (!(e instanceof ProtocolError)) this.o.log.error(`CHECK from pid ${peer.cred.pid}: ${(e as Error).stack ?? e}`);
-            peer.send(errorReply("CHECK", errorCodeOf(e, "EIO"), (e as Error).message, req.tag));
-          },
-        ).catch((e) => this.o.log.error(`replying to CHECK: ${(e as Error).message}`)).finally(() => closeFds(own));
+        const answer = (c: CheckResult) => {
+          const checks = [...c.checks, ...(this.o.preflight?.(c.next) ?? []), broker.clientsCheck()];
+          reply({
+            ready: checks.every((x) => x.ok) && broker.phase === "idle", checks, phase: broker.phase,
+            abi: { running: c.abi.running && runningAbiJson(c.abi.running), next: c.abi.next },
+          } satisfies CheckReply);
+        };
+        if (!req.kernel) return void answer(loader.check());
+        // With an image the check hashes it and reads its ABI in a worker: like LOAD, the reply
+        // comes when that is done, and the request's fds are taken from the caller.
+        const checking = loader.checkImage({ kernelFd: fds[0]!, initrdFd: req.initrd ? fds[1]! : null, cmdline: req.cmdline ?? "" });
+        const own = fds.splice(0);
+        checking.then(answer, (e) => {
+          if (!(e instanceof ProtocolError)) this.o.log.error(`CHECK from pid ${peer.cred.pid}: ${(e as Error).stack ?? e}`);
+          peer.send(errorReply("CHECK", errorCodeOf(e, "EIO"), (e as Error).message, req.tag));
+        }).catch((e) => this.o.log.error(`replying to CHECK: ${(e as Error).message}`)).finally(() => closeFds(own));
         return;
       }
       case "KEXEC": {

@@ -268,11 +268,56 @@ export class KernelLoader {
   }
 
   /**
-   * Preflight: everything an operator should know before `luoctl kexec`, about the loaded kernel,
-   * or about `candidate` (`luoctl check --kernel`: verified like a LOAD, never loaded).
-   * `extra` adds checks that need the rest of luod (preflight.ts: memory, scratch).
+   * Preflight: everything an operator should know before `luoctl kexec`, about the loaded kernel.
+   * Synchronous (CHECK is answered in order): the running ABI is what luod read at start-up
+   * (main.ts starts reading it); until that is done the check says so and fails.
    */
-  async check(candidate: CheckCandidate | null = null): Promise<CheckResult> {
+  check(): CheckResult {
+    const running = this.runningAbiNow();
+    const checks = [...this.hostChecks(), running.check];
+    const loaded = this.loaded();
+    checks.push({
+      name: "kernel",
+      ok: !!loaded && this.held !== null,
+      detail: !loaded ? "no kernel loaded by luod: run `luoctl load`"
+        : this.held ? `${loaded.version} loaded by luod at ${loaded.loadedAt}`
+        : `${loaded.version} was loaded before luod restarted: luod cannot vouch for it, run \`luoctl load\` again`,
+    });
+    let next: CheckResult["next"] = null;
+    if (loaded) {
+      const abi = loaded.abi ?? { luo: null, memfd: null, kho: null };
+      const abiTrouble = !loaded.abi ? ["this kernel was loaded by a luod that did not record its ABI: load it again"]
+        : running.abi ? abiProblems(running.abi, abi) : [running.check.detail];
+      checks.push(abiCheck(abi, abiTrouble));
+      const problems = checkCmdline(loaded.cmdline, { force: false });
+      checks.push({ name: "cmdline", ok: problems.length === 0, detail: problems.length ? problems.join("; ") : loaded.cmdline });
+      next = { abi, version: loaded.version, cmdline: loaded.cmdline, initSize: loaded.initSize, size: loaded.size, initrdSize: loaded.initrdSize };
+    }
+    return { ready: checks.every((c) => c.ok), checks, abi: { running: running.abi, next: next?.abi ?? null }, next };
+  }
+
+  /**
+   * `luoctl check --kernel`: the same checks about an image that is verified like a LOAD (hash,
+   * ABI) and never loaded. The header checks throw at once; the rest settles later.
+   */
+  checkImage(candidate: CheckCandidate): Promise<CheckResult> {
+    const image = this.inspect(candidate.kernelFd, candidate.initrdFd);
+    this.loading = true;
+    return this.verify(candidate.kernelFd, candidate.initrdFd, image, null).finally(() => (this.loading = false)).then((v) => {
+      const running = this.runningAbiNow();
+      const checks = [...this.hostChecks(), running.check];
+      const cmdline = normalizeCmdline(candidate.cmdline);
+      checks.push({ name: "kernel", ok: true, detail: `${image.version} (${image.fileSize} bytes, sha256 ${v.sha256.slice(0, 16)}…, ${v.compression}): checked, not loaded` });
+      checks.push(abiCheck(v.abi, v.problems));
+      const { errors, warnings } = analyzeCmdline(cmdline, { force: false, maxLength: image.maxCmdlineLength, khoOnByDefault: this.khoOnByDefault() });
+      checks.push({ name: "cmdline", ok: errors.length === 0, detail: [...errors, ...warnings].join("; ") || cmdline });
+      const next = { abi: v.abi, version: image.version, cmdline, initSize: image.initSize, size: image.fileSize, initrdSize: image.initrdSize };
+      return { ready: checks.every((c) => c.ok), checks, abi: { running: running.abi, next: v.abi }, next };
+    });
+  }
+
+  /** What the host allows: the device, kexec_load_disabled, lockdown. */
+  private hostChecks(): Check[] {
     const checks: Check[] = [];
     const device = this.kernel.devicePresent();
     checks.push({
@@ -293,65 +338,28 @@ export class KernelLoader {
       ok: true,
       detail: lockdown ? `lockdown ${lockdown}${locked ? ": only signed kernel images load" : ""}` : "lockdown not reported",
     });
-    const running = await this.runningAbi();
-    checks.push(running.check);
-    let next: { abi: LuoAbi; version: string; cmdline: string; initSize?: number; size: number; initrdSize: number | null } | null = null;
-    if (candidate) {
-      const image = this.inspect(candidate.kernelFd, candidate.initrdFd);
-      this.loading = true;
-      let v: Verified;
-      try {
-        v = await this.verify(candidate.kernelFd, candidate.initrdFd, image, null);
-      } finally {
-        this.loading = false;
-      }
-      const cmdline = normalizeCmdline(candidate.cmdline);
-      checks.push({ name: "kernel", ok: true, detail: `${image.version} (${image.fileSize} bytes, sha256 ${v.sha256.slice(0, 16)}…, ${v.compression}): checked, not loaded` });
-      checks.push(abiCheck(v.abi, v.problems));
-      const { errors, warnings } = analyzeCmdline(cmdline, { force: false, maxLength: image.maxCmdlineLength, khoOnByDefault: this.khoOnByDefault() });
-      checks.push({ name: "cmdline", ok: errors.length === 0, detail: [...errors, ...warnings].join("; ") || cmdline });
-      next = { abi: v.abi, version: image.version, cmdline, initSize: image.initSize, size: image.fileSize, initrdSize: image.initrdSize };
-    } else {
-      const loaded = this.loaded();
-      checks.push({
-        name: "kernel",
-        ok: !!loaded && this.held !== null,
-        detail: !loaded ? "no kernel loaded by luod: run `luoctl load`"
-          : this.held ? `${loaded.version} loaded by luod at ${loaded.loadedAt}`
-          : `${loaded.version} was loaded before luod restarted: luod cannot vouch for it, run \`luoctl load\` again`,
-      });
-      if (loaded) {
-        const abi = loaded.abi ?? { luo: null, memfd: null, kho: null };
-        const abiTrouble = !loaded.abi ? ["this kernel was loaded by a luod that did not record its ABI: load it again"]
-          : running.abi ? abiProblems(running.abi, abi) : [running.check.detail];
-        checks.push(abiCheck(abi, abiTrouble));
-        const problems = checkCmdline(loaded.cmdline, { force: false });
-        checks.push({ name: "cmdline", ok: problems.length === 0, detail: problems.length ? problems.join("; ") : loaded.cmdline });
-        next = { abi, version: loaded.version, cmdline: loaded.cmdline, initSize: loaded.initSize, size: loaded.size, initrdSize: loaded.initrdSize };
-      }
-    }
-    return { ready: checks.every((c) => c.ok), checks, abi: { running: running.abi, next: next?.abi ?? null }, next };
+    return checks;
   }
 
-  /** The running kernel's ABI as a check (and for STATUS): never throws. */
-  private async runningAbi(): Promise<{ abi: RunningAbi | null; check: Check }> {
+  /** The running kernel's ABI as a check, from what has been read so far: never waits, never throws. */
+  private runningAbiNow(): { abi: RunningAbi | null; check: Check } {
     if (!this.gate) return { abi: null, check: { name: "running-abi", ok: false, detail: "luod cannot read kernel ABIs here" } };
-    try {
-      const r = await this.gate.running.get();
-      const unknown = ABI_KINDS.filter((k) => r.abi[k] === null);
-      return {
-        abi: r,
-        check: {
-          name: "running-abi",
-          ok: unknown.length === 0,
-          detail: unknown.length
-            ? `unknown: ${unknown.join(", ")} (${r.notes.join("; ") || "no source had it"}); ${MAKE_KNOWN}`
-            : `${formatAbi(r.abi)} (${ABI_KINDS.map((k) => `${k}: ${r.sources[k]}`).join("; ")})`,
-        },
-      };
-    } catch (e) {
-      return { abi: null, check: { name: "running-abi", ok: false, detail: `reading the running kernel's ABI failed: ${(e as Error).message}` } };
+    const r = this.gate.running.peek();
+    if (!r) {
+      const failed = this.gate.running.failure();
+      return { abi: null, check: { name: "running-abi", ok: false, detail: failed ? `reading the running kernel's ABI failed: ${failed}` : "still being read (luod started a moment ago): check again" } };
     }
+    const unknown = ABI_KINDS.filter((k) => r.abi[k] === null);
+    return {
+      abi: r,
+      check: {
+        name: "running-abi",
+        ok: unknown.length === 0,
+        detail: unknown.length
+          ? `unknown: ${unknown.join(", ")} (${r.notes.join("; ") || "no source had it"}); ${MAKE_KNOWN}`
+          : `${formatAbi(r.abi)} (${ABI_KINDS.map((k) => `${k}: ${r.sources[k]}`).join("; ")})`,
+      },
+    };
   }
 
   private forget(): void {

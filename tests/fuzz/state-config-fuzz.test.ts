@@ -1,5 +1,5 @@
 // Hostile state and config files. In this process, for volume: every state record luod keeps
-// (STATE_SCHEMAS: restored, loaded, attempt, fdstore, subscriptions, and any added later) is written mutated —
+// (STATE_SCHEMAS: restored, loaded, attempt, fdstore, subscriptions, running-abi, and any added later) is written mutated —
 // fields deleted or of the wrong type, random JSON, garbage bytes, truncated, another boot's, a
 // directory, a FIFO, a symlink, a socket, another owner, a group/world-writable mode — and
 // StateFiles.readChecked must return ok (then the data fits its schema), absent or invalid (then
@@ -54,6 +54,7 @@ const VALID: Record<string, unknown> = {
   },
   fdstore: { jumpRequested: false, outgoing: [{ fdname: "luod-1", session: "luod:vm-1/8", entry: null }] },
   subscriptions: { version: 1, clients: [{ id: "vm-1", uid: 0, gid: 0, pid: 4242, unit: null, since: at }] },
+  "running-abi": { banner: "Linux version 7.2.14 (luo@test) #1 SMP\n", source: "recorded", abi: { luo: "luo-v5", memfd: "memfd-v2", kho: "kho-v4" } },
 };
 
 /** Replaces, deletes or retypes something somewhere inside `x`. */
