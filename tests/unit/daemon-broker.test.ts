@@ -342,3 +342,40 @@ describe("refusals", () => {
     expect(broker.abortByAdmin(undefined)).toBe(false);
   });
 });
+
+describe("KEXEC reloads the loaded kernel first", () => {
+  test("before any client is paused: a refused reload ends the KEXEC and no client got START_PRESERVATION", async () => {
+    const reloads: string[] = [];
+    broker = new Broker({
+      kernel, log: quiet, nextKernel: () => next,
+      reloadKernel: async () => {
+        reloads.push("reload");
+        throw new ProtocolError("ENOEXEC", "the kernel image changed on disk after `luoctl load` verified it: unloaded; load it again");
+      },
+    });
+    const a = subscribed("vm-a");
+    const err = await broker.kexec(null, { timeoutMs: 5000, dryRun: false }).then(() => null, (e: unknown) => e);
+    expect(err).toBeInstanceOf(ProtocolError);
+    expect((err as ProtocolError).code).toBe("ENOEXEC");
+    expect(reloads).toEqual(["reload"]);
+    expect(a.sent).toEqual([]);
+    expect(broker.phase).toBe("idle");
+  });
+
+  test("a second KEXEC while the first reloads is refused with EBUSY; a dry run does not reload", async () => {
+    let release!: () => void;
+    let reloads = 0;
+    broker = new Broker({
+      kernel, log: quiet, nextKernel: () => next,
+      reloadKernel: () => { reloads++; return new Promise<void>((r) => (release = r)); },
+    });
+    const first = broker.kexec(null, { timeoutMs: 5000, dryRun: false });
+    const second = await broker.kexec(null, { timeoutMs: 5000, dryRun: false }).then(() => null, (e: unknown) => e);
+    expect((second as ProtocolError).code).toBe("EBUSY");
+    release();
+    await first;
+    expect(reloads).toBe(1);
+    await broker.kexec(null, { timeoutMs: 5000, dryRun: true });
+    expect(reloads).toBe(1);
+  });
+});
