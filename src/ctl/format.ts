@@ -252,10 +252,11 @@ export function formatLoad(r: Obj): string {
   return out;
 }
 
-/** `luoctl check`. Reads ready, checks[]: name, ok, detail. */
+/** `luoctl check`. Reads ready, checks[]: name, ok, detail, warning? (ok, but worth a look: "warn"). */
 export function formatCheck(r: Obj): string {
   const checks = Array.isArray(r.checks) ? r.checks.filter(isObj) : [];
-  const rows = checks.map((c) => [c.ok === false ? "FAIL" : c.ok === true ? (c.warning === true ? "WARN" : "ok") : "?", str(c.name), str(c.detail, "")]);
+  const mark = (c: Obj) => (c.ok === false ? "FAIL" : c.ok === true ? (c.warning === true ? "warn" : "ok") : "?");
+  const rows = checks.map((c) => [mark(c), str(c.name), str(c.detail, "")]);
   const body = rows.length ? table(["", "CHECK", "DETAIL"], rows).split("\n").slice(1).join("\n") : "(no checks reported)";
   return `${body}\n${r.ready === true ? "ready for a live update" : "NOT ready for a live update"}`;
 }

@@ -150,6 +150,13 @@ describe("list, load, check, kexec", () => {
     );
     expect(formatCheck({ ready: true, checks: [] })).toContain("ready for a live update");
   });
+  test("check marks a warning (ok, warning: true) as warn, still ready", () => {
+    const text = formatCheck({
+      ready: true,
+      checks: [{ name: "panic", ok: true, warning: true, detail: "no panic= on the new command line" }],
+    });
+    expect(text).toBe("warn  panic  no panic= on the new command line\nready for a live update");
+  });
   test("kexec verdicts", () => {
     expect(formatKexecDone({ event: "REBOOTING", timings: { all_ready_ms: 1500 } })).toBe("all clients ready after 1s; rebooting into the loaded kernel");
     expect(formatKexecDone({ ok: true, dry_run: true, timings: { all_ready_ms: 20 } })).toContain("dry run complete");
