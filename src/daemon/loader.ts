@@ -12,6 +12,10 @@ import { inspectKernelImage, KERNEL_HEAD_BYTES } from "./bzimage";
 import { closeQuietly, dupFd, fileSize, readFull } from "../kernel/fd";
 import { ABI_KINDS, MAKE_KNOWN, abiProblems, formatAbi, type ImageAbiResult, type LuoAbi, type RunningAbi, type RunningAbiSource } from "./abi-gate";
 import type { KernelImageInfo } from "./bzimage";
+import { kernelPlacement, type KernelPlacement, type PreflightKernel } from "./preflight";
+
+/** A kernel image after the synchronous checks. */
+type Inspected = KernelImageInfo & { fileSize: number; initrdSize: number | null; placement: KernelPlacement | null };
 import { SysError } from "../kernel/libc";
 import { ProtocolError } from "../wire/errors";
 
@@ -30,8 +34,9 @@ export interface LoadedKernel extends NextKernel {
   initrdSize: number | null;
   /** SHA-256 of the initrd (absent in records written before luod hashed initrds). */
   initrdSha256?: string | null;
-  /** bzImage init_size (preflight: does it fit the KHO scratch); absent in records written before the ABI gate. */
+  /** bzImage init_size and where the kernel may go (preflight: does it fit the KHO scratch); absent in records written before the ABI gate. */
   initSize?: number;
+  placement?: KernelPlacement | null;
   loadedAt: string;
 }
 
@@ -119,7 +124,7 @@ export class KernelLoader {
   }
 
   /** The synchronous checks: size limits and the bzImage header. Throws the refusal. */
-  private inspect(kernelFd: number, initrdFd: number | null): KernelImageInfo & { fileSize: number; initrdSize: number | null } {
+  private inspect(kernelFd: number, initrdFd: number | null): Inspected {
     if (this.loading) throw new ProtocolError("EBUSY", "another LOAD (or a KEXEC re-verifying the image) is in progress");
     const size = fileSize(kernelFd);
     checkSize("kernel image", size);
@@ -130,11 +135,11 @@ export class KernelLoader {
     const image = inspectKernelImage(head, size);
     // the same header checks as the kernel's bzImage64_probe, plus relocatable and truncation
     if (!image.ok) throw new ProtocolError("ENOEXEC", `not a loadable kernel image: ${image.reason}`);
-    return { ...image, fileSize: size, initrdSize };
+    return { ...image, fileSize: size, initrdSize, placement: kernelPlacement(head) };
   }
 
   /** Hashes both files and reads the image's ABI; `problems` says why it must not be loaded. */
-  private async verify(kernelFd: number, initrdFd: number | null, image: KernelImageInfo & { fileSize: number; initrdSize: number | null }, sha256Wanted: string | null): Promise<Verified> {
+  private async verify(kernelFd: number, initrdFd: number | null, image: Inspected, sha256Wanted: string | null): Promise<Verified> {
     this.log.debug(`LOAD: hashing the kernel image (${image.fileSize} bytes)`);
     const sha256 = await digest(kernelFd, image.fileSize);
     if (sha256Wanted && sha256Wanted.toLowerCase() !== sha256)
@@ -153,7 +158,7 @@ export class KernelLoader {
   }
 
   private async verifyAndLoad(
-    req: LoadRequest, image: KernelImageInfo & { fileSize: number; initrdSize: number | null }, beforeLoad: () => void,
+    req: LoadRequest, image: Inspected, beforeLoad: () => void,
   ): Promise<LoadedKernel & { warnings: string[] }> {
     const v = await this.verify(req.kernelFd, req.initrdFd, image, req.sha256);
     // No --force for these: a kernel with another LUO ABI panics at boot, which is strictly
@@ -168,7 +173,7 @@ export class KernelLoader {
     this.current = {
       version: image.version, sha256: v.sha256, cmdline, size: image.fileSize,
       initrdSize: image.initrdSize, initrdSha256: v.initrdSha256,
-      banner: v.banner, abi: v.abi, initSize: image.initSize,
+      banner: v.banner, abi: v.abi, initSize: image.initSize, placement: image.placement,
       loadedAt: new Date().toISOString(),
     };
     this.files.write("loaded", this.current);
@@ -291,7 +296,7 @@ export class KernelLoader {
       checks.push(abiCheck(abi, abiTrouble));
       const problems = checkCmdline(loaded.cmdline, { force: false });
       checks.push({ name: "cmdline", ok: problems.length === 0, detail: problems.length ? problems.join("; ") : loaded.cmdline });
-      next = { abi, version: loaded.version, cmdline: loaded.cmdline, initSize: loaded.initSize, size: loaded.size, initrdSize: loaded.initrdSize };
+      next = { abi, version: loaded.version, cmdline: loaded.cmdline, initSize: loaded.initSize, placement: loaded.placement, size: loaded.size, initrdSize: loaded.initrdSize };
     }
     return { ready: checks.every((c) => c.ok), checks, abi: { running: running.abi, next: next?.abi ?? null }, next };
   }
@@ -311,7 +316,7 @@ export class KernelLoader {
       checks.push(abiCheck(v.abi, v.problems));
       const { errors, warnings } = analyzeCmdline(cmdline, { force: false, maxLength: image.maxCmdlineLength, khoOnByDefault: this.khoOnByDefault() });
       checks.push({ name: "cmdline", ok: errors.length === 0, detail: [...errors, ...warnings].join("; ") || cmdline });
-      const next = { abi: v.abi, version: image.version, cmdline, initSize: image.initSize, size: image.fileSize, initrdSize: image.initrdSize };
+      const next = { abi: v.abi, version: image.version, cmdline, initSize: image.initSize, placement: image.placement, size: image.fileSize, initrdSize: image.initrdSize };
       return { ready: checks.every((c) => c.ok), checks, abi: { running: running.abi, next: v.abi }, next };
     });
   }
@@ -387,8 +392,8 @@ export interface CheckResult {
   ready: boolean;
   checks: Check[];
   abi: { running: RunningAbi | null; next: LuoAbi | null };
-  /** The kernel the checks are about (loaded, or the candidate): for the checks the caller adds. */
-  next: { abi: LuoAbi; version: string; cmdline: string; initSize?: number; size: number; initrdSize: number | null } | null;
+  /** The kernel the checks are about (loaded, or the candidate): for the checks the caller adds (preflight.ts). */
+  next: (PreflightKernel & { abi: LuoAbi; version: string }) | null;
 }
 
 function abiCheck(abi: LuoAbi, problems: string[]): Check {

@@ -6,7 +6,8 @@ import { createLogger, type Logger } from "./log";
 import { StateFiles } from "./state-files";
 import { realKernel, type KernelPort } from "./kernel-port";
 import { Broker } from "./broker";
-import { KernelLoader } from "./loader";
+import { KernelLoader, type CheckResult } from "./loader";
+import { preflightChecks } from "./preflight";
 import { RestoredSessions } from "./restored";
 import { Server } from "./server";
 import { perUidDefault } from "./peers";
@@ -128,6 +129,10 @@ export async function runDaemon(config: DaemonConfig, log: Logger, kernel: Kerne
     maxConnectionsPerUid: config.maxConnectionsPerUid,
     firstRequestTimeoutMs: config.firstRequestTimeoutMs,
     statusExtra: () => ({ boot, device: kernel.devicePresent() ? "present" : "absent" }),
+    // what the connected clients hold in memfds is what the update will preserve; the expected
+    // ones that are away (or carried by the fd store) cannot be looked into
+    preflight: (next: CheckResult["next"]) => preflightChecks(next,
+      broker.list().filter((c) => c.connected).map((c) => c.pid), broker.missing().length + systemd.counts().carried),
   };
   const server = new Server(serverOptions);
   // the server and the broker read these options when they use them: a reload changes them in place

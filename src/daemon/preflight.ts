@@ -423,3 +423,33 @@ function readResult(path: string): { text: string | null; error: string | null }
     return { text: null, error: (e as NodeJS.ErrnoException).code ?? "EIO" };
   }
 }
+
+// ---- all of them, for CHECK ---------------------------------------------------------------------
+
+/** The kernel CHECK is about (loader.ts: the loaded one or the image sent with CHECK). */
+export interface PreflightKernel {
+  cmdline: string;
+  /** bzImage init_size; absent in a "loaded" record written before it was kept. */
+  initSize?: number;
+  size: number;
+  initrdSize: number | null;
+  placement?: KernelPlacement | null;
+}
+
+/**
+ * CHECK's memory, scratch and panic lines. `clientPids`: the connected clients' processes (their
+ * memfds are what the update will preserve); `uncounted`: expected clients luod cannot look into
+ * (disconnected, or carried by the fd store).
+ */
+export function preflightChecks(next: PreflightKernel | null, clientPids: readonly number[], uncounted: number, root = "/"): PreflightCheck[] {
+  const memTotal = readMemTotal(root);
+  const scratch = readKhoScratch(root);
+  const scan = memfdBytesHeldBy(clientPids, root);
+  const checks = [checkMemory({ memTotal, scratch, preservedBytes: scan.bytes, uncounted: uncounted + scan.unreadable.length })];
+  if (!next) return checks;
+  checks.push(next.initSize === undefined
+    ? { name: "scratch", ok: true, warning: true, detail: "cannot tell: this kernel was loaded by a luod that did not record its init_size; load it again" }
+    : checkScratch({ scratch, initSize: next.initSize, kernelSize: next.size, initrdSize: next.initrdSize, placement: next.placement, memTotal }));
+  checks.push(checkPanic(next.cmdline));
+  return checks;
+}

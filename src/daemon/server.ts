@@ -34,7 +34,7 @@ import type { Broker } from "./broker";
 import type { KernelLoader } from "./loader";
 import type { RestoredSessions } from "./restored";
 import { groupsOfPeer, permits, REQUIRED_ROLE, rolesOf, whyRefused, type AccessPolicy, type Roles } from "./access";
-import { Dispatcher } from "./dispatch";
+import { Dispatcher, type DispatcherOptions } from "./dispatch";
 import { ADMIN_RESERVE, ClientPeer, MAX_STRANGERS, perUidDefault, RESERVE_FIRST_REQUEST_TIMEOUT_MS, STALLED_OUTPUT_MS, type ServerStats } from "./peers";
 import type { Logger } from "./log";
 import { VERSION } from "../version";
@@ -58,6 +58,8 @@ export interface ServerOptions {
   firstRequestTimeoutMs?: number;
   /** Extra fields for STATUS (boot kind, device state…). */
   statusExtra: () => Record<string, unknown>;
+  /** CHECK's checks beyond the loader's (dispatch.ts). */
+  preflight?: DispatcherOptions["preflight"];
 }
 
 export class Server {
@@ -82,7 +84,7 @@ export class Server {
 
   constructor(private readonly o: ServerOptions) {
     this.dispatcher = new Dispatcher({
-      broker: o.broker, loader: o.loader, restored: o.restored, log: o.log, statusExtra: o.statusExtra,
+      broker: o.broker, loader: o.loader, restored: o.restored, log: o.log, statusExtra: o.statusExtra, preflight: o.preflight,
       luodStatus: (admin) => ({ version: VERSION, pid: process.pid, connections: this.peers.size, ...(admin ? { stats: this.liveStats() } : {}) }),
     });
     o.loop.watch(o.listenFd, EPOLLIN, () => this.acceptAll());
