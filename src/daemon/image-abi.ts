@@ -29,6 +29,9 @@ const PATTERNS: Record<AbiKind, { prefix: string; re: RegExp }> = {
 const BANNER_PREFIX = "Linux version ";
 /** Longest string looked at: compatible strings are a few bytes, banners ~200. */
 const MAX_STRING = 1024;
+/** A hostile image may hold millions of look-alikes: the result stays small (a kernel has 2 banners). */
+export const MAX_BANNERS = 16;
+export const MAX_AMBIGUOUS_VALUES = 8;
 
 /**
  * Every C string of `data` that starts with `prefix`: not the tail of a longer printable string
@@ -59,9 +62,9 @@ export function scanKernelAbi(data: Uint8Array): ImageAbiScan {
     const { prefix, re } = PATTERNS[kind];
     const values = [...new Set(cStrings(buf, prefix).filter((s) => re.test(s)))].sort();
     if (values.length === 1) result[kind] = values[0]!;
-    else if (values.length > 1) result.ambiguous[kind] = values;
+    else if (values.length > 1) result.ambiguous[kind] = values.slice(0, MAX_AMBIGUOUS_VALUES);
   }
-  result.banners = [...new Set(cStrings(buf, BANNER_PREFIX).filter((s) => s.endsWith("\n")))];
+  result.banners = [...new Set(cStrings(buf, BANNER_PREFIX).filter((s) => s.endsWith("\n")))].slice(0, MAX_BANNERS);
   return result;
 }
 

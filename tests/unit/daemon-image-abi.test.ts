@@ -44,6 +44,15 @@ describe("scanKernelAbi", () => {
     expect(r.memfd).toBe("memfd-v2");
   });
 
+  test("a hostile image full of look-alikes yields a small result", () => {
+    let text = "\0";
+    for (let i = 0; i < 5000; i++) text += `luo-v${i}\0Linux version ${i}\n\0`;
+    const r = scanKernelAbi(bytes(text));
+    expect(r.luo).toBeNull();
+    expect(r.ambiguous.luo).toHaveLength(8);
+    expect(r.banners).toHaveLength(16);
+  });
+
   test("a string at the very start of the data counts", () => {
     expect(scanKernelAbi(bytes("luo-v5\0")).luo).toBe("luo-v5");
   });
