@@ -142,9 +142,13 @@ function decodeLegacyLz4(src: Uint8Array, hint: number, maxBytes: number): Uint8
       if (lit > blockEnd - ip) return "literals run past the block";
       if (op - blockStart + lit > LZ4_LEGACY_BLOCK_BYTES) return "a block decodes to more than 8 MiB";
       if (!reserve(lit)) return TOO_LARGE;
-      out.set(src.subarray(ip, ip + lit), op);
-      ip += lit;
-      op += lit;
+      if (lit < 32) {
+        for (const stop = ip + lit; ip < stop; ) out[op++] = src[ip++]!; // short: cheaper than a subarray
+      } else {
+        out.set(src.subarray(ip, ip + lit), op);
+        ip += lit;
+        op += lit;
+      }
       if (ip === blockEnd) break; // the last sequence has literals only
       if (blockEnd - ip < 2) return "a match offset runs past the block";
       const offset = src[ip]! | (src[ip + 1]! << 8);
@@ -163,11 +167,11 @@ function decodeLegacyLz4(src: Uint8Array, hint: number, maxBytes: number): Uint8
       if (op - blockStart + len > LZ4_LEGACY_BLOCK_BYTES) return "a block decodes to more than 8 MiB";
       if (!reserve(len)) return TOO_LARGE;
       let from = op - offset;
-      if (offset >= len) {
+      if (offset >= len && len >= 32) {
         out.copyWithin(op, from, from + len);
         op += len;
       } else {
-        // overlapping: a run, copied forward byte by byte
+        // short, or overlapping (a run): forward, byte by byte
         const stop = op + len;
         while (op < stop) out[op++] = out[from++]!;
       }

@@ -64,6 +64,16 @@ describe("decompressPayload", () => {
     expect(new TextDecoder().decode(r.data)).toBe(want);
   });
 
+  test("lz4: long and short non-overlapping matches copy the right bytes", () => {
+    const lits = Uint8Array.from({ length: 40 }, (_, i) => 65 + (i % 26));
+    // literals 40 (15 + 25), match offset 40 length 40 (4 + 15 + 21); literal 0, match offset 8 length 4; last literals "!"
+    const block = new Uint8Array([0xff, 25, ...lits, 40, 0, 21, 0x00, 8, 0, 0x10, 33]);
+    const r = decompressPayload(lz4LegacyBlocks([block], 85), 1 << 20);
+    if (!r.ok) throw new Error(r.message);
+    const want = [...lits, ...lits, ...lits.slice(32, 36), 33];
+    expect([...r.data]).toEqual(want);
+  });
+
   test("unsupported compressions say exactly which", () => {
     for (const [magic, name] of [[[0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00], "xz"], [[0x5d, 0, 0, 0, 4], "lzma"], [[0x42, 0x5a, 0x68, 0x39], "bzip2"], [[0x89, 0x4c, 0x5a, 0x4f, 0x00, 0x0d, 0x0a, 0x1a, 0x0a], "lzo"], [[1, 2, 3, 4], "unknown"]] as const) {
       const r = decompressPayload(new Uint8Array([...magic, 0, 0, 0, 0, 0, 0]), 1 << 20);
