@@ -8,7 +8,7 @@
 // Every path is under `root` ("/" in luod) so tests can build a fake system in a temp dir.
 import { fstatSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { inspectKernelImage, KERNEL_HEAD_BYTES } from "./bzimage";
+import { inspectKernelImage, KERNEL_HEAD_BYTES, kernelRelease } from "./bzimage";
 import { ABI_KINDS, type AbiKind, type AbiStrings } from "./image-abi";
 import { readImageAbi, type ImageAbiResult, type ReadImageAbiOptions } from "./image-reader";
 import { closeQuietly, O_CLOEXEC, O_NONBLOCK, O_RDONLY, openFile, readFull } from "../kernel/fd";
@@ -224,6 +224,10 @@ async function probeRunningImage(opts: RunningAbiOptions, notes: string[]): Prom
       const info = inspectKernelImage(head, st.size);
       if (!info.ok) {
         note(info.reason);
+        continue;
+      }
+      if (kernelRelease(info.version) !== release) {
+        note(`its setup header says release ${kernelRelease(info.version)}, not ${release}`); // no decode needed
         continue;
       }
       const abi = await readImage(fd, info, opts);

@@ -55,6 +55,9 @@ describe("readImageAbi", () => {
   test("the output cap applies", async () => {
     const r = await withImage(lz4Legacy(vmlinux), (fd, info) => readImageAbi(fd, info, { maxOutputBytes: 100_000 }));
     expect(r).toMatchObject({ ok: false, code: "too-large" });
+    // a compressed kernel bigger than the cap is not even read
+    const big = await withImage(new Uint8Array(gzipSync(vmlinux)), (fd, info) => readImageAbi(fd, info, { maxOutputBytes: 1000 }));
+    expect(big).toMatchObject({ ok: false, code: "too-large", message: expect.stringContaining("is larger than the 1000-byte cap") });
   });
 
   test("a payload that runs past the end of the file, or a closed fd, is an I/O failure", async () => {

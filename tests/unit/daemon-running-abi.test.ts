@@ -55,10 +55,13 @@ function fakeRoot(o: { luo?: string | null; kho?: string | null; proc?: boolean 
   }
   return root;
 }
-function putImage(root: string, path: string, abi: Parameters<typeof fakeVmlinux>[0] = {}, banners = [BANNER], mode = 0o644): string {
+function putImage(
+  root: string, path: string, abi: Parameters<typeof fakeVmlinux>[0] = {}, banners = [BANNER], mode = 0o644,
+  version = `${RELEASE} (root@vm) #1 SMP PREEMPT Thu Dec  3 20:37:16 UTC 2026`,
+): string {
   const abs = join(root, path);
   mkdirSync(dirname(abs), { recursive: true });
-  writeFileSync(abs, bzImageWithPayload(lz4Legacy(fakeVmlinux(abi, banners))));
+  writeFileSync(abs, bzImageWithPayload(lz4Legacy(fakeVmlinux(abi, banners)), version));
   chmodSync(abs, mode);
   return abs;
 }
@@ -176,17 +179,19 @@ describe("probeRunningAbi", () => {
     expect(r.notes).toHaveLength(3); // two debugfs files absent, /boot/vmlinuz-… absent
   });
 
-  test("an image that is group- or other-writable, another build, or not a regular file is not trusted", async () => {
+  test("an image that is group- or other-writable, another release or build, or not a regular file is not used", async () => {
     const root = fakeRoot({ luo: null, kho: null });
     putImage(root, "/srv/writable", {}, [BANNER], 0o664);
+    putImage(root, "/srv/other-release", {}, [BANNER], 0o644, "7.2.14 (root@vm) #1 SMP");
     putImage(root, `/boot/vmlinuz-${RELEASE}`, {}, [BANNER.replace("#1", "#2")]);
     mkdirSync(join(root, `/usr/lib/modules/${RELEASE}/vmlinuz`), { recursive: true });
     Bun.spawnSync(["mkfifo", join(root, "/srv/fifo")]);
-    const r = await probeRunningAbi({ root, trustedUids, candidates: ["/srv/writable", "/srv/fifo"] });
+    const r = await probeRunningAbi({ root, trustedUids, candidates: ["/srv/writable", "/srv/other-release", "/srv/fifo"] });
     expect(runningAbiStrings(r)).toEqual({ luo: null, memfd: null, kho: null });
     expect(r.image).toBeNull();
     expect(r.notes.filter((l) => l.startsWith("running image"))).toEqual([
       "running image /srv/writable: writable by group or others (mode 0664): not trusted",
+      "running image /srv/other-release: its setup header says release 7.2.14, not 7.2.13",
       "running image /srv/fifo: not a regular file",
       `running image /boot/vmlinuz-${RELEASE}: its banner is not /proc/version: another build`,
       `running image /usr/lib/modules/${RELEASE}/vmlinuz: not a regular file`,
