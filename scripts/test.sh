@@ -16,6 +16,8 @@ if [[ -z ${LUO_SKIP_VM:-} ]]; then
     # (luo-systemd.config) and a Debian sid root filesystem with systemd
     scripts/vm/deps.sh all || exit 1
     scripts/vm/build-kernel.sh >/dev/null || exit 1
+    # Debian's stock kernel: a real zstd image without LUO for the image-ABI tests
+    scripts/vm/debian-kernel.sh >/dev/null || exit 1
     if [[ -z ${LUO_SKIP_SYSTEMD_VM:-} ]]; then
         scripts/vm/deps.sh systemd || exit 1
         scripts/vm/build-kernel.sh scripts/vm/luo-systemd.config >/dev/null || exit 1

@@ -2,6 +2,7 @@
 # build-kernel.sh -- build an x86_64 bzImage with LUO + KHO, cached under ~/.cache.
 #
 # usage: build-kernel.sh [FRAGMENT...]   prints the path of the cached bzImage on stdout
+#        build-kernel.sh --cached-only a   prints the path if kernel A is cached, else exits 1; never builds
 #   FRAGMENT: more Kconfig fragments merged after luo.config (e.g. scripts/vm/luo-systemd.config,
 #   for the systemd VM tests); they must not contradict luo.config or each other.
 # env:   LUO_CACHE (default ~/.cache/luo-agent), JOBS (default: nproc), FORCE=1 to rebuild
@@ -12,6 +13,12 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 CACHE=${LUO_CACHE:-$HOME/.cache/luo-agent}
+CACHED_ONLY=
+if [[ ${1:-} == --cached-only ]]; then
+    [[ ${2:-a} == a ]] || exit 1 # only variant A (luo.config) exists in this recipe
+    CACHED_ONLY=1
+    set --
+fi
 FRAGS=("$HERE/luo.config")
 for f in "$@"; do
     [[ -f $f ]] || { echo "build-kernel: no such fragment: $f" >&2; exit 2; }
@@ -20,7 +27,7 @@ done
 JOBS=${JOBS:-$(nproc)}
 log() { echo "build-kernel: $*" >&2; }
 
-SRC=$("$HERE/kernel-source.sh")
+SRC=$("$HERE/kernel-source.sh" ${CACHED_ONLY:+--cached-only}) || exit 1
 RECIPE="tinyconfig+luo.config+olddefconfig+bzImage v1"
 for f in "${FRAGS[@]:1}"; do RECIPE+=" +$(basename "$f")"; done
 KVER=$(make -s -C "$SRC" kernelversion 2>/dev/null)
@@ -30,6 +37,7 @@ if [[ -z ${FORCE:-} && -f $OUT/bzImage ]]; then
     log "cached: $OUT/bzImage"
     echo "$OUT/bzImage"; exit 0
 fi
+[[ -z $CACHED_ONLY ]] || exit 1
 
 mkdir -p "$OUT/obj"
 log "building $KVER (key $KEY, -j$JOBS) in $OUT; this takes about 5 minutes on 2 cores"

@@ -20,6 +20,8 @@ const OFF_LOADFLAGS = 0x211;
 const OFF_RELOCATABLE = 0x234;
 const OFF_XLOADFLAGS = 0x236;
 const OFF_CMDLINE_SIZE = 0x238;
+const OFF_PAYLOAD_OFFSET = 0x248; // from the start of the protected-mode code (boot protocol ≥ 2.08)
+const OFF_PAYLOAD_LENGTH = 0x24c;
 const OFF_INIT_SIZE = 0x260;
 const HEADER_END = 0x264; // we read up to init_size inclusive
 
@@ -45,6 +47,11 @@ export interface KernelImageInfo {
   cmdlineSize: number;
   /** Longest command line kexec_file_load accepts for this image, in bytes without the NUL. */
   maxCmdlineLength: number;
+  /** Absolute file offset of the compressed kernel (vmlinux.bin.*, with its size suffix):
+   *  (setup_sects + 1) * 512 + setup_header.payload_offset. Checked to lie inside the file. */
+  payloadOffset: number;
+  /** setup_header.payload_length: bytes of the compressed kernel, suffix included. */
+  payloadLength: number;
 }
 
 export type KernelImageResult = KernelImageInfo | { ok: false; reason: string };
@@ -107,6 +114,15 @@ export function inspectKernelImage(head: Uint8Array, size: number): KernelImageR
   const version = new TextDecoder("latin1").decode(head.subarray(vOff, Math.min(nul, vOff + 256))).trim();
   if (version.length === 0) return fail("the kernel version string is empty");
 
+  const payloadOffset = setupBytes + u32(OFF_PAYLOAD_OFFSET);
+  const payloadLength = u32(OFF_PAYLOAD_LENGTH);
+  if (payloadLength === 0) return fail("the image has no compressed kernel (payload_length is 0)");
+  if (payloadOffset + payloadLength > size) {
+    return fail(
+      `the compressed kernel (${payloadLength} bytes at offset ${payloadOffset}) runs past the end of the ${size}-byte file`,
+    );
+  }
+
   const cmdlineSize = proto >= 0x0206 ? u32(OFF_CMDLINE_SIZE) : 255;
   const initSize = u32(OFF_INIT_SIZE);
   return {
@@ -118,6 +134,8 @@ export function inspectKernelImage(head: Uint8Array, size: number): KernelImageR
     initSize,
     cmdlineSize,
     maxCmdlineLength: Math.max(0, cmdlineSize - MAX_ELFCOREHDR_STR_LEN - 1),
+    payloadOffset,
+    payloadLength,
   };
 }
 

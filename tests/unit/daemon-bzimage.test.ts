@@ -8,6 +8,7 @@ import { inspectKernelImage, kernelRelease, KERNEL_HEAD_BYTES } from "../../src/
 function fakeImage(o: {
   size?: number; setupSects?: number; magic?: string; bootFlag?: number; protocol?: number; loadflags?: number;
   relocatable?: number; xloadflags?: number; version?: string | null; versionPtr?: number; cmdlineSize?: number; initSize?: number;
+  payloadOffset?: number; payloadLength?: number;
 } = {}): Uint8Array {
   const setupSects = o.setupSects ?? 16;
   const size = o.size ?? (setupSects + 1) * 512 + 4096;
@@ -22,6 +23,8 @@ function fakeImage(o: {
   dv.setUint16(0x236, o.xloadflags ?? 0x7f, true);
   dv.setUint32(0x238, o.cmdlineSize ?? 2047, true);
   dv.setUint32(0x260, o.initSize ?? 0x3c3c000, true);
+  dv.setUint32(0x248, o.payloadOffset ?? 0, true); // from the end of the setup code
+  dv.setUint32(0x24c, o.payloadLength ?? 64, true);
   if (o.version !== null) {
     const ptr = o.versionPtr ?? 0x1000; // string at 0x1200
     dv.setUint16(0x20e, ptr, true);
@@ -44,6 +47,8 @@ describe("inspectKernelImage (synthetic)", () => {
       initSize: 0x3c3c000,
       cmdlineSize: 2047,
       maxCmdlineLength: 2047 - 31,
+      payloadOffset: 17 * 512,
+      payloadLength: 64,
     });
     if (r.ok) expect(kernelRelease(r.version)).toBe("7.2.13");
   });
@@ -64,6 +69,9 @@ describe("inspectKernelImage (synthetic)", () => {
     ["no version", { version: null }, "no kernel version"],
     ["version pointer outside setup", { versionPtr: 0x3000 }, "outside the setup"],
     ["empty version", { version: "" }, "empty"],
+    ["no payload", { payloadLength: 0 }, "no compressed kernel"],
+    ["payload past the end", { payloadOffset: 4096 - 63 }, "runs past the end"],
+    ["payload length past the end", { payloadLength: 4097 }, "runs past the end"],
   ];
   for (const [name, opts, reason] of bad) {
     test(`refuses: ${name}`, () => {
@@ -118,5 +126,7 @@ describe("inspectKernelImage (real kernel)", () => {
     expect(r.canLoadAbove4G).toBe(true);
     expect(r.initSize).toBeGreaterThan(1 << 20);
     expect(r.cmdlineSize).toBeGreaterThanOrEqual(2047);
+    expect(r.payloadOffset).toBeGreaterThan(512);
+    expect(r.payloadOffset + r.payloadLength).toBeLessThanOrEqual(bytes.length);
   });
 });
