@@ -7,42 +7,31 @@
 // image found on disk (same banner rule). A string no source knows makes the gate refuse: fail closed.
 import type { Logger } from "./log";
 import type { StateFiles } from "./state-files";
-
-export const ABI_KINDS = ["luo", "memfd", "kho"] as const;
-export type AbiKind = (typeof ABI_KINDS)[number];
-
-/** The three compatible strings, e.g. { luo: "luo-v5", memfd: "memfd-v2", kho: "kho-v4" }; null: not known / not present. */
-export type LuoAbi = Record<AbiKind, string | null>;
-
-/** What the image reader found in a kernel image. */
-export type ImageAbiResult =
-  | { ok: true; compression: string; abi: LuoAbi; banners: string[] }
-  | { ok: false; compression: string | null; reason: string };
+import { ABI_KINDS, compareAbi, type AbiKind, type AbiStrings, type ImageAbiScan } from "./image-abi";
+import type { ProbedAbi } from "./running-abi";
 
 /** The running kernel's strings, where each came from, and why the missing ones are missing. */
 export interface RunningAbi {
-  abi: LuoAbi;
+  abi: AbiStrings;
   sources: Partial<Record<AbiKind, string>>;
   notes: string[];
 }
 
-/** What a probe of the live system (debugfs, the running image) returns. */
-export type RunningProbe = () => Promise<RunningAbi>;
+/** A probe of the live system: KHO's debugfs and the running image (running-abi.ts). */
+export type RunningProbe = () => Promise<ProbedAbi>;
 
 /** What luod records about an image it loads, to know the running ABI after jumping into it. */
 export interface ImageRecord {
-  banner: string | null;
-  abi: LuoAbi;
+  banner?: string | null;
+  abi?: AbiStrings;
 }
 
 /** The state record "running-abi": the next boot's luod knows its kernel from the previous luod's word. */
-export interface RecordedAbi extends ImageRecord {
+export interface RecordedAbi {
+  banner: string;
+  abi: AbiStrings;
   source: string;
 }
-
-export const EMPTY_ABI: LuoAbi = { luo: null, memfd: null, kho: null };
-
-const NAMES: Record<AbiKind, string> = { luo: "LUO", memfd: "memfd", kho: "KHO" };
 
 /**
  * How to make the running ABI known, for the refusal message. The sources are in
@@ -53,43 +42,20 @@ export const MAKE_KNOWN =
   "or mount debugfs (/sys/kernel/debug) for KHO's view";
 
 /**
- * Every problem that makes the update from `running` into `next` unsafe, one line each; empty: the
- * strings match. `next` null fields: the image has no such string (its kernel lacks that part).
+ * Every problem that makes the update from `running` into `next` unsafe, one line each (image-abi.ts
+ * words them, naming both strings); empty: the strings match. An unknown running string also says
+ * why it is unknown and how to make it known.
  */
-export function abiProblems(running: RunningAbi, next: LuoAbi): string[] {
-  const problems: string[] = [];
-  for (const k of ABI_KINDS) {
-    const have = running.abi[k];
-    const want = next[k];
-    if (want === null) {
-      problems.push(`the new kernel has no ${NAMES[k]} ABI string: ${missingWhy(k)}`);
-    } else if (have === null) {
-      problems.push(`the running kernel's ${NAMES[k]} ABI is unknown (${running.notes.filter((n) => n.startsWith(`${k}:`)).map((n) => n.slice(k.length + 1).trim()).join("; ") || "no source had it"}); ${MAKE_KNOWN}`);
-    } else if (have !== want) {
-      problems.push(`${NAMES[k]} ABI mismatch: the running kernel has ${have}, the new kernel ${want}: ${mismatchWhy(k)}`);
-    }
-  }
-  return problems;
-}
-
-function missingWhy(k: AbiKind): string {
-  switch (k) {
-    case "luo": return "it was built without CONFIG_LIVEUPDATE, every session would be lost";
-    case "memfd": return "it was built without CONFIG_LIVEUPDATE_MEMFD, no memfd could be restored";
-    case "kho": return "it was built without CONFIG_KEXEC_HANDOVER, the handed-over state would be ignored";
-  }
-}
-
-function mismatchWhy(k: AbiKind): string {
-  switch (k) {
-    case "luo": return "the new kernel would panic at boot (docs/kernel.md#abi-compatible-strings)";
-    case "memfd": return "no preserved memfd could be restored and /dev/liveupdate would fail with EIO for that whole boot";
-    case "kho": return "the new kernel would ignore the handed-over state and every session would be lost";
-  }
+export function abiProblems(running: RunningAbi, next: AbiStrings & { ambiguous?: ImageAbiScan["ambiguous"] }): string[] {
+  return compareAbi(running.abi, next).map((p) => {
+    if (p.code !== "unknown") return p.message;
+    const why = running.notes.filter((n) => n.startsWith(`${p.kind}:`) || !/^(luo|memfd|kho):/.test(n)).join("; ");
+    return `${p.message}${why ? ` (${why})` : ""}; ${MAKE_KNOWN}`;
+  });
 }
 
 /** One line for logs and `luoctl status`: "luo-v5 memfd-v2 kho-v4" (unknown as "?"). */
-export function formatAbi(abi: LuoAbi): string {
+export function formatAbi(abi: AbiStrings): string {
   return ABI_KINDS.map((k) => abi[k] ?? `${k}-?`).join(" ");
 }
 
@@ -139,7 +105,7 @@ export class RunningAbiSource {
    */
   recordFromManifest(next: ImageRecord | null, attempt: number): void {
     const banner = this.o.procVersion();
-    if (!next?.banner || !banner) return;
+    if (!next?.banner || !next.abi || !banner) return;
     if (next.banner !== banner) {
       this.o.log.warning("this kernel is not the one the previous luod loaded (its banner differs from /proc/version): not using the ABI it recorded");
       return;
@@ -150,8 +116,9 @@ export class RunningAbiSource {
 
   private async compute(): Promise<RunningAbi> {
     const probed = await this.o.probe();
-    const abi: LuoAbi = { ...probed.abi };
-    const sources = { ...probed.sources };
+    const abi: AbiStrings = { luo: probed.luo.value, memfd: probed.memfd.value, kho: probed.kho.value };
+    const sources: Partial<Record<AbiKind, string>> = {};
+    for (const k of ABI_KINDS) if (probed[k].source) sources[k] = probed[k].source!;
     const notes = [...probed.notes];
     const recorded = this.o.files.read<RecordedAbi>("running-abi");
     const banner = this.o.procVersion();

@@ -119,7 +119,7 @@ export class Dispatcher {
           const checks = [...c.checks, ...(this.o.preflight?.(c.next) ?? []), broker.clientsCheck()];
           reply({
             ready: checks.every((x) => x.ok) && broker.phase === "idle", checks, phase: broker.phase,
-            abi: { running: c.abi.running && runningAbiJson(c.abi.running), next: c.abi.next },
+            abi: { running: c.abi.running && runningAbiJson(c.abi.running), next: c.abi.next && { ...c.abi.next } },
           } satisfies CheckReply);
         };
         if (!req.kernel) return void answer(loader.check());
@@ -168,7 +168,7 @@ export class Dispatcher {
     return {
       luod: this.o.luodStatus(admin),
       ...broker.summary(admin ? null : peer.cred.uid),
-      kernel: k ? { loaded: true, version: k.version, sha256: k.sha256, cmdline: k.cmdline, loaded_at: k.loadedAt, abi: k.abi ?? null, reloadable: loader.verifiable } : { loaded: false },
+      kernel: k ? { loaded: true, version: k.version, sha256: k.sha256, cmdline: k.cmdline, loaded_at: k.loadedAt, abi: k.abi ? { ...k.abi } : null, reloadable: loader.verifiable } : { loaded: false },
       // known once a LOAD or CHECK asked for it (reading the running image can take a second)
       running_abi: loader.runningAbiKnown(),
       restored: restored.list().filter((s) => admin || s.uid === peer.cred.uid).map((s) => ({

@@ -10,7 +10,9 @@ import type { Logger } from "./log";
 import { normalizeCmdline, analyzeCmdline, checkCmdline } from "./cmdline";
 import { inspectKernelImage, KERNEL_HEAD_BYTES } from "./bzimage";
 import { closeQuietly, dupFd, fileSize, readFull } from "../kernel/fd";
-import { ABI_KINDS, MAKE_KNOWN, abiProblems, formatAbi, type ImageAbiResult, type LuoAbi, type RunningAbi, type RunningAbiSource } from "./abi-gate";
+import { MAKE_KNOWN, abiProblems, formatAbi, type RunningAbi, type RunningAbiSource } from "./abi-gate";
+import { ABI_KINDS, type AbiStrings } from "./image-abi";
+import type { ImageAbiResult } from "./image-reader";
 import type { KernelImageInfo } from "./bzimage";
 import { kernelPlacement, type KernelPlacement, type PreflightKernel } from "./preflight";
 
@@ -42,6 +44,7 @@ export interface LoadedKernel extends NextKernel {
 
 /** How luod reads the ABI of an image and knows the running kernel's (abi-gate.ts). */
 export interface AbiGate {
+  /** image-reader.ts readImageAbi (never rejects). */
   readImage(fd: number, image: KernelImageInfo): Promise<ImageAbiResult>;
   running: RunningAbiSource;
 }
@@ -50,7 +53,7 @@ export interface AbiGate {
 interface Verified {
   sha256: string;
   initrdSha256: string | null;
-  abi: LuoAbi;
+  abi: AbiStrings;
   banner: string | null;
   compression: string;
   /** Why the image must not be loaded (ABI); empty when it may. */
@@ -147,14 +150,16 @@ export class KernelLoader {
     const initrdSha256 = initrdFd === null ? null : await digest(initrdFd, image.initrdSize!);
     if (!this.gate) {
       // fail closed: a luod that cannot read ABIs never loads
-      return { sha256, initrdSha256, abi: { luo: null, memfd: null, kho: null }, banner: null, compression: "unknown", problems: ["luod cannot read kernel ABIs here"] };
+      return { sha256, initrdSha256, abi: NO_ABI, banner: null, compression: "unknown", problems: ["luod cannot read kernel ABIs here"] };
     }
     const [read, running] = await Promise.all([this.gate.readImage(kernelFd, image), this.gate.running.get()]);
     if (!read.ok) {
-      return { sha256, initrdSha256, abi: { luo: null, memfd: null, kho: null }, banner: null, compression: read.compression ?? "unknown", problems: [read.reason] };
+      return { sha256, initrdSha256, abi: NO_ABI, banner: null, compression: read.compression ?? "unknown", problems: [read.message] };
     }
-    const banner = read.banners.length === 1 ? read.banners[0]! : null;
-    return { sha256, initrdSha256, abi: read.abi, banner, compression: read.compression, problems: abiProblems(running, read.abi) };
+    const abi = { luo: read.luo, memfd: read.memfd, kho: read.kho };
+    // the banner the new kernel's /proc/version will show: the one that is a whole version line
+    const banner = read.banners.find((b) => /^Linux version \S+ .*#\d/.test(b)) ?? null;
+    return { sha256, initrdSha256, abi, banner, compression: read.compression, problems: abiProblems(running, { ...abi, ambiguous: read.ambiguous }) };
   }
 
   private async verifyAndLoad(
@@ -290,7 +295,7 @@ export class KernelLoader {
     });
     let next: CheckResult["next"] = null;
     if (loaded) {
-      const abi = loaded.abi ?? { luo: null, memfd: null, kho: null };
+      const abi = loaded.abi ?? NO_ABI;
       const abiTrouble = !loaded.abi ? ["this kernel was loaded by a luod that did not record its ABI: load it again"]
         : running.abi ? abiProblems(running.abi, abi) : [running.check.detail];
       checks.push(abiCheck(abi, abiTrouble));
@@ -391,14 +396,16 @@ export interface CheckCandidate {
 export interface CheckResult {
   ready: boolean;
   checks: Check[];
-  abi: { running: RunningAbi | null; next: LuoAbi | null };
+  abi: { running: RunningAbi | null; next: AbiStrings | null };
   /** The kernel the checks are about (loaded, or the candidate): for the checks the caller adds (preflight.ts). */
-  next: (PreflightKernel & { abi: LuoAbi; version: string }) | null;
+  next: (PreflightKernel & { abi: AbiStrings; version: string }) | null;
 }
 
-function abiCheck(abi: LuoAbi, problems: string[]): Check {
+function abiCheck(abi: AbiStrings, problems: string[]): Check {
   return { name: "abi", ok: problems.length === 0, detail: problems.length ? problems.join("; ") : `${formatAbi(abi)}: the same as the running kernel's` };
 }
+
+const NO_ABI: AbiStrings = { luo: null, memfd: null, kho: null };
 
 /** Refuses what kexec_file_load would refuse for its size, before luod reads any of it. */
 function checkSize(what: string, size: number): void {

@@ -8,6 +8,9 @@ import { realKernel, type KernelPort } from "./kernel-port";
 import { Broker } from "./broker";
 import { KernelLoader, type CheckResult } from "./loader";
 import { preflightChecks } from "./preflight";
+import { RunningAbiSource } from "./abi-gate";
+import { probeRunningAbi, readProcVersion } from "./running-abi";
+import { readImageAbi } from "./image-reader";
 import { RestoredSessions } from "./restored";
 import { Server } from "./server";
 import { perUidDefault } from "./peers";
@@ -106,9 +109,18 @@ export async function runDaemon(config: DaemonConfig, log: Logger, kernel: Kerne
   const loop = new EventLoop({ onError: (e) => log.error(`event loop: ${(e as Error)?.stack ?? String(e)}`) });
   const files = new StateFiles(config.stateDir, log);
   const restored = new RestoredSessions(kernel, files, log);
-  const boot = restore(kernel, restored, log);
-  const loader = new KernelLoader(kernel, files, log);
-  const brokerOptions = { kernel, log, nextKernel: () => loader.loaded(), commitDelayMs: config.commitDelayMs,
+  // The running kernel's ABI (abi-gate.ts): what the previous luod recorded is taken from the
+  // manifest by restore(); the probes run once, in the background, from here (the running image
+  // is decoded in a worker, which can take a second): CHECK and STATUS show it when it is known.
+  const runningAbi = new RunningAbiSource({
+    probe: () => probeRunningAbi({ candidates: config.runningImage ? [config.runningImage] : [] }),
+    files, log, procVersion: () => readProcVersion(),
+  });
+  const boot = restore(kernel, restored, runningAbi, log);
+  runningAbi.get().catch((e) => log.warning(`reading the running kernel's ABI failed: ${oneLine((e as Error).message)}`));
+  const loader = new KernelLoader(kernel, files, log, { readImage: (fd, image) => readImageAbi(fd, image), running: runningAbi });
+  const brokerOptions = { kernel, log, nextKernel: () => loader.loaded(), reloadKernel: (stillWanted: () => void) => loader.reload(stillWanted),
+    commitDelayMs: config.commitDelayMs,
     nextAttempt: attemptCounter(files),
     onReady: (id: string) => systemd.clientReady(id),
     onAbort: (dryRun: boolean) => systemd.aborted(dryRun),
@@ -205,7 +217,7 @@ interface BootInfo {
  * (once per boot, docs/kernel.md#retrieve-once), so its content goes to the state dir at once: a luod
  * restarted later in this boot reads it from there.
  */
-function restore(kernel: KernelPort, restored: RestoredSessions, log: Logger): BootInfo {
+function restore(kernel: KernelPort, restored: RestoredSessions, runningAbi: RunningAbiSource, log: Logger): BootInfo {
   if (restored.loadFromState()) return { kind: "restarted after a live-update boot" };
   if (!kernel.devicePresent()) return { kind: "no LUO device" };
   try {
@@ -213,6 +225,7 @@ function restore(kernel: KernelPort, restored: RestoredSessions, log: Logger): B
     if (blob.kind === "absent") return { kind: "cold boot" };
     const manifest = decodeManifest(blob.data);
     restored.adoptManifest(manifest);
+    runningAbi.recordFromManifest(manifest.kernel.next, manifest.attempt);
     log.notice(`live-update boot: update ${manifest.attempt} from ${manifest.kernel.from} brought ${manifest.entries.length} session(s)`);
     return { kind: "live-update boot" };
   } catch (e) {

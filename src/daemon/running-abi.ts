@@ -17,24 +17,37 @@ import { SysError } from "../kernel/libc";
 export const KHO_DEBUGFS_LUO = "/sys/kernel/debug/kho/out/sub_fdts/LUO";
 export const KHO_DEBUGFS_FDT = "/sys/kernel/debug/kho/out/fdt";
 
-export interface RunningAbiValue {
+export interface ProbedValue {
   value: string | null;
   /** "kho debugfs", "running image /boot/vmlinuz-…", or null when unknown. */
   source: string | null;
 }
 
-export interface RunningAbi {
-  luo: RunningAbiValue;
-  memfd: RunningAbiValue;
-  kho: RunningAbiValue;
+/** What the probes of the live system found (abi-gate.ts adds what the previous luod recorded). */
+export interface ProbedAbi {
+  luo: ProbedValue;
+  memfd: ProbedValue;
+  kho: ProbedValue;
   /** The running image that was identified, if any. */
   image: string | null;
   /** What was tried and why each source failed: one short line each. */
   notes: string[];
 }
 
+/**
+ * /proc/version, the running kernel's banner, as the image scan decodes banners (latin1: a byte
+ * per character, whatever the build host put there); null if unreadable.
+ */
+export function readProcVersion(root = "/"): string | null {
+  try {
+    return readFileSync(join(root, "/proc/version"), "latin1");
+  } catch {
+    return null;
+  }
+}
+
 /** The plain strings of a probe, for compareAbi. */
-export function runningAbiStrings(r: RunningAbi): AbiStrings {
+export function runningAbiStrings(r: ProbedAbi): AbiStrings {
   return { luo: r.luo.value, memfd: r.memfd.value, kho: r.kho.value };
 }
 
@@ -182,10 +195,10 @@ async function probeRunningImage(opts: RunningAbiOptions, notes: string[]): Prom
   const root = opts.root ?? "/";
   const trusted = opts.trustedUids ?? [0];
   const readImage = opts.readImage ?? readImageAbi;
-  let procVersion: string;
+  const procVersion = readProcVersion(root);
   let release: string;
   try {
-    procVersion = readFileSync(join(root, "/proc/version"), "latin1");
+    if (procVersion === null) throw Object.assign(new Error("/proc/version"), { code: "unreadable" });
     release = readFileSync(join(root, "/proc/sys/kernel/osrelease"), "latin1").trim();
   } catch (e) {
     notes.push(`running image: cannot read /proc/version or /proc/sys/kernel/osrelease (${(e as { code?: string }).code ?? e})`);
@@ -254,11 +267,11 @@ async function probeRunningImage(opts: RunningAbiOptions, notes: string[]): Prom
  * The running kernel's LUO, memfd and KHO strings with their sources. A string that debugfs and
  * the running image give differently is a conflict: null, with a note. Never throws.
  */
-export async function probeRunningAbi(opts: RunningAbiOptions = {}): Promise<RunningAbi> {
+export async function probeRunningAbi(opts: RunningAbiOptions = {}): Promise<ProbedAbi> {
   const debugfs = readKhoDebugfs(opts.root ?? "/");
   const notes = [...debugfs.notes];
   const image = await probeRunningImage(opts, notes);
-  const out: RunningAbi = {
+  const out: ProbedAbi = {
     luo: { value: null, source: null },
     memfd: { value: null, source: null },
     kho: { value: null, source: null },

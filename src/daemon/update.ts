@@ -8,7 +8,7 @@
 // with its last fd (docs/kernel.md#session-lifetimes), so a client may exit after READY and lose nothing.
 import type { KernelPort } from "./kernel-port";
 import type { Logger } from "./log";
-import type { LuoAbi } from "./abi-gate";
+import type { AbiStrings } from "./image-abi";
 import { encodeManifest, manifestEntry, MANIFEST_TOKEN, MANIFEST_VERSION, MANIFEST_FORMAT, type Manifest } from "./manifest";
 import { closeQuietly, names, type Client, type Peer, type Subscribers } from "./subscribers";
 import { ProtocolError, errorCodeOf, type ErrorCode } from "../wire/errors";
@@ -25,7 +25,7 @@ export interface NextKernel {
   /** The image's "Linux version …" banner: after the jump, /proc/version of the new kernel. */
   banner?: string | null;
   /** Its ABI strings: the next luod's record of its own kernel (abi-gate.ts). */
-  abi?: LuoAbi;
+  abi?: AbiStrings;
 }
 
 export type KexecOutcome =

@@ -6,7 +6,10 @@ import { mkdtempSync, openSync, closeSync, rmSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { KernelLoader, type AbiGate } from "../../src/daemon/loader";
-import { RunningAbiSource, type ImageAbiResult, type LuoAbi, type RunningAbi } from "../../src/daemon/abi-gate";
+import { RunningAbiSource } from "../../src/daemon/abi-gate";
+import type { AbiStrings as LuoAbi } from "../../src/daemon/image-abi";
+import type { ImageAbiResult } from "../../src/daemon/image-reader";
+import type { ProbedAbi } from "../../src/daemon/running-abi";
 import { FakeKernel } from "../../src/daemon/fake-kernel";
 import { StateFiles } from "../../src/daemon/state-files";
 import { createLogger } from "../../src/daemon/log";
@@ -22,15 +25,22 @@ let kernel: FakeKernel;
 let files: StateFiles;
 let logs: string[];
 let image: LuoAbi | null; // what the fake reader finds in every image; null: unreadable
-let running: RunningAbi;
+let running: { abi: LuoAbi; sources: Partial<Record<keyof LuoAbi, string>>; notes: string[] };
 let procVersion: string | null;
 
 const log = () => createLogger({ write: (l) => logs.push(l) });
 
+/** `running` as the probes of running-abi.ts return it. */
+async function probe(): Promise<ProbedAbi> {
+  const v = (k: keyof LuoAbi) => ({ value: running.abi[k], source: running.abi[k] === null ? null : running.sources[k] ?? "probe" });
+  return { luo: v("luo"), memfd: v("memfd"), kho: v("kho"), image: null, notes: running.notes };
+}
+
 function gate(): AbiGate {
   const readImage = async (): Promise<ImageAbiResult> =>
-    image ? { ok: true, compression: "lz4", abi: image, banners: [BANNER] } : { ok: false, compression: "xz", reason: "could not read the ABI of this image (compression xz)" };
-  return { readImage, running: new RunningAbiSource({ probe: async () => running, files, log: log(), procVersion: () => procVersion }) };
+    image ? { ok: true, compression: "lz4", decompressedBytes: 1, ms: 1, ...image, ambiguous: {}, banners: [BANNER] }
+      : { ok: false, code: "unsupported", compression: "xz", message: "could not read the ABI of this image (compression xz)" };
+  return { readImage, running: new RunningAbiSource({ probe, files, log: log(), procVersion: () => procVersion }) };
 }
 
 function imageFd(name = "bzImage"): number {
@@ -194,7 +204,7 @@ describe("CHECK", () => {
 describe("the running ABI", () => {
   test("after a live update, the previous luod's record fills what the probes lack, if this kernel is the image it loaded", async () => {
     running = { abi: { ...V5, memfd: null }, sources: { luo: "kho debugfs", kho: "kho debugfs" }, notes: ["memfd: no running image found"] };
-    const src = () => new RunningAbiSource({ probe: async () => running, files, log: log(), procVersion: () => procVersion });
+    const src = () => new RunningAbiSource({ probe, files, log: log(), procVersion: () => procVersion });
     src().recordFromManifest({ banner: procVersion, abi: V5 }, 3);
     const r = await src().get();
     expect(r.abi).toEqual(V5);
@@ -203,13 +213,13 @@ describe("the running ABI", () => {
 
   test("a record of another kernel (its banner is not /proc/version) is not used", async () => {
     running = { abi: { ...V5, memfd: null }, sources: {}, notes: [] };
-    const s = new RunningAbiSource({ probe: async () => running, files, log: log(), procVersion: () => procVersion });
+    const s = new RunningAbiSource({ probe, files, log: log(), procVersion: () => procVersion });
     s.recordFromManifest({ banner: "Linux version 7.2.12 (other) #9\n", abi: V5 }, 3);
     expect((await s.get()).abi.memfd).toBeNull();
   });
 
   test("a probe and the record that disagree make that string unknown (fail closed), with a note", async () => {
-    const s = new RunningAbiSource({ probe: async () => running, files, log: log(), procVersion: () => procVersion });
+    const s = new RunningAbiSource({ probe, files, log: log(), procVersion: () => procVersion });
     s.recordFromManifest({ banner: procVersion, abi: V6 }, 4);
     const r = await s.get();
     expect(r.abi.luo).toBeNull();
