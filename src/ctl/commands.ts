@@ -7,9 +7,6 @@ import { cmdCheck, cmdLoad, cmdUnload } from "./cmd-load";
 import { cmdAbort, cmdKexec } from "./cmd-kexec";
 import { cmdEvict } from "./cmd-evict";
 
-/** Options that take a value (long names). Their values are protected from mri (args.ts). */
-export const VALUE_OPTIONS = new Set(["socket", "initrd", "cmdline", "append", "sha256", "timeout", "reason", "reply-timeout"]);
-
 export interface Spec {
   /** cac raw name, e.g. "load <kernel>". */
   raw: string;
@@ -168,3 +165,11 @@ export const SPECS: readonly Spec[] = [
     run: cmdEvict,
   },
 ];
+
+/**
+ * The long names of the options that take a value ("--kernel <file>" → "kernel"), global ones
+ * included: their values are protected from mri (args.ts). Derived, so a new option is never missed.
+ */
+export const VALUE_OPTIONS: ReadonlySet<string> = new Set(
+  [...GLOBAL_OPTIONS, ...SPECS.flatMap((s) => s.options)].filter(([raw]) => raw.includes("<")).map(([raw]) => raw.slice(2, raw.indexOf(" "))),
+);
