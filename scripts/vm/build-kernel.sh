@@ -140,7 +140,7 @@ cp "$O/.config.base" "$O/.config"
 "$W/scripts/config" --file "$O/.config" --set-str LOCALVERSION "${!lv}"
 "${M[@]}" olddefconfig >/dev/null
 grep -qx "CONFIG_LOCALVERSION=\"${!lv}\"" "$O/.config" || { log "CONFIG_LOCALVERSION did not stick"; exit 1; }
-if [[ -f $O/vmlinux ]]; then log "building $KVER$VARIANT incrementally in $O (-j$JOBS)"
+if [[ -f $O/vmlinux ]]; then log "building $KVER${!lv} incrementally in $O (-j$JOBS)"
 else log "building $KVER (key $BASEKEY, -j$JOBS) from scratch in $O; about 7 minutes on 2 idle cores"; fi
 "${M[@]}" -j"$JOBS" bzImage >&2
 
