@@ -12,15 +12,14 @@ BUN=node_modules/.bin/bun
 "$BUN" scripts/build-binary.ts || exit 1
 if [[ -z ${LUO_SKIP_VM:-} ]]; then
     # get (or find in ~/.cache) everything the VMs boot before the tests start, so that no test
-    # spends its time building: the LUO kernel, and for the systemd tests a second kernel
-    # (luo-systemd.config) and a Debian sid root filesystem with systemd
+    # spends its time building: the three LUO kernels A, B, C (B and C incrementally from A's
+    # object tree), and for the systemd tests a Debian sid root filesystem with systemd
     scripts/vm/deps.sh all || exit 1
-    scripts/vm/build-kernel.sh >/dev/null || exit 1
+    for v in a b c; do scripts/vm/build-kernel.sh $v >/dev/null || exit 1; done
     # Debian's stock kernel: a real zstd image without LUO for the image-ABI tests
     scripts/vm/debian-kernel.sh >/dev/null || exit 1
     if [[ -z ${LUO_SKIP_SYSTEMD_VM:-} ]]; then
         scripts/vm/deps.sh systemd || exit 1
-        scripts/vm/build-kernel.sh scripts/vm/luo-systemd.config >/dev/null || exit 1
         scripts/vm/systemd/mkrootfs.sh >/dev/null || exit 1
     fi
 fi

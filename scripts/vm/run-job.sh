@@ -9,12 +9,16 @@
 #   -e K=V     exported to the job          -p FILE  copied into share/payload/ (guest: /mnt/share/payload)
 #   -m -t -c -a -v as for run-vm.sh; defaults: plain 1G, 300 s; --systemd 2G, 600 s; 2 vCPUs
 #
-# 1. gets what it needs, each cached: packages (deps.sh), the kernel (build-kernel.sh; --systemd:
-#    with luo-systemd.config; a first build takes ~6 min), then the initramfs (mkinitramfs.sh) or,
-#    --systemd, the root disk (systemd/mkrootfs.sh) and dist/luo (must exist: npm run build)
+# 1. gets what it needs, each cached: packages (deps.sh), the three kernels A, B, C (build-kernel.sh;
+#    a first build of A takes ~7 min, B and C then a few minutes more, built incrementally), then the
+#    initramfs (mkinitramfs.sh) or, --systemd, the root disk (systemd/mkrootfs.sh) and dist/luo
+#    (must exist: npm run build)
 # 2. makes a fresh work dir: $LUO_VM_WORKDIR, default <repo>/.vm/<job name>-<pid>
 #      share/job.sh, share/job.env    the job and its settings (guest: /mnt/share/...)
-#      share/boot/bzImage, initramfs  what the guest kexecs into (plain: also the initramfs)
+#      share/boot/bzImage, initramfs  what the guest boots and kexecs into: kernel A (plain: also
+#                                     the initramfs)
+#      share/boot/vmlinuz-<release>   the kernels A, B, C (build-kernel.sh a|b|c), each with its
+#        vmlinuz-<release>.abi.env    abi.env (LUO_ABI, MEMFD_ABI, KHO_ABI, KERNEL_RELEASE, KERNEL_VERSION)
 #      share/payload/                 the -p files; --systemd: also luo (dist/luo), luod.service
 #      serial.log                     the console, with host timestamps
 #    share/boot and share/payload are deleted after the run.
@@ -24,6 +28,10 @@
 #   LUO_STAGE  1 on the cold boot, 2 after a kexec that carried KHO data
 #   LUO_BOOT   1, 2, ... (counts boots of this run)
 #   LUO_SHARE  /mnt/share (this run's share/ directory, read-write)
+#   LUO_KERNEL_A, LUO_KERNEL_B, LUO_KERNEL_C          the kernels' guest paths (/mnt/share/boot/vmlinuz-*)
+#   LUO_KERNEL_A_ENV, LUO_KERNEL_B_ENV, LUO_KERNEL_C_ENV   their abi.env (sourceable by sh)
+#   The guest makes /boot/vmlinuz-$(uname -r) a link to the running kernel's image on every boot
+#   (plain: in the root hostrun sees; --systemd: in the root disk), as a distribution would have it.
 #   and every -e K=V. Plain: under busybox sh, started by guest/init; also
 #   REPO       this repository's path: `hostrun $REPO/...` sees the host's files at the same
 #              paths (read-only, writes go to guest RAM)
@@ -34,7 +42,7 @@ set -euo pipefail
 export LC_ALL=C
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd -P)
-usage() { sed -n 2,32p "$0" >&2; exit 2; }
+usage() { sed -n 2,41p "$0" >&2; exit 2; }
 log() { echo "run-job${SYSTEMD:+(systemd)}: $*" >&2; }
 
 SYSTEMD= JOB= ENVS=() FILES=() MEM= CPUS=2 TMO= APPEND= ECHO= ROOTFS= INITRAMFS=
@@ -59,7 +67,6 @@ t0=$SECONDS
 "$HERE/deps.sh" all
 if [[ -n $SYSTEMD ]]; then
     "$HERE/deps.sh" systemd
-    KERNEL=$("$HERE/build-kernel.sh" "$HERE/luo-systemd.config")
     ROOTFS=$("$HERE/systemd/mkrootfs.sh")
     [[ -x $REPO/dist/luo ]] || { log "$REPO/dist/luo is missing: run 'npm run build' first"; exit 1; }
     : "${MEM:=2G}" "${TMO:=600}"
@@ -68,11 +75,19 @@ if [[ -n $SYSTEMD ]]; then
     APPEND="root=/dev/vda rootfstype=ext4 rw init=/usr/lib/systemd/systemd systemd.show_status=1 systemd.log_color=0 $APPEND"
     FILES=("$REPO/dist/luo" "$REPO/luod.service" ${FILES[@]+"${FILES[@]}"})
 else
-    KERNEL=$("$HERE/build-kernel.sh")
     INITRAMFS=$("$HERE/mkinitramfs.sh")
     : "${MEM:=1G}" "${TMO:=300}"
     ENVS=(REPO="$REPO" ${ENVS[@]+"${ENVS[@]}"})
 fi
+
+# every VM boots kernel A; B (an update with the same ABI) and C (another LUO ABI) are there to kexec into
+declare -A KERNELS=() ABIENV=()
+for v in a b c; do
+    k=$("$HERE/build-kernel.sh" $v) || { log "could not build kernel ${v^^} (scripts/vm/build-kernel.sh $v)"; exit 1; }
+    [[ -f $k && -f $(dirname "$k")/abi.env ]] || { log "kernel ${v^^}: $k or its abi.env is missing"; exit 1; }
+    KERNELS[$v]=$k ABIENV[$v]=$(dirname "$k")/abi.env
+done
+KERNEL=${KERNELS[a]}
 
 # ---- 2. the work dir and its share ----------------------------------------------------------------
 name=$(basename "$JOB" .sh)
@@ -81,6 +96,13 @@ rm -rf "$W/share"
 mkdir -p "$W/share/boot"
 W=$(cd "$W" && pwd -P)
 cp "$KERNEL" "$W/share/boot/bzImage"
+for v in a b c; do
+    rel=$(sed -n 's/^KERNEL_RELEASE=//p' "${ABIENV[$v]}")
+    [[ -n $rel ]] || { log "no KERNEL_RELEASE in ${ABIENV[$v]}"; exit 1; }
+    cp "${KERNELS[$v]}" "$W/share/boot/vmlinuz-$rel"
+    cp "${ABIENV[$v]}" "$W/share/boot/vmlinuz-$rel.abi.env"
+    ENVS+=("LUO_KERNEL_${v^^}=/mnt/share/boot/vmlinuz-$rel" "LUO_KERNEL_${v^^}_ENV=/mnt/share/boot/vmlinuz-$rel.abi.env")
+done
 if [[ -z $SYSTEMD ]]; then
     cp "$INITRAMFS" "$W/share/boot/initramfs"
     VMBOOT=(-i "$W/share/boot/initramfs")

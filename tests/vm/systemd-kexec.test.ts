@@ -16,6 +16,8 @@ test.skipIf(!systemdVmAvailable())(
     expect(logLines(log, "Preserved fd stores in LUO session 'systemd' for kexec")).toHaveLength(1);
     for (const id of ["vm-1", "vm-2"]) expect(logLines(log, `VERIFIED ${id} 8388608 bytes`)).toHaveLength(1);
     expect(logLines(log, "JOB: PASS every client claimed")).toHaveLength(1);
+    // both boots: the running kernel's image where a distribution keeps it (run-job.sh, luo-vm-job)
+    expect(logLines(log, /INIT: \/boot\/vmlinuz-(\S+) -> \/mnt\/share\/boot\/vmlinuz-\1$/)).toHaveLength(2);
     expect(rc).toBe(0);
   },
   SYSTEMD_VM_TEST_TIMEOUT_MS,

@@ -3,7 +3,7 @@
 // payload: the jobs' helpers (jobs/systemd-lib.sh), the test client (guest/systemd-client.ts,
 // compiled by guest/build-systemd-client.sh) and its unit (guest/luo-test-client@.service).
 //
-// First run on a machine: the kernel with luo-systemd.config (~6 min on 2 idle cores, more when
+// First run on a machine: kernel A, shared with every VM (~7 min on 2 idle cores, more when
 // other VMs run), debootstrap of sid (~1.5 min, network) and the root image (~20 s), the test
 // client binary (~2 s). Cached runs: ~1.5-3 min per test (two systemd boots under TCG).
 // Needs root or passwordless sudo (debootstrap) the first time. LUO_SKIP_VM=1 skips these tests

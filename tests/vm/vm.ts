@@ -115,3 +115,29 @@ export function logLines(log: string, marker: string | RegExp): string[] {
     .map((l) => l.replace(/^\[\s*\d+\.\d+\] /, ""))
     .filter((l) => (typeof marker === "string" ? l.includes(marker) : marker.test(l)));
 }
+
+/** One of the harness's kernels (scripts/vm/build-kernel.sh a|b|c) and its abi.env. */
+export interface KernelVariant {
+  /** the cached bzImage */
+  image: string;
+  /** abi.env: LUO_ABI, MEMFD_ABI, KHO_ABI, KERNEL_RELEASE (uname -r), KERNEL_VERSION (uname -v) */
+  abi: Record<string, string>;
+}
+
+/** Builds (or finds in the cache) kernel `variant` and reads its abi.env. */
+export function kernelVariant(variant: "a" | "b" | "c"): KernelVariant {
+  const r = Bun.spawnSync([join(REPO, "scripts/vm/build-kernel.sh"), variant], { stdin: "ignore", stdout: "pipe", stderr: "inherit" });
+  const image = r.stdout.toString().trim();
+  if (r.exitCode !== 0 || !image) throw new Error(`scripts/vm/build-kernel.sh ${variant} failed (exit ${r.exitCode})`);
+  return { image, abi: parseAbiEnv(readFileSync(join(image, "../abi.env"), "utf8")) };
+}
+
+/** abi.env: KEY=VALUE lines, VALUE optionally in single quotes (sourceable by sh). */
+export function parseAbiEnv(text: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const line of text.split("\n")) {
+    const m = /^([A-Z_][A-Z0-9_]*)=(.*)$/.exec(line);
+    if (m) out[m[1]] = m[2].replace(/^'(.*)'$/, "$1");
+  }
+  return out;
+}
