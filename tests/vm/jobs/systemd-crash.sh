@@ -6,7 +6,8 @@
 #         commit, for the fault); two clients READY, their sessions in luod's fd store; luod is
 #         SIGKILLed in the window (luoctl kexec reports the lost daemon); systemd restarts luod,
 #         which gets the two outgoing sessions back from $LISTEN_FDS and carries them; the
-#         clients, who lost luod after READY, do nothing more. Then luoctl kexec again: the
+#         clients, who lost luod after READY, do nothing more. The restarted luod unloaded the kernel
+#         it cannot vouch for: luoctl load, then luoctl kexec again: the
 #         manifest lists the carried sessions, luod asks systemd to kexec; a delay inhibitor
 #         holds logind back while luod is SIGKILLed once more; the restarted luod sees the kexec
 #         coming and only waits; the inhibitor goes, systemd kexecs.
@@ -45,6 +46,11 @@ if [ "$LUO_STAGE" = 1 ]; then
             fail "client $c did not see luod go away after READY"
     done
     pass "luod killed after every client was READY: systemd restarted it and it still holds every session"
+
+    step "the restarted luod cannot vouch for the kernel loaded before it: it unloaded it; luoctl load again"
+    [ "$(cat /sys/kernel/kexec_loaded)" = 0 ] || fail "the kernel loaded before the crash is still loaded"
+    has_message 0 5 "unloaded the next kernel (it was loaded before this luod started)" || fail "luod did not say it unloaded the kernel"
+    luoctl load "$LUO_SHARE/boot/bzImage" --reuse-cmdline || fail "luoctl load after the restart"
 
     step "luoctl kexec again (no client subscribed: only the carried sessions), logind held by a delay inhibitor"
     systemd-inhibit --what=shutdown --mode=delay --who=luo-test --why="hold the kexec while luod is killed" sleep 600 &
