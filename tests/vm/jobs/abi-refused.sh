@@ -13,7 +13,7 @@ start_clients main preserve --ids vm-1 --mib 4
 wait_lines main SUBSCRIBED 1 120
 until luoctl status | grep -q "running ABI"; do sleep 0.2; done
 luoctl status
-luoctl status | grep -q "running ABI *$A_LUO_ABI " || fail "luoctl status does not show the running LUO ABI $A_LUO_ABI"
+luoctl status | grep -q "running ABI: *$A_LUO_ABI " || fail "luoctl status does not show the running LUO ABI $A_LUO_ABI"
 
 step "luoctl load C: refused"
 luoctl load "$LUO_KERNEL_C" --initrd "$LUO_SHARE/boot/initramfs" --reuse-cmdline > /run/load-c.log 2>&1
