@@ -45,6 +45,8 @@ test.skipIf(!vmAvailable())(
     expect(logLines(log, /\] luo-agent test kernel B$/)).toHaveLength(1);
     expect(logLines(log, /VERIFIED ab-\d 4194304 bytes/)).toHaveLength(3);
     expect(logLines(log, /VERIFIED ba-\d 4194304 bytes/)).toHaveLength(3);
+    // boot 3 without a running image: the ABI boot 2's luod recorded in the manifest is used
+    expect(logLines(log, "JOB: PASS without a running image, the ABI the previous luod recorded makes B checkable")).toHaveLength(1);
     expect(logLines(log, "JOB: PASS A -> B -> A")).toHaveLength(1);
     expect(rc).toBe(0);
   },

@@ -67,7 +67,13 @@ case $LUO_BOOT in
     [ "$LUO_STAGE" = 2 ] || fail "boot 3 is not a live update (no KHO data)"
     is_kernel A "$A_RELEASE" "$A_VERSION"
     dmesg | grep -q "luo-agent test kernel B" && fail "kernel A says it is kernel B"
+    # no running image this time: the memfd string can only come from what boot 2's luod recorded
+    # in the manifest about the image it jumped into (docs/kernel.md#abi-compatible-strings)
+    hostrun rm "/boot/vmlinuz-$A_RELEASE" || fail "cannot hide the running image"
     start_luod
+    wait_luod_log "running kernel ABI:.*memfd: recorded by the luod that jumped into this kernel" 1 60
+    luoctl check --kernel "$LUO_KERNEL_B" --initrd "$LUO_SHARE/boot/initramfs" || fail "luoctl check --kernel B on A without a running image"
+    pass "without a running image, the ABI the previous luod recorded makes B checkable"
     claim_all "$BA"
     pass "A -> B -> A: $CLIENTS client(s) got $MIB MiB each back intact after each update"
     ;;
