@@ -24,12 +24,12 @@ function run(cmd: string[]): string | null {
   return out !== "" && existsSync(out) ? out : null;
 }
 
-/** KEY=value lines (abi.env). */
-function readEnv(path: string): Record<string, string> {
+/** abi.env (scripts/vm/build-kernel.sh): KEY=VALUE lines, VALUE optionally in single quotes (sourceable by sh). */
+export function parseAbiEnv(text: string): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const line of readFileSync(path, "utf8").split("\n")) {
-    const m = /^([A-Z_][A-Z0-9_]*)=["']?(.*?)["']?$/.exec(line.trim());
-    if (m) out[m[1]!] = m[2]!;
+  for (const line of text.split("\n")) {
+    const m = /^([A-Z_][A-Z0-9_]*)=(.*)$/.exec(line);
+    if (m) out[m[1]!] = m[2]!.replace(/^'(.*)'$/, "$1");
   }
   return out;
 }
@@ -53,7 +53,7 @@ export function cachedKernel(variant: "a" | "b" | "c"): CachedKernel | null {
   if (path === null) return null;
   const env = join(dirname(path), "abi.env");
   if (existsSync(env)) {
-    const e = readEnv(env);
+    const e = parseAbiEnv(readFileSync(env, "utf8"));
     if (e.LUO_ABI && e.MEMFD_ABI && e.KHO_ABI) {
       return { path, expected: { luo: e.LUO_ABI, memfd: e.MEMFD_ABI, kho: e.KHO_ABI }, expectedFrom: env };
     }

@@ -7,6 +7,7 @@
 // then say so on stderr. A machine that cannot run them fails them, loudly (see vmAvailable).
 import { mkdirSync, mkdtempSync, readFileSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
+import { parseAbiEnv } from "../support/kernels";
 
 const REPO = resolve(import.meta.dir, "../..");
 const RUN_JOB = join(REPO, "scripts/vm/run-job.sh");
@@ -132,12 +133,3 @@ export function kernelVariant(variant: "a" | "b" | "c"): KernelVariant {
   return { image, abi: parseAbiEnv(readFileSync(join(image, "../abi.env"), "utf8")) };
 }
 
-/** abi.env: KEY=VALUE lines, VALUE optionally in single quotes (sourceable by sh). */
-export function parseAbiEnv(text: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const line of text.split("\n")) {
-    const m = /^([A-Z_][A-Z0-9_]*)=(.*)$/.exec(line);
-    if (m) out[m[1]] = m[2].replace(/^'(.*)'$/, "$1");
-  }
-  return out;
-}
