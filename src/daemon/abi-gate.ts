@@ -1,10 +1,11 @@
 // The LUO ABI gate: a kernel whose handover ABI differs from the running kernel's is never loaded
 // (a different LUO string panics it at boot: docs/kernel.md#abi-compatible-strings).
 //
-// The running kernel's strings come from three sources (docs/kernel.md#abi-compatible-strings),
-// best first: what KHO's debugfs shows of this very kernel, what luod recorded about the image it
-// jumped into (valid only if that image's banner is this kernel's /proc/version), and the running
-// image found on disk (same banner rule). A string no source knows makes the gate refuse: fail closed.
+// The running kernel's strings come from three sources (docs/kernel.md#abi-compatible-strings):
+// what KHO's debugfs shows of this very kernel and the running image found on disk (running-abi.ts
+// probes both: the image counts only if its banner is /proc/version), completed by what the
+// previous luod recorded about the image it jumped into (same banner rule). Two sources that
+// disagree, or a string none knows, make the gate refuse: fail closed.
 import type { Logger } from "./log";
 import type { StateFiles } from "./state-files";
 import { ABI_KINDS, compareAbi, type AbiKind, type AbiStrings, type ImageAbiScan } from "./image-abi";
@@ -54,6 +55,11 @@ export function abiProblems(running: RunningAbi, next: AbiStrings & { ambiguous?
   });
 }
 
+/** A RunningAbi as CHECK and STATUS show it: the three strings and `sources`. */
+export function runningAbiJson(r: RunningAbi) {
+  return { ...r.abi, sources: { ...r.sources } as Record<string, string> };
+}
+
 /** One line for logs and `luoctl status`: "luo-v5 memfd-v2 kho-v4" (unknown as "?"). */
 export function formatAbi(abi: AbiStrings): string {
   return ABI_KINDS.map((k) => abi[k] ?? `${k}-?`).join(" ");
@@ -66,6 +72,8 @@ export function formatAbi(abi: AbiStrings): string {
  */
 export class RunningAbiSource {
   private pending: Promise<RunningAbi> | null = null;
+  private known: RunningAbi | null = null;
+  private failed: string | null = null;
 
   constructor(
     private readonly o: {
@@ -85,9 +93,6 @@ export class RunningAbiSource {
     });
     return this.pending;
   }
-
-  private known: RunningAbi | null = null;
-  private failed: string | null = null;
 
   /** What STATUS and CHECK show without waiting: the result if it is known already. */
   peek(): RunningAbi | null {

@@ -13,7 +13,7 @@ import { KEXEC_TIMEOUT_DEFAULT_MS } from "../wire/limits";
 import { ProtocolError, errorCodeOf } from "../wire/errors";
 import type { Broker, Peer } from "./broker";
 import type { Check, CheckResult, KernelLoader } from "./loader";
-import type { RunningAbi } from "./abi-gate";
+import { runningAbiJson } from "./abi-gate";
 import type { RestoredSessions } from "./restored";
 import { ownsRestored, type Roles } from "./access";
 import type { Logger } from "./log";
@@ -37,10 +37,6 @@ export interface DispatcherOptions {
   preflight?: (next: CheckResult["next"]) => Check[];
 }
 
-/** A RunningAbi as CHECK and STATUS show it. */
-export function runningAbiJson(r: RunningAbi) {
-  return { ...r.abi, sources: { ...r.sources } as Record<string, string> };
-}
 
 export class Dispatcher {
   constructor(private readonly o: DispatcherOptions) {}
@@ -164,13 +160,14 @@ export class Dispatcher {
     const { broker, loader, restored } = this.o;
     const now = Date.now();
     const k = loader.loaded();
+    const running = loader.runningAbiKnown();
     const admin = peer.roles.admin;
     return {
       luod: this.o.luodStatus(admin),
       ...broker.summary(admin ? null : peer.cred.uid),
       kernel: k ? { loaded: true, version: k.version, sha256: k.sha256, cmdline: k.cmdline, loaded_at: k.loadedAt, abi: k.abi ? { ...k.abi } : null, reloadable: loader.verifiable } : { loaded: false },
       // known once a LOAD or CHECK asked for it (reading the running image can take a second)
-      running_abi: loader.runningAbiKnown(),
+      running_abi: running && runningAbiJson(running),
       restored: restored.list().filter((s) => admin || s.uid === peer.cred.uid).map((s) => ({
         id: s.id, session: s.session, state: s.state, uid: s.uid, unit: s.unit,
         age_s: Math.round((now - Date.parse(s.restoredAt)) / 1000),

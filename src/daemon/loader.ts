@@ -15,11 +15,11 @@ import { ABI_KINDS, type AbiStrings } from "./image-abi";
 import type { ImageAbiResult } from "./image-reader";
 import type { KernelImageInfo } from "./bzimage";
 import { kernelPlacement, type KernelPlacement, type PreflightKernel } from "./preflight";
+import { SysError } from "../kernel/libc";
+import { ProtocolError } from "../wire/errors";
 
 /** A kernel image after the synchronous checks. */
 type Inspected = KernelImageInfo & { fileSize: number; initrdSize: number | null; placement: KernelPlacement | null };
-import { SysError } from "../kernel/libc";
-import { ProtocolError } from "../wire/errors";
 
 /**
  * The kernel reads the kernel image and the initrd whole, each at most KEXEC_FILE_SIZE_MAX bytes
@@ -88,9 +88,8 @@ export class KernelLoader {
   }
 
   /** The running kernel's ABI if it was read already (STATUS does not wait for it). */
-  runningAbiKnown(): { luo: string | null; memfd: string | null; kho: string | null; sources: Record<string, string> } | null {
-    const r = this.gate?.running.peek();
-    return r ? { ...r.abi, sources: { ...r.sources } as Record<string, string> } : null;
+  runningAbiKnown(): RunningAbi | null {
+    return this.gate?.running.peek() ?? null;
   }
 
   /** Whether this luod loaded the kernel itself (and can reload it at KEXEC). */
