@@ -48,6 +48,8 @@ if [ "$LUO_STAGE" = 1 ]; then
     wait_lines late SUBSCRIBED 2 60
     kill_luod
     start_luod
+    # the restarted luod unloaded the kernel it cannot vouch for: load it again, then kexec at once
+    load_next_kernel
     # if it jumps here, boot 2 checks that every client came along
     luoctl kexec --timeout 120s > "$LUO_SHARE/kexec-b.log" 2>&1
     rc=$?

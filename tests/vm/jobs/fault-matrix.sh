@@ -47,6 +47,7 @@ if [ "$LUO_STAGE" = 1 ]; then
     wait_lines good SUBSCRIBED 4 60
     # the restarted luod expects mute-1 (subscriptions.json), which was killed: forget it
     luoctl evict mute-1 || fail "R2: luoctl evict mute-1"
+    restarted_unloaded R2 1
     pass "R2 luod killed while preparing: no jump, the clients subscribe again to the new luod"
 
     step "R3: luod killed after every client is READY, before the jump"
@@ -56,6 +57,7 @@ if [ "$LUO_STAGE" = 1 ]; then
     kexec_wait; [ "$KEXEC_RC" = 3 ] || fail "R3: luoctl kexec should report the lost daemon (exit 3)"
     start_luod $LUOD_ARGS
     wait_lines good SUBSCRIBED 6 60
+    restarted_unloaded R3 2
     pass "R3 luod killed after all READY: no jump, the clients keep their memory and subscribe again"
 
     step "R4: reboot(KEXEC) fails for real"

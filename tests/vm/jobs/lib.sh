@@ -66,6 +66,15 @@ jump() {
     fail "luoctl kexec returned $?: the host did not jump"
 }
 
+# restarted_unloaded WHAT N: a restarted luod cannot vouch for the kernel loaded before it and
+# unloads it (docs/reliability.md#the-abi-gate; the Nth time in this boot's luod log); the
+# operator loads it again
+restarted_unloaded() {
+    wait_luod_log "unloaded the next kernel (it was loaded before this luod started)" "$2" 10
+    [ "$(cat /sys/kernel/kexec_loaded)" = 0 ] || fail "$1: the kernel loaded before the restart is still loaded"
+    load_next_kernel
+}
+
 # unclaimed: how many restored sessions luod reports as unclaimed
 unclaimed() { luoctl status --json | grep -o '"state":"unclaimed"' | wc -l; }
 
