@@ -2,9 +2,9 @@
 // distribution kernel takes ~0.5 s of CPU (62 MB of zstd), too long for luod's single thread:
 // one Worker per call (image-worker.ts) does the I/O, the decoding and the scan, and posts back
 // only the small result; the worker is always terminated, on a timeout too.
-import { existsSync } from "node:fs";
 import type { Compression } from "./image-payload";
 import type { ImageAbiScan } from "./image-abi";
+import { workerUrl } from "../worker-url";
 
 /** Cap on the decompressed kernel: Debian's 7.2 vmlinux.bin is 62 MB, ours 17 MB. */
 export const DEFAULT_MAX_VMLINUX_BYTES = 256 << 20;
@@ -31,21 +31,6 @@ export interface ReadImageAbiOptions {
 }
 
 /**
- * From source the worker sits next to this file; in the compiled binary it is a second entry
- * point, embedded as /$bunfs/root/daemon/image-worker.js (see src/kernel/epoll.ts:workerUrl and
- * docs/bun.md#the-compiled-binary).
- */
-function workerUrl(): string {
-  const beside = new URL("./image-worker.ts", import.meta.url);
-  if (!import.meta.url.startsWith("file:///$bunfs/")) return beside.href;
-  for (const rel of ["./image-worker.js", "./daemon/image-worker.js", "./src/daemon/image-worker.js"]) {
-    const url = new URL(rel, import.meta.url);
-    if (existsSync(url.pathname)) return url.href;
-  }
-  throw new Error("image-worker is not embedded in this binary; build it with scripts/build-binary.ts");
-}
-
-/**
  * Read the ABI strings and banners of the kernel image open at `fd` (its payload as
  * inspectKernelImage found it). The fd must stay open until the promise settles. Never rejects.
  */
@@ -64,7 +49,7 @@ export function readImageAbi(
   return new Promise((resolve) => {
     let worker: Worker;
     try {
-      worker = new Worker(workerUrl());
+      worker = new Worker(workerUrl(import.meta.url, "daemon", "image-worker"));
     } catch (e) {
       resolve({ ok: false, code: "worker", message: `could not start the image reader: ${(e as Error).message}` });
       return;

@@ -7,9 +7,9 @@
 // Registrations are level-triggered, and "fires once until rearm" is kept in userspace: rearm()
 // with the mask already registered makes no syscall. A watch that is reported while disarmed is
 // switched off in the kernel then (EPOLL_CTL_MOD), so nothing spins on an fd nobody reads.
-import { existsSync } from "node:fs";
 import { ptr } from "bun:ffi";
 import { check, Errno, lastErrno, SysError, sys } from "./libc.ts";
+import { workerUrl } from "../worker-url";
 
 export const EPOLLIN = 0x001;
 export const EPOLLPRI = 0x002;
@@ -40,27 +40,6 @@ function putEvent(view: DataView, events: number, key: number): void {
   view.setUint32(0, events >>> 0, true);
   view.setInt32(4, key, true);
   view.setInt32(8, key < 0 ? -1 : 0, true); // sign-extend: data is (int64)key
-}
-
-/**
- * From source the worker sits next to this file. In a `bun build --compile` binary all modules
- * are bundled into the entry, so import.meta.url is the binary's root (/$bunfs/root/<outfile>),
- * while the worker — a second entry point — keeps its path relative to the entries' common
- * directory, as .js: `bun build --compile src/main.ts src/kernel/epoll-worker.ts` embeds it as
- * /$bunfs/root/kernel/epoll-worker.js. (Verified with Bun 1.4.5; "./epoll-worker.ts" alone fails
- * there with ModuleNotFound.)
- */
-function workerUrl(): string {
-  const beside = new URL("./epoll-worker.ts", import.meta.url);
-  if (!import.meta.url.startsWith("file:///$bunfs/")) return beside.href;
-  for (const rel of ["./epoll-worker.js", "./kernel/epoll-worker.js", "./src/kernel/epoll-worker.js"]) {
-    const url = new URL(rel, import.meta.url);
-    if (existsSync(url.pathname)) return url.href;
-  }
-  throw new Error(
-    "EventLoop: epoll-worker is not embedded in this binary; build with " +
-      "`bun build --compile src/main.ts src/kernel/epoll-worker.ts`",
-  );
 }
 
 interface Watch {
@@ -145,7 +124,7 @@ export class EventLoop {
       throw e;
     }
     this.ctl(EPOLL_CTL_ADD, this.stopFd, EPOLLIN, STOP_KEY);
-    this.worker = new Worker(workerUrl());
+    this.worker = new Worker(workerUrl(import.meta.url, "kernel", "epoll-worker"));
     this.worker.onmessage = (e: MessageEvent<number>) => this.onWorkerMessage(e.data);
     this.worker.onerror = (e: ErrorEvent) => this.fail(e.error ?? new Error(e.message));
     this.worker.postMessage({ epfd: this.epfd, turn: this.turn });
