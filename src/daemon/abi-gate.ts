@@ -60,6 +60,13 @@ export function runningAbiJson(r: RunningAbi) {
   return { ...r.abi, sources: { ...r.sources } as Record<string, string> };
 }
 
+/** How long an answer with an unknown string is kept before the next need reads it again. */
+export const RETRY_INCOMPLETE_MS = 10_000;
+
+function complete(r: RunningAbi): boolean {
+  return ABI_KINDS.every((k) => r.abi[k] !== null);
+}
+
 /** One line for logs and `luoctl status`: "luo-v5 memfd-v2 kho-v4" (unknown as "?"). */
 export function formatAbi(abi: AbiStrings): string {
   return ABI_KINDS.map((k) => abi[k] ?? `${k}-?`).join(" ");
@@ -68,7 +75,8 @@ export function formatAbi(abi: AbiStrings): string {
 /**
  * The running kernel's ABI: the probes, completed by the record of the previous luod when its
  * banner matches. Computed once per process (it cannot change within a boot) and on demand: the
- * running image may take a second to decode.
+ * running image may take a second to decode. An answer with a string unknown is computed again
+ * when next needed, RETRY_INCOMPLETE_MS after it (debugfs mounted or the image installed since).
  */
 export class RunningAbiSource {
   private pending: Promise<RunningAbi> | null = null;
@@ -82,16 +90,31 @@ export class RunningAbiSource {
       log: Logger;
       /** /proc/version: the banner a recorded image must carry. */
       procVersion: () => string | null;
+      /** An incomplete answer is kept this long (a `luoctl check` loop must not decode the image every time). */
+      retryIncompleteMs?: number;
     },
   ) {}
 
   get(): Promise<RunningAbi> {
-    this.pending ??= this.compute().catch((e) => {
-      this.pending = null; // a failure is not cached: the next LOAD tries again
-      this.failed = (e as Error).message;
-      throw e;
-    });
+    this.pending ??= this.compute().then(
+      (r) => {
+        // An incomplete answer is not kept either: the refusal tells the operator to mount
+        // debugfs or install the image, and the next LOAD or CHECK must see that without a restart.
+        if (!complete(r)) setTimeout(() => (this.pending = null), this.o.retryIncompleteMs ?? RETRY_INCOMPLETE_MS).unref?.();
+        return r;
+      },
+      (e) => {
+        this.pending = null; // a failure is not cached: the next LOAD tries again
+        this.failed = (e as Error).message;
+        throw e;
+      },
+    );
     return this.pending;
+  }
+
+  /** CHECK without an image does not wait: an incomplete answer is read again in the background. */
+  refreshIfIncomplete(): void {
+    if (this.known && !complete(this.known) && !this.pending) this.get().catch(() => {});
   }
 
   /** What STATUS and CHECK show without waiting: the result if it is known already. */

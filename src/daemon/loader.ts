@@ -359,13 +359,14 @@ export class KernelLoader {
       return { abi: null, check: { name: "running-abi", ok: false, detail: failed ? `reading the running kernel's ABI failed: ${failed}` : "still being read (luod started a moment ago): check again" } };
     }
     const unknown = ABI_KINDS.filter((k) => r.abi[k] === null);
+    if (unknown.length) this.gate.running.refreshIfIncomplete();
     return {
       abi: r,
       check: {
         name: "running-abi",
         ok: unknown.length === 0,
         detail: unknown.length
-          ? `unknown: ${unknown.join(", ")} (${r.notes.join("; ") || "no source had it"}); ${MAKE_KNOWN}`
+          ? `unknown: ${unknown.join(", ")} (${r.notes.join("; ") || "no source had it"}); ${MAKE_KNOWN} (luod reads it again at the next check)`
           : `${formatAbi(r.abi)} (${ABI_KINDS.map((k) => `${k}: ${r.sources[k]}`).join("; ")})`,
       },
     };

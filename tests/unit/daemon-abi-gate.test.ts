@@ -226,3 +226,49 @@ describe("the running ABI", () => {
     expect(r.notes.join(" ")).toContain("luod recorded luo-v6");
   });
 });
+
+describe("an unknown running ABI made known", () => {
+  const retrying = (): AbiGate => ({ ...gate(), running: new RunningAbiSource({ probe, files, log: log(), procVersion: () => procVersion, retryIncompleteMs: 0 }) });
+  test("the next LOAD reads it again: after mounting debugfs (or installing the image) the LOAD that was refused succeeds without a luod restart", async () => {
+    running = { abi: { ...V5, luo: null }, sources: { memfd: "x", kho: "y" }, notes: ["kho debugfs: absent"] };
+    const loader = new KernelLoader(kernel, files, log(), retrying());
+    const e = await refusal(load(loader, imageFd("a")));
+    await Bun.sleep(1);
+    expect(e.message).toContain("the running kernel's LUO ABI is unknown");
+    running = { abi: V5, sources: { luo: "kho debugfs", memfd: "x", kho: "y" }, notes: [] }; // the operator followed the advice
+    await load(loader, imageFd("b"));
+    expect(kernel.loaded).toBe(true);
+  });
+
+  test("CHECK without an image reads it again in the background, and the next CHECK shows it", async () => {
+    running = { abi: { ...V5, luo: null }, sources: { memfd: "x", kho: "y" }, notes: ["kho debugfs: absent"] };
+    const g = retrying();
+    await g.running.get();
+    await Bun.sleep(1);
+    const loader = new KernelLoader(kernel, files, log(), g);
+    running = { abi: V5, sources: { luo: "kho debugfs", memfd: "x", kho: "y" }, notes: [] }; // the operator mounts debugfs
+    const first = loader.check().checks.find((x) => x.name === "running-abi")!;
+    expect(first.ok).toBe(false); // this one does not wait
+    expect(first.detail).toContain("reads it again");
+    await Bun.sleep(10);
+    expect(loader.check().checks.find((x) => x.name === "running-abi")?.ok).toBe(true);
+  });
+
+  test("a complete answer is kept: the running kernel's strings are read once per process", async () => {
+    let probes = 0;
+    const s = new RunningAbiSource({ probe: async () => (probes++, probe()), files, log: log(), procVersion: () => procVersion });
+    await s.get();
+    await s.get();
+    expect(probes).toBe(1);
+  });
+
+  test("an incomplete answer is kept for a while: a `luoctl check` loop does not decode the running image every time", async () => {
+    running = { abi: { ...V5, luo: null }, sources: {}, notes: [] };
+    let probes = 0;
+    const s = new RunningAbiSource({ probe: async () => (probes++, probe()), files, log: log(), procVersion: () => procVersion });
+    await s.get();
+    await Bun.sleep(1);
+    await s.get();
+    expect(probes).toBe(1);
+  });
+});
