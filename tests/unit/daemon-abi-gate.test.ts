@@ -272,3 +272,26 @@ describe("an unknown running ABI made known", () => {
     expect(probes).toBe(1);
   });
 });
+
+describe("EBUSY says what holds the loader", () => {
+  test("UNLOAD and LOAD during a CHECK of an image name the CHECK, not a LOAD", async () => {
+    let release!: () => void;
+    const g = gate();
+    const slow: AbiGate = { ...g, readImage: (fd, info) => new Promise((r) => (release = () => r(g.readImage(fd, info)))) };
+    await g.running.get();
+    const loader = new KernelLoader(kernel, files, log(), slow);
+    await load(new KernelLoader(kernel, files, log(), g), imageFd("loaded"));
+    const checking = loader.checkImage({ kernelFd: imageFd("candidate"), initrdFd: null, cmdline: "liveupdate=on" });
+    await Bun.sleep(5);
+    for (const e of [
+      (() => { try { loader.unload(); } catch (x) { return x as ProtocolError; } return null; })(),
+      await refusal(Promise.resolve().then(() => load(loader, imageFd("other")))),
+    ]) {
+      expect(e?.code).toBe("EBUSY");
+      expect(e?.message).toContain("a CHECK of an image");
+    }
+    release();
+    await checking;
+    loader.unload(); // free again
+  });
+});
