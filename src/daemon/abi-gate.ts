@@ -82,6 +82,7 @@ export class RunningAbiSource {
   private pending: Promise<RunningAbi> | null = null;
   private known: RunningAbi | null = null;
   private failed: string | null = null;
+  private recorded: RecordedAbi | null = null;
 
   constructor(
     private readonly o: {
@@ -139,7 +140,12 @@ export class RunningAbiSource {
       return;
     }
     const record: RecordedAbi = { banner, abi: next.abi, source: `recorded by the luod that jumped into this kernel (update ${attempt})` };
-    this.o.files.write("running-abi", record);
+    this.recorded = record; // kept in memory too: a full or read-only state dir must not lose it (or the boot)
+    try {
+      this.o.files.write("running-abi", record);
+    } catch (e) {
+      this.o.log.warning(`keeping the running kernel's recorded ABI in the state dir failed (a restarted luod will not know it): ${(e as Error).message}`);
+    }
   }
 
   private async compute(): Promise<RunningAbi> {
@@ -148,7 +154,7 @@ export class RunningAbiSource {
     const sources: Partial<Record<AbiKind, string>> = {};
     for (const k of ABI_KINDS) if (probed[k].source) sources[k] = probed[k].source!;
     const notes = [...probed.notes];
-    const recorded = this.o.files.read<RecordedAbi>("running-abi");
+    const recorded = this.recorded ?? this.o.files.read<RecordedAbi>("running-abi");
     const banner = this.o.procVersion();
     if (recorded && recorded.banner === banner) {
       for (const k of ABI_KINDS) {

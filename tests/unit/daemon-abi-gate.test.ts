@@ -295,3 +295,18 @@ describe("EBUSY says what holds the loader", () => {
     loader.unload(); // free again
   });
 });
+
+describe("the previous luod's record and a state dir that cannot be written", () => {
+  test("recordFromManifest does not throw (restore() would call the boot a failed one) and the record still counts", async () => {
+    running = { abi: { ...V5, memfd: null }, sources: { luo: "kho debugfs", kho: "kho debugfs" }, notes: [] };
+    const full = Object.assign(Object.create(files), {
+      write: () => { throw Object.assign(new Error("ENOSPC: no space left on device, write"), { code: "ENOSPC" }); },
+    }) as StateFiles;
+    const s = new RunningAbiSource({ probe, files: full, log: log(), procVersion: () => procVersion });
+    expect(() => s.recordFromManifest({ banner: procVersion, abi: V5 }, 7)).not.toThrow();
+    expect(logs.join("\n")).toContain("ENOSPC");
+    const r = await s.get();
+    expect(r.abi.memfd).toBe("memfd-v2");
+    expect(r.sources.memfd).toContain("update 7");
+  });
+});
