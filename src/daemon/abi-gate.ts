@@ -48,9 +48,16 @@ export const MAKE_KNOWN =
  * why it is unknown and how to make it known.
  */
 export function abiProblems(running: RunningAbi, next: AbiStrings & { ambiguous?: ImageAbiScan["ambiguous"] }): string[] {
-  return compareAbi(running.abi, next).map((p) => {
+  const problems = compareAbi(running.abi, next);
+  const lastUnknown = problems.map((p) => p.code).lastIndexOf("unknown");
+  // the notes about every source (an absent debugfs, a running image not found) and the advice
+  // come once, after the last unknown string: not once per string
+  const general = running.notes.filter((n) => !/^(luo|memfd|kho):/.test(n)).join("; ");
+  return problems.map((p, i) => {
     if (p.code !== "unknown") return p.message;
-    const why = running.notes.filter((n) => n.startsWith(`${p.kind}:`) || !/^(luo|memfd|kho):/.test(n)).join("; ");
+    const own = running.notes.filter((n) => n.startsWith(`${p.kind}:`)).join("; ");
+    if (i !== lastUnknown) return `${p.message}${own ? ` (${own})` : ""}`;
+    const why = [own, general].filter(Boolean).join("; ");
     return `${p.message}${why ? ` (${why})` : ""}; ${MAKE_KNOWN}`;
   });
 }

@@ -310,3 +310,18 @@ describe("the previous luod's record and a state dir that cannot be written", ()
     expect(r.sources.memfd).toContain("update 7");
   });
 });
+
+describe("the refusal when the running ABI is unknown", () => {
+  test("names every unknown string, but says the notes about the sources and how to make it known once", async () => {
+    running = {
+      abi: { luo: null, memfd: null, kho: null }, sources: {},
+      notes: ["kho debugfs: /sys/kernel/debug/kho/out/sub_fdts/LUO: absent", "running image /boot/vmlinuz-7.2.13: absent", "kho: only this kind"],
+    };
+    const e = await refusal(load(new KernelLoader(kernel, files, log(), gate()), imageFd()));
+    for (const k of ["LUO", "memfd", "KHO"]) expect(e.message).toContain(`the running kernel's ${k} ABI is unknown`);
+    const count = (needle: string) => e.message.split(needle).length - 1;
+    expect(count("make it known")).toBe(1);
+    expect(count("running image /boot/vmlinuz-7.2.13: absent")).toBe(1);
+    expect(count("kho: only this kind")).toBe(1);
+  });
+});
