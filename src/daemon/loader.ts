@@ -360,7 +360,8 @@ export class KernelLoader {
       return { abi: null, check: { name: "running-abi", ok: false, detail: failed ? `reading the running kernel's ABI failed: ${failed}` : "still being read (luod started a moment ago): check again" } };
     }
     const unknown = ABI_KINDS.filter((k) => r.abi[k] === null);
-    if (unknown.length) this.gate.running.refreshIfIncomplete();
+    // not on a host without LUO: a `luoctl check` loop there would decode the running image every 10 s for nothing
+    if (unknown.length && this.kernel.devicePresent()) this.gate.running.refreshIfIncomplete();
     return {
       abi: r,
       check: {

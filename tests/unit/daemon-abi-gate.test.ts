@@ -254,6 +254,19 @@ describe("an unknown running ABI made known", () => {
     expect(loader.check().checks.find((x) => x.name === "running-abi")?.ok).toBe(true);
   });
 
+  test("on a host without LUO, CHECK does not read it again (a monitoring loop would decode the running image for nothing)", async () => {
+    running = { abi: { luo: null, memfd: null, kho: null }, sources: {}, notes: [] };
+    let probes = 0;
+    const src = new RunningAbiSource({ probe: async () => (probes++, probe()), files, log: log(), procVersion: () => procVersion, retryIncompleteMs: 0 });
+    await src.get();
+    await Bun.sleep(1);
+    kernel.device = false;
+    const loader = new KernelLoader(kernel, files, log(), { ...gate(), running: src });
+    loader.check();
+    await Bun.sleep(5);
+    expect(probes).toBe(1);
+  });
+
   test("a complete answer is kept: the running kernel's strings are read once per process", async () => {
     let probes = 0;
     const s = new RunningAbiSource({ probe: async () => (probes++, probe()), files, log: log(), procVersion: () => procVersion });
