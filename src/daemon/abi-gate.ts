@@ -48,9 +48,16 @@ export const MAKE_KNOWN =
  * why it is unknown and how to make it known.
  */
 export function abiProblems(running: RunningAbi, next: AbiStrings & { ambiguous?: ImageAbiScan["ambiguous"] }): string[] {
-  return compareAbi(running.abi, next).map((p) => {
+  const problems = compareAbi(running.abi, next);
+  const lastUnknown = problems.map((p) => p.code).lastIndexOf("unknown");
+  // the notes about every source (an absent debugfs, a running image not found) and the advice
+  // come once, after the last unknown string: not once per string
+  const general = running.notes.filter((n) => !/^(luo|memfd|kho):/.test(n)).join("; ");
+  return problems.map((p, i) => {
     if (p.code !== "unknown") return p.message;
-    const why = running.notes.filter((n) => n.startsWith(`${p.kind}:`) || !/^(luo|memfd|kho):/.test(n)).join("; ");
+    const own = running.notes.filter((n) => n.startsWith(`${p.kind}:`)).join("; ");
+    if (i !== lastUnknown) return `${p.message}${own ? ` (${own})` : ""}`;
+    const why = [own, general].filter(Boolean).join("; ");
     return `${p.message}${why ? ` (${why})` : ""}; ${MAKE_KNOWN}`;
   });
 }
@@ -58,6 +65,13 @@ export function abiProblems(running: RunningAbi, next: AbiStrings & { ambiguous?
 /** A RunningAbi as CHECK and STATUS show it: the three strings and `sources`. */
 export function runningAbiJson(r: RunningAbi) {
   return { ...r.abi, sources: { ...r.sources } as Record<string, string> };
+}
+
+/** How long an answer with an unknown string is kept before the next need reads it again. */
+export const RETRY_INCOMPLETE_MS = 10_000;
+
+function complete(r: RunningAbi): boolean {
+  return ABI_KINDS.every((k) => r.abi[k] !== null);
 }
 
 /** One line for logs and `luoctl status`: "luo-v5 memfd-v2 kho-v4" (unknown as "?"). */
@@ -68,12 +82,14 @@ export function formatAbi(abi: AbiStrings): string {
 /**
  * The running kernel's ABI: the probes, completed by the record of the previous luod when its
  * banner matches. Computed once per process (it cannot change within a boot) and on demand: the
- * running image may take a second to decode.
+ * running image may take a second to decode. An answer with a string unknown is computed again
+ * when next needed, RETRY_INCOMPLETE_MS after it (debugfs mounted or the image installed since).
  */
 export class RunningAbiSource {
   private pending: Promise<RunningAbi> | null = null;
   private known: RunningAbi | null = null;
   private failed: string | null = null;
+  private recorded: RecordedAbi | null = null;
 
   constructor(
     private readonly o: {
@@ -82,16 +98,31 @@ export class RunningAbiSource {
       log: Logger;
       /** /proc/version: the banner a recorded image must carry. */
       procVersion: () => string | null;
+      /** An incomplete answer is kept this long (a `luoctl check` loop must not decode the image every time). */
+      retryIncompleteMs?: number;
     },
   ) {}
 
   get(): Promise<RunningAbi> {
-    this.pending ??= this.compute().catch((e) => {
-      this.pending = null; // a failure is not cached: the next LOAD tries again
-      this.failed = (e as Error).message;
-      throw e;
-    });
+    this.pending ??= this.compute().then(
+      (r) => {
+        // An incomplete answer is not kept either: the refusal tells the operator to mount
+        // debugfs or install the image, and the next LOAD or CHECK must see that without a restart.
+        if (!complete(r)) setTimeout(() => (this.pending = null), this.o.retryIncompleteMs ?? RETRY_INCOMPLETE_MS).unref?.();
+        return r;
+      },
+      (e) => {
+        this.pending = null; // a failure is not cached: the next LOAD tries again
+        this.failed = (e as Error).message;
+        throw e;
+      },
+    );
     return this.pending;
+  }
+
+  /** CHECK without an image does not wait: an incomplete answer is read again in the background. */
+  refreshIfIncomplete(): void {
+    if (this.known && !complete(this.known) && !this.pending) this.get().catch(() => {});
   }
 
   /** What STATUS and CHECK show without waiting: the result if it is known already. */
@@ -116,7 +147,12 @@ export class RunningAbiSource {
       return;
     }
     const record: RecordedAbi = { banner, abi: next.abi, source: `recorded by the luod that jumped into this kernel (update ${attempt})` };
-    this.o.files.write("running-abi", record);
+    this.recorded = record; // kept in memory too: a full or read-only state dir must not lose it (or the boot)
+    try {
+      this.o.files.write("running-abi", record);
+    } catch (e) {
+      this.o.log.warning(`keeping the running kernel's recorded ABI in the state dir failed (a restarted luod will not know it): ${(e as Error).message}`);
+    }
   }
 
   private async compute(): Promise<RunningAbi> {
@@ -125,7 +161,7 @@ export class RunningAbiSource {
     const sources: Partial<Record<AbiKind, string>> = {};
     for (const k of ABI_KINDS) if (probed[k].source) sources[k] = probed[k].source!;
     const notes = [...probed.notes];
-    const recorded = this.o.files.read<RecordedAbi>("running-abi");
+    const recorded = this.recorded ?? this.o.files.read<RecordedAbi>("running-abi");
     const banner = this.o.procVersion();
     if (recorded && recorded.banner === banner) {
       for (const k of ABI_KINDS) {

@@ -70,7 +70,8 @@ export interface LoadRequest {
 
 export class KernelLoader {
   private current: LoadedKernel | null;
-  private loading = false;
+  /** What holds the loader (one at a time: one image read, one worker): named in the EBUSY refusals. */
+  private loading: string | null = null;
   /**
    * luod's own dups of the files it loaded: KEXEC re-hashes them and loads them again, so the
    * kernel in the kernel is the one verified even if someone ran `kexec -s -l` since. Null after
@@ -106,9 +107,9 @@ export class KernelLoader {
     return this.current;
   }
 
-  /** A LOAD is hashing its image (another LOAD or an UNLOAD waits for it: EBUSY). */
+  /** A LOAD, a CHECK of an image or the KEXEC reload is reading an image (another one, or an UNLOAD, is refused: EBUSY). */
   get busy(): boolean {
-    return this.loading;
+    return this.loading !== null;
   }
 
   /**
@@ -121,13 +122,13 @@ export class KernelLoader {
    */
   load(req: LoadRequest, beforeLoad: () => void = () => {}): Promise<LoadedKernel & { warnings: string[] }> {
     const image = this.inspect(req.kernelFd, req.initrdFd);
-    this.loading = true;
-    return this.verifyAndLoad(req, image, beforeLoad).finally(() => (this.loading = false));
+    this.loading = "a LOAD";
+    return this.verifyAndLoad(req, image, beforeLoad).finally(() => (this.loading = null));
   }
 
   /** The synchronous checks: size limits and the bzImage header. Throws the refusal. */
   private inspect(kernelFd: number, initrdFd: number | null): Inspected {
-    if (this.loading) throw new ProtocolError("EBUSY", "another LOAD (or a KEXEC re-verifying the image) is in progress");
+    if (this.loading) throw new ProtocolError("EBUSY", `${this.loading} is in progress: try again when it is done`);
     const size = fileSize(kernelFd);
     checkSize("kernel image", size);
     const initrdSize = initrdFd === null ? null : fileSize(initrdFd);
@@ -197,8 +198,8 @@ export class KernelLoader {
     if (!k) throw new ProtocolError("EINVAL", "no kernel is loaded by luod: run `luoctl load` first");
     if (!this.held)
       throw new ProtocolError("EINVAL", `the kernel ${k.version} was loaded before luod restarted, and luod cannot vouch for what is in the kernel now: run \`luoctl load\` again`);
-    if (this.loading) throw new ProtocolError("EBUSY", "a LOAD is in progress");
-    this.loading = true;
+    if (this.loading) throw new ProtocolError("EBUSY", `${this.loading} is in progress: try again when it is done`);
+    this.loading = "a KEXEC re-verifying the loaded kernel";
     try {
       const { kernelFd, initrdFd } = this.held;
       const sha256 = await digest(kernelFd, fileSize(kernelFd));
@@ -211,12 +212,12 @@ export class KernelLoader {
       this.kexecFileLoad(kernelFd, initrdFd, k.cmdline);
       this.log.info(`KEXEC: reloaded the verified kernel ${k.version} (whatever was loaded since LOAD is replaced)`);
     } finally {
-      this.loading = false;
+      this.loading = null;
     }
   }
 
   unload(): void {
-    if (this.loading) throw new ProtocolError("EBUSY", "a LOAD is in progress");
+    if (this.loading) throw new ProtocolError("EBUSY", `${this.loading} is in progress: try again when it is done`);
     try {
       this.kernel.unloadKernel();
     } catch (e) {
@@ -311,8 +312,8 @@ export class KernelLoader {
    */
   checkImage(candidate: CheckCandidate): Promise<CheckResult> {
     const image = this.inspect(candidate.kernelFd, candidate.initrdFd);
-    this.loading = true;
-    return this.verify(candidate.kernelFd, candidate.initrdFd, image, null).finally(() => (this.loading = false)).then((v) => {
+    this.loading = "a CHECK of an image (luoctl check --kernel)";
+    return this.verify(candidate.kernelFd, candidate.initrdFd, image, null).finally(() => (this.loading = null)).then((v) => {
       const running = this.runningAbiNow();
       const checks = [...this.hostChecks(), running.check];
       const cmdline = normalizeCmdline(candidate.cmdline);
@@ -359,13 +360,15 @@ export class KernelLoader {
       return { abi: null, check: { name: "running-abi", ok: false, detail: failed ? `reading the running kernel's ABI failed: ${failed}` : "still being read (luod started a moment ago): check again" } };
     }
     const unknown = ABI_KINDS.filter((k) => r.abi[k] === null);
+    // not on a host without LUO: a `luoctl check` loop there would decode the running image every 10 s for nothing
+    if (unknown.length && this.kernel.devicePresent()) this.gate.running.refreshIfIncomplete();
     return {
       abi: r,
       check: {
         name: "running-abi",
         ok: unknown.length === 0,
         detail: unknown.length
-          ? `unknown: ${unknown.join(", ")} (${r.notes.join("; ") || "no source had it"}); ${MAKE_KNOWN}`
+          ? `unknown: ${unknown.join(", ")} (${r.notes.join("; ") || "no source had it"}); ${MAKE_KNOWN} (luod reads it again at the next check)`
           : `${formatAbi(r.abi)} (${ABI_KINDS.map((k) => `${k}: ${r.sources[k]}`).join("; ")})`,
       },
     };

@@ -165,8 +165,6 @@ export async function runDaemon(config: DaemonConfig, log: Logger, kernel: Kerne
     },
   });
   const unclaimed = restored.unclaimed().length;
-  log.notice(`luod ${VERSION} listening on ${config.socket}; ${boot.kind}${unclaimed ? `, ${unclaimed} session(s) to claim` : ""}; kexec mode ${systemd.mode} (${systemd.why})`);
-  notify(log, `READY=1\nSTATUS=listening; ${boot.kind}${unclaimed ? `; ${unclaimed} unclaimed` : ""}\nMAINPID=${process.pid}`);
 
   return await new Promise<number>((resolve) => {
     const stop = (sig: string) => {
@@ -204,6 +202,10 @@ export async function runDaemon(config: DaemonConfig, log: Logger, kernel: Kerne
     process.on("SIGHUP", onHup);
     process.on("uncaughtException", onBug);
     process.on("unhandledRejection", onBug);
+    // only now: a SIGTERM sent the moment luod says it is ready (systemd, a test) must find the
+    // handlers installed, or its default action ends luod with 143 and nothing unloaded
+    log.notice(`luod ${VERSION} listening on ${config.socket}; ${boot.kind}${unclaimed ? `, ${unclaimed} session(s) to claim` : ""}; kexec mode ${systemd.mode} (${systemd.why})`);
+    notify(log, `READY=1\nSTATUS=listening; ${boot.kind}${unclaimed ? `; ${unclaimed} unclaimed` : ""}\nMAINPID=${process.pid}`);
   });
 }
 

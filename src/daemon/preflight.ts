@@ -126,19 +126,34 @@ export interface MemfdScan {
   /** Page-rounded sizes of the distinct memfds found (PRESERVE pins every page up to i_size). */
   bytes: number;
   memfds: number;
-  /** Pids whose fds could not be read (gone, or another uid without CAP_SYS_PTRACE). */
+  /** Pids whose fds could not be read (gone, or another uid without CAP_SYS_PTRACE), or not all of
+   *  them within the scan's limits (a client with a million fds must not stall luod). */
   unreadable: number[];
 }
+
+/**
+ * How much of /proc/PID/fd one CHECK looks through, on luod's only thread: a readlink and a stat
+ * per fd, ~7 µs each here, and a client may hold as many fds as its RLIMIT_NOFILE allows (often
+ * 524288). The clients past either limit are not counted (CHECK says so).
+ */
+export const MEMFD_SCAN_LIMITS = { maxFds: 16384, budgetMs: 100 };
 
 /**
  * An estimate of what processes will preserve: the memfds open in `pids` (`/proc/PID/fd/*` whose
  * link reads `/memfd:…`), each inode counted once, page-rounded. Only an estimate: a memfd closed
  * after PRESERVE (LUO keeps its own reference) is missed, a memfd held but not preserved counted.
  */
-export function memfdBytesHeldBy(pids: readonly number[], root = "/"): MemfdScan {
+export function memfdBytesHeldBy(pids: readonly number[], root = "/", limits = MEMFD_SCAN_LIMITS): MemfdScan {
   const seen = new Set<string>();
   const result: MemfdScan = { bytes: 0, memfds: 0, unreadable: [] };
+  const started = performance.now();
+  let scanned = 0;
+  const exhausted = () => scanned >= limits.maxFds || performance.now() - started >= limits.budgetMs;
   for (const pid of new Set(pids)) {
+    if (exhausted()) {
+      result.unreadable.push(pid);
+      continue;
+    }
     const dir = join(root, "proc", String(pid), "fd");
     let names: string[];
     try {
@@ -147,18 +162,35 @@ export function memfdBytesHeldBy(pids: readonly number[], root = "/"): MemfdScan
       result.unreadable.push(pid);
       continue;
     }
+    if (scanned + names.length > limits.maxFds) {
+      result.unreadable.push(pid);
+      scanned = limits.maxFds;
+      continue;
+    }
+    const mine: { key: string; bytes: number }[] = [];
+    let complete = true;
     for (const name of names) {
+      if ((++scanned & 255) === 0 && exhausted()) {
+        complete = false;
+        break;
+      }
       try {
         if (!readlinkSync(join(dir, name)).startsWith("/memfd:")) continue;
         const st = statSync(join(dir, name), { bigint: true });
-        const key = `${st.dev}:${st.ino}`;
-        if (seen.has(key)) continue;
-        seen.add(key);
-        result.memfds++;
-        result.bytes += pageAlign(Number(st.size));
+        mine.push({ key: `${st.dev}:${st.ino}`, bytes: pageAlign(Number(st.size)) });
       } catch {
         // closed meanwhile
       }
+    }
+    if (!complete) {
+      result.unreadable.push(pid);
+      continue;
+    }
+    for (const m of mine) {
+      if (seen.has(m.key)) continue;
+      seen.add(m.key);
+      result.memfds++;
+      result.bytes += m.bytes;
     }
   }
   return result;

@@ -88,6 +88,8 @@ export class UpdateRunner {
   private committing = false;
   /** A KEXEC is re-verifying the loaded kernel: another one is refused (EBUSY). */
   private starting = false;
+  /** An admin ABORTed while a KEXEC re-verified the kernel: that KEXEC does not start (the reason). */
+  private cancelled: string | null = null;
   private readonly kernel: KernelPort;
   private readonly log: Logger;
   private readonly now: () => number;
@@ -137,11 +139,32 @@ export class UpdateRunner {
    * them) before anything else, unless `force`, which leaves them out and logs it.
    */
   async kexec(admin: Peer | null, opts: { timeoutMs: number; dryRun: boolean; force?: boolean }): Promise<KexecOutcome> {
-    const busy = () => {
-      if (this.update) throw new ProtocolError("EBUSY", `an update is already ${this.phase}`);
-    };
     if (this.starting) throw new ProtocolError("EBUSY", "another KEXEC is re-verifying the loaded kernel");
-    busy();
+    let missing = this.preconditions(opts);
+    if (!opts.dryRun && this.opts.reloadKernel) {
+      this.starting = true;
+      this.cancelled = null;
+      // while the image is re-hashed, clients may disconnect and an admin may ABORT: the reload
+      // stops before loading, and the checks are made again before anyone is paused
+      const stillWanted = () => {
+        if (this.cancelled !== null) throw new ProtocolError("ECANCELED", this.cancelled);
+        this.preconditions(opts);
+      };
+      try {
+        await this.opts.reloadKernel(stillWanted);
+        stillWanted();
+      } finally {
+        this.starting = false;
+        this.cancelled = null;
+      }
+      missing = this.preconditions(opts);
+    }
+    return this.begin(admin, opts, missing);
+  }
+
+  /** What must hold for a KEXEC to start (throws the refusal); the clients it would leave out. */
+  private preconditions(opts: { dryRun: boolean; force?: boolean }): Client[] {
+    if (this.update) throw new ProtocolError("EBUSY", `an update is already ${this.phase}`);
     const missing = this.missing();
     if (missing.length && !opts.force)
       throw new ProtocolError("ENOTCONN",
@@ -154,17 +177,8 @@ export class UpdateRunner {
         throw new ProtocolError("EINVAL", "no kernel is loaded by luod: run `luoctl load` first");
       if (this.kernel.kexecLoaded() === false)
         throw new ProtocolError("EINVAL", "the kernel luod loaded is no longer loaded (kexec unloaded by someone else): run `luoctl load` again");
-      if (this.opts.reloadKernel) {
-        this.starting = true;
-        try {
-          await this.opts.reloadKernel(busy);
-        } finally {
-          this.starting = false;
-        }
-        busy();
-      }
     }
-    return this.begin(admin, opts, missing);
+    return missing;
   }
 
   private begin(admin: Peer | null, opts: { timeoutMs: number; dryRun: boolean }, missing: Client[]): Promise<KexecOutcome> {
@@ -207,9 +221,13 @@ export class UpdateRunner {
     }
   }
 
-  /** Admin ABORT. Returns whether an update was running. */
+  /** Admin ABORT. Returns whether an update was running (or a KEXEC re-verifying the kernel, which then does not start). */
   abortByAdmin(reason: string | undefined): boolean {
-    if (!this.update) return false;
+    if (!this.update) {
+      if (!this.starting) return false;
+      this.cancelled = `aborted by an administrator${reason ? `: ${reason}` : ""} before the update started`;
+      return true;
+    }
     if (this.committing) throw new ProtocolError("EBUSY", "the update is committing: too late to abort");
     this.abort("ECANCELED", `aborted by an administrator${reason ? `: ${reason}` : ""}`);
     return true;

@@ -226,3 +226,115 @@ describe("the running ABI", () => {
     expect(r.notes.join(" ")).toContain("luod recorded luo-v6");
   });
 });
+
+describe("an unknown running ABI made known", () => {
+  const retrying = (): AbiGate => ({ ...gate(), running: new RunningAbiSource({ probe, files, log: log(), procVersion: () => procVersion, retryIncompleteMs: 0 }) });
+  test("the next LOAD reads it again: after mounting debugfs (or installing the image) the LOAD that was refused succeeds without a luod restart", async () => {
+    running = { abi: { ...V5, luo: null }, sources: { memfd: "x", kho: "y" }, notes: ["kho debugfs: absent"] };
+    const loader = new KernelLoader(kernel, files, log(), retrying());
+    const e = await refusal(load(loader, imageFd("a")));
+    await Bun.sleep(1);
+    expect(e.message).toContain("the running kernel's LUO ABI is unknown");
+    running = { abi: V5, sources: { luo: "kho debugfs", memfd: "x", kho: "y" }, notes: [] }; // the operator followed the advice
+    await load(loader, imageFd("b"));
+    expect(kernel.loaded).toBe(true);
+  });
+
+  test("CHECK without an image reads it again in the background, and the next CHECK shows it", async () => {
+    running = { abi: { ...V5, luo: null }, sources: { memfd: "x", kho: "y" }, notes: ["kho debugfs: absent"] };
+    const g = retrying();
+    await g.running.get();
+    await Bun.sleep(1);
+    const loader = new KernelLoader(kernel, files, log(), g);
+    running = { abi: V5, sources: { luo: "kho debugfs", memfd: "x", kho: "y" }, notes: [] }; // the operator mounts debugfs
+    const first = loader.check().checks.find((x) => x.name === "running-abi")!;
+    expect(first.ok).toBe(false); // this one does not wait
+    expect(first.detail).toContain("reads it again");
+    await Bun.sleep(10);
+    expect(loader.check().checks.find((x) => x.name === "running-abi")?.ok).toBe(true);
+  });
+
+  test("on a host without LUO, CHECK does not read it again (a monitoring loop would decode the running image for nothing)", async () => {
+    running = { abi: { luo: null, memfd: null, kho: null }, sources: {}, notes: [] };
+    let probes = 0;
+    const src = new RunningAbiSource({ probe: async () => (probes++, probe()), files, log: log(), procVersion: () => procVersion, retryIncompleteMs: 0 });
+    await src.get();
+    await Bun.sleep(1);
+    kernel.device = false;
+    const loader = new KernelLoader(kernel, files, log(), { ...gate(), running: src });
+    loader.check();
+    await Bun.sleep(5);
+    expect(probes).toBe(1);
+  });
+
+  test("a complete answer is kept: the running kernel's strings are read once per process", async () => {
+    let probes = 0;
+    const s = new RunningAbiSource({ probe: async () => (probes++, probe()), files, log: log(), procVersion: () => procVersion });
+    await s.get();
+    await s.get();
+    expect(probes).toBe(1);
+  });
+
+  test("an incomplete answer is kept for a while: a `luoctl check` loop does not decode the running image every time", async () => {
+    running = { abi: { ...V5, luo: null }, sources: {}, notes: [] };
+    let probes = 0;
+    const s = new RunningAbiSource({ probe: async () => (probes++, probe()), files, log: log(), procVersion: () => procVersion });
+    await s.get();
+    await Bun.sleep(1);
+    await s.get();
+    expect(probes).toBe(1);
+  });
+});
+
+describe("EBUSY says what holds the loader", () => {
+  test("UNLOAD and LOAD during a CHECK of an image name the CHECK, not a LOAD", async () => {
+    let release!: () => void;
+    const g = gate();
+    const slow: AbiGate = { ...g, readImage: (fd, info) => new Promise((r) => (release = () => r(g.readImage(fd, info)))) };
+    await g.running.get();
+    const loader = new KernelLoader(kernel, files, log(), slow);
+    await load(new KernelLoader(kernel, files, log(), g), imageFd("loaded"));
+    const checking = loader.checkImage({ kernelFd: imageFd("candidate"), initrdFd: null, cmdline: "liveupdate=on" });
+    await Bun.sleep(5);
+    for (const e of [
+      (() => { try { loader.unload(); } catch (x) { return x as ProtocolError; } return null; })(),
+      await refusal(Promise.resolve().then(() => load(loader, imageFd("other")))),
+    ]) {
+      expect(e?.code).toBe("EBUSY");
+      expect(e?.message).toContain("a CHECK of an image");
+    }
+    release();
+    await checking;
+    loader.unload(); // free again
+  });
+});
+
+describe("the previous luod's record and a state dir that cannot be written", () => {
+  test("recordFromManifest does not throw (restore() would call the boot a failed one) and the record still counts", async () => {
+    running = { abi: { ...V5, memfd: null }, sources: { luo: "kho debugfs", kho: "kho debugfs" }, notes: [] };
+    const full = Object.assign(Object.create(files), {
+      write: () => { throw Object.assign(new Error("ENOSPC: no space left on device, write"), { code: "ENOSPC" }); },
+    }) as StateFiles;
+    const s = new RunningAbiSource({ probe, files: full, log: log(), procVersion: () => procVersion });
+    expect(() => s.recordFromManifest({ banner: procVersion, abi: V5 }, 7)).not.toThrow();
+    expect(logs.join("\n")).toContain("ENOSPC");
+    const r = await s.get();
+    expect(r.abi.memfd).toBe("memfd-v2");
+    expect(r.sources.memfd).toContain("update 7");
+  });
+});
+
+describe("the refusal when the running ABI is unknown", () => {
+  test("names every unknown string, but says the notes about the sources and how to make it known once", async () => {
+    running = {
+      abi: { luo: null, memfd: null, kho: null }, sources: {},
+      notes: ["kho debugfs: /sys/kernel/debug/kho/out/sub_fdts/LUO: absent", "running image /boot/vmlinuz-7.2.13: absent", "kho: only this kind"],
+    };
+    const e = await refusal(load(new KernelLoader(kernel, files, log(), gate()), imageFd()));
+    for (const k of ["LUO", "memfd", "KHO"]) expect(e.message).toContain(`the running kernel's ${k} ABI is unknown`);
+    const count = (needle: string) => e.message.split(needle).length - 1;
+    expect(count("make it known")).toBe(1);
+    expect(count("running image /boot/vmlinuz-7.2.13: absent")).toBe(1);
+    expect(count("kho: only this kind")).toBe(1);
+  });
+});

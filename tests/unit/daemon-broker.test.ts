@@ -379,3 +379,56 @@ describe("KEXEC reloads the loaded kernel first", () => {
     expect(reloads).toBe(1);
   });
 });
+
+describe("KEXEC: what happens while the loaded kernel is re-verified", () => {
+  function slowReload() {
+    const calls: { release: () => void } = { release: () => {} };
+    let loads = 0;
+    const reloadKernel = (stillWanted: () => void) =>
+      new Promise<void>((resolve, reject) => {
+        calls.release = () => {
+          try {
+            stillWanted(); // as loader.reload: just before kexec_file_load
+            loads++;
+            resolve();
+          } catch (e) {
+            reject(e);
+          }
+        };
+      });
+    return { calls, reloadKernel, loads: () => loads };
+  }
+
+  test("a client that disconnects meanwhile is not left behind silently: ENOTCONN naming it, nobody paused, nothing reloaded", async () => {
+    const r = slowReload();
+    broker = new Broker({ kernel, log: quiet, nextKernel: () => next, reloadKernel: r.reloadKernel });
+    const a = subscribed("vm-a"), b = subscribed("vm-b");
+    const run = broker.kexec(null, { timeoutMs: 5000, dryRun: false }).then(() => null, (e: unknown) => e);
+    broker.peerClosed(b);
+    r.calls.release();
+    const err = (await run) as ProtocolError;
+    expect(err).toBeInstanceOf(ProtocolError);
+    expect(err.code).toBe("ENOTCONN");
+    expect(err.message).toContain("vm-b");
+    expect(r.loads()).toBe(0);
+    expect(a.sent).toEqual([]);
+    expect(broker.phase).toBe("idle");
+  });
+
+  test("an ABORT meanwhile cancels it: ABORT says it aborted something, KEXEC fails ECANCELED, nobody paused", async () => {
+    const r = slowReload();
+    broker = new Broker({ kernel, log: quiet, nextKernel: () => next, reloadKernel: r.reloadKernel });
+    const a = subscribed("vm-a");
+    const run = broker.kexec(null, { timeoutMs: 5000, dryRun: false }).then(() => null, (e: unknown) => e);
+    expect(broker.abortByAdmin("wrong window")).toBe(true);
+    r.calls.release();
+    const err = (await run) as ProtocolError;
+    expect(err.code).toBe("ECANCELED");
+    expect(err.message).toContain("wrong window");
+    expect(r.loads()).toBe(0);
+    expect(a.sent).toEqual([]);
+    // the cancellation is not kept for the next KEXEC
+    broker = new Broker({ kernel, log: quiet, nextKernel: () => next, reloadKernel: async () => {} });
+    expect(broker.abortByAdmin(undefined)).toBe(false);
+  });
+});

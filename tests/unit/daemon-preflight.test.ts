@@ -120,6 +120,18 @@ describe("memfdBytesHeldBy", () => {
       for (const fd of [a, a2, b]) closeFd(fd);
     }
   });
+  test("a client with more fds than one CHECK looks through is named as not counted, not scanned whole (no stall)", () => {
+    const root = tempRoot();
+    mkdirSync(join(root, "proc", "4242", "fd"), { recursive: true });
+    mkdirSync(join(root, "proc", "4343", "fd"), { recursive: true });
+    for (let i = 0; i < 40; i++) symlinkSync("/dev/null", join(root, "proc", "4242", "fd", String(i)));
+    symlinkSync("/dev/null", join(root, "proc", "4343", "fd", "0"));
+    const r = memfdBytesHeldBy([4343, 4242], root, { maxFds: 10, budgetMs: 10_000 });
+    expect(r.unreadable).toEqual([4242]);
+    // once the budget is spent, the clients after it are not counted either
+    const spent = memfdBytesHeldBy([4343, 4242], root, { maxFds: 10, budgetMs: 0 });
+    expect(spent.unreadable).toEqual([4343, 4242]);
+  });
   test("a pid whose fds cannot be read is named, not counted", () => {
     const r = memfdBytesHeldBy([999999999], tempRoot());
     expect(r).toEqual({ bytes: 0, memfds: 0, unreadable: [999999999] });
