@@ -2,7 +2,7 @@
 // Only kexec_file_load carries the KHO data; a legacy kexec_load image would make the jump lose
 // every session silently (docs/kernel.md#loading-the-next-kernel), so luod loads the kernel itself and remembers that
 // it did (in the state dir: a restarted luod must not trust an image someone else loaded).
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, fstatSync, readFileSync } from "node:fs";
 import type { KernelPort } from "./kernel-port";
 import type { StateFiles } from "./state-files";
 import type { NextKernel } from "./broker";
@@ -10,6 +10,7 @@ import type { Logger } from "./log";
 import { normalizeCmdline, analyzeCmdline, checkCmdline } from "./cmdline";
 import { inspectKernelImage, KERNEL_HEAD_BYTES } from "./bzimage";
 import { closeQuietly, dupFd, fileSize, readFull } from "../kernel/fd";
+import { F_SEAL_GROW, F_SEAL_SHRINK, F_SEAL_WRITE, getSeals } from "../kernel/memfd";
 import { MAKE_KNOWN, abiProblems, formatAbi, type RunningAbi, type RunningAbiSource } from "./abi-gate";
 import { ABI_KINDS, type AbiStrings } from "./image-abi";
 import type { ImageAbiResult } from "./image-reader";
@@ -129,6 +130,8 @@ export class KernelLoader {
   /** The synchronous checks: size limits and the bzImage header. Throws the refusal. */
   private inspect(kernelFd: number, initrdFd: number | null): Inspected {
     if (this.loading) throw new ProtocolError("EBUSY", `${this.loading} is in progress: try again when it is done`);
+    checkUnchangeable("kernel image", kernelFd);
+    if (initrdFd !== null) checkUnchangeable("initrd", initrdFd);
     const size = fileSize(kernelFd);
     checkSize("kernel image", size);
     const initrdSize = initrdFd === null ? null : fileSize(initrdFd);
@@ -173,8 +176,16 @@ export class KernelLoader {
     const cmdline = normalizeCmdline(req.cmdline);
     const { errors, warnings } = analyzeCmdline(cmdline, { force: req.force, maxLength: image.maxCmdlineLength, khoOnByDefault: this.khoOnByDefault() });
     if (errors.length) throw new ProtocolError("EINVAL", errors.join("; "));
-    this.kexecFileLoad(req.kernelFd, req.initrdFd, cmdline);
-    this.hold(req.kernelFd, req.initrdFd);
+    // dup first: a failing dup (EMFILE) must not leave a kernel loaded that luod cannot reload
+    const held = { kernelFd: dupFd(req.kernelFd), initrdFd: req.initrdFd === null ? null : dupFd(req.initrdFd) };
+    try {
+      this.kexecFileLoad(req.kernelFd, req.initrdFd, cmdline);
+    } catch (e) {
+      closeQuietly([held.kernelFd, ...(held.initrdFd === null ? [] : [held.initrdFd])]);
+      throw e;
+    }
+    this.release();
+    this.held = held;
     this.current = {
       version: image.version, sha256: v.sha256, cmdline, size: image.fileSize,
       initrdSize: image.initrdSize, initrdSha256: v.initrdSha256,
@@ -235,6 +246,9 @@ export class KernelLoader {
    * kernel). The crash kernel (kexec -p) is a separate image and stays.
    */
   unloadUnvouched(why: string): void {
+    // Without LUO there are no sessions and no handover ABI to protect: an administrator's own
+    // `kexec -l` for a fast reboot is left alone (and so is the record, for STATUS).
+    if (!this.kernel.devicePresent()) return;
     if (this.kernel.kexecLoaded() !== true) {
       if (this.current && !this.held) this.forget();
       return;
@@ -259,12 +273,6 @@ export class KernelLoader {
       if (e instanceof SysError) throw new ProtocolError(e.code, `kexec_file_load: ${e.code}${hint(e.code)}`);
       throw e;
     }
-  }
-
-  private hold(kernelFd: number, initrdFd: number | null): void {
-    const held = { kernelFd: dupFd(kernelFd), initrdFd: initrdFd === null ? null : dupFd(initrdFd) };
-    this.release();
-    this.held = held;
   }
 
   private release(): void {
@@ -408,6 +416,38 @@ function abiCheck(abi: AbiStrings, problems: string[]): Check {
 }
 
 const NO_ABI: AbiStrings = { luo: null, memfd: null, kho: null };
+
+/**
+ * luod reads an image several times (hash, ABI, kexec_file_load, the reload at KEXEC): a file that
+ * someone other than root (or luod's own user) may write could change in between, and a kernel
+ * with another LUO ABI panics at boot. Taken: a regular file owned by root or luod's user and not
+ * writable by group or others, or a memfd sealed against writes and size changes (a fleet tool's
+ * download). The fd is checked, not a path.
+ */
+function checkUnchangeable(what: string, fd: number): void {
+  const st = fstatSync(fd);
+  if (!st.isFile()) throw new ProtocolError("EINVAL", `the ${what} is not a regular file`);
+  if (sealedMemfd(fd)) return;
+  const me = process.geteuid?.() ?? 0;
+  const writers = [st.mode & 0o020 ? "its group" : "", st.mode & 0o002 ? "others" : ""].filter(Boolean).join(" and ");
+  const why = st.uid !== 0 && st.uid !== me ? `owned by uid ${st.uid}`
+    : writers ? `writable by ${writers} (mode ${(st.mode & 0o777).toString(8).padStart(4, "0")})` : null;
+  if (why)
+    throw new ProtocolError("EACCES",
+      `the ${what} is ${why}: it could change between luod's checks and the load; ` +
+        "copy it where only root can write it (e.g. install -o root -m 0644 FILE /boot/) and load that, or send a sealed memfd");
+}
+
+const WRITE_SEALS = F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW;
+
+/** A memfd whose content can no longer change (F_GET_SEALS fails on anything but a memfd). */
+function sealedMemfd(fd: number): boolean {
+  try {
+    return (getSeals(fd) & WRITE_SEALS) === WRITE_SEALS;
+  } catch {
+    return false;
+  }
+}
 
 /** Refuses what kexec_file_load would refuse for its size, before luod reads any of it. */
 function checkSize(what: string, size: number): void {

@@ -4,7 +4,7 @@ import { existsSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { spawnSync } from "node:child_process";
-import { memfdCreate } from "../../src/kernel/memfd";
+import { addSeals, F_SEAL_GROW, F_SEAL_SHRINK, F_SEAL_WRITE, memfdCreate } from "../../src/kernel/memfd";
 import { openFile, writeFull, O_RDONLY, O_RDWR, O_NONBLOCK, O_CLOEXEC } from "../../src/kernel/fd";
 import { socketPair, unixConnect } from "../../src/kernel/unix";
 import { closeFd } from "../../src/kernel/fd";
@@ -54,6 +54,8 @@ export function makeFd(kind: FdKind, place: FdPlace): number {
     case "memfd": {
       const fd = memfdCreate("luo-fuzz");
       writeFull(fd, new TextEncoder().encode("not a kernel image\n"), 0);
+      // sealed, so that a LOAD carrying it gets as far as the image checks (unsealed: EACCES)
+      addSeals(fd, F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW);
       return fd;
     }
     case "devnull":

@@ -5,7 +5,7 @@ import { describe, expect, test, beforeAll, afterAll } from "bun:test";
 import { rmSync } from "node:fs";
 import { startDaemon, openFdCount, type Daemon } from "../support/binary";
 import { RawPeer, settledFdCount } from "./raw-peer";
-import { memfdCreate } from "../../src/kernel/memfd";
+import { addSeals, F_SEAL_GROW, F_SEAL_SHRINK, F_SEAL_WRITE, memfdCreate } from "../../src/kernel/memfd";
 import { closeFd, openFile, O_RDONLY, O_CLOEXEC } from "../../src/kernel/fd";
 
 let luod: Daemon;
@@ -144,12 +144,14 @@ describe("fds", () => {
     });
   });
 
-  test("LOAD with more or fewer fds than it says → EBADMSG; with a non-kernel memfd → ENOEXEC", async () => {
+  test("LOAD with more or fewer fds than it says → EBADMSG; an unsealed memfd (it could change) → EACCES; a sealed non-kernel memfd → ENOEXEC", async () => {
     const load = { cmd: "LOAD", cmdline: "liveupdate=on", initrd: false, fds: 1 };
     await withPeerAndFds(2, async (p, fds) => {
       expect(code(await p.request(load, fds))).toBe("EBADMSG");
       expect(code(await p.request(load, []))).toBe("EBADMSG");
       expect(code(await p.request({ ...load, initrd: true, fds: 2 }, fds.slice(0, 1)))).toBe("EBADMSG");
+      expect(code(await p.request(load, fds.slice(0, 1)))).toBe("EACCES");
+      addSeals(fds[0]!, F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW);
       expect(code(await p.request(load, fds.slice(0, 1)))).toBe("ENOEXEC");
     });
   });

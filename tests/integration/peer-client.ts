@@ -7,7 +7,7 @@
 //                                           prints how many luod closed: {"opened", "closed"}
 import { LuoClient, LuoError } from "../../src/client";
 import { RawPeer } from "./raw-peer";
-import { memfdCreate } from "../../src/kernel/memfd";
+import { addSeals, F_SEAL_GROW, F_SEAL_SHRINK, F_SEAL_WRITE, memfdCreate } from "../../src/kernel/memfd";
 import { writeFull, closeFd } from "../../src/kernel/fd";
 
 const [socket, raw] = process.argv.slice(2);
@@ -33,6 +33,8 @@ for (const { attach = 0, ...req } of requests) {
   for (let i = 0; i < attach; i++) {
     const fd = memfdCreate("peer-client");
     writeFull(fd, new TextEncoder().encode("not a kernel\n"), 0);
+    // sealed: luod takes no image that could change under it (an unsealed one is EACCES)
+    addSeals(fd, F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW);
     fds.push(fd);
   }
   let out: Record<string, unknown>;

@@ -2,7 +2,7 @@
 // for) against a fake kernel and a fake ABI reader: fast, on any host. The real images are read in
 // tests/unit/daemon-image-*.test.ts; the real kernels refuse and panic in tests/vm/.
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
-import { mkdtempSync, openSync, closeSync, rmSync, writeSync } from "node:fs";
+import { mkdtempSync, openSync, closeSync, fchmodSync, fchownSync, rmSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { KernelLoader, type AbiGate } from "../../src/daemon/loader";
@@ -15,6 +15,9 @@ import { StateFiles } from "../../src/daemon/state-files";
 import { createLogger } from "../../src/daemon/log";
 import { ProtocolError } from "../../src/wire/errors";
 import { sparseBzImage } from "../support/bzimage";
+import { thrown } from "../support/thrown";
+
+const errorOf = (fn: () => unknown) => thrown(fn, ProtocolError);
 
 const V5: LuoAbi = { luo: "luo-v5", memfd: "memfd-v2", kho: "kho-v4" };
 const V6: LuoAbi = { ...V5, luo: "luo-v6" };
@@ -163,7 +166,41 @@ describe("KEXEC reloads the verified kernel", () => {
   });
 });
 
+describe("files that could change between the checks and the load", () => {
+  test("an image writable by others is refused (EACCES), before anything is read or loaded", async () => {
+    const fd = imageFd();
+    fchmodSync(fd, 0o666);
+    const loader = new KernelLoader(kernel, files, log(), gate());
+    const e = errorOf(() => load(loader, fd));
+    expect(e.code).toBe("EACCES");
+    expect(e.message).toContain("the kernel image is writable by its group and others (mode 0666)");
+    expect(kernel.loaded).toBe(false);
+  });
+
+  test.skipIf(process.geteuid?.() !== 0)("an image owned by another user is refused (EACCES)", () => {
+    const fd = imageFd();
+    fchownSync(fd, 4321, 4321);
+    const e = errorOf(() => load(new KernelLoader(kernel, files, log(), gate()), fd));
+    expect(e.message).toContain("owned by uid 4321");
+  });
+
+  test("an initrd writable by its group is refused too", () => {
+    const fd = imageFd();
+    const initrd = imageFd("initrd");
+    fchmodSync(initrd, 0o664);
+    const e = errorOf(() => new KernelLoader(kernel, files, log(), gate()).load({ kernelFd: fd, initrdFd: initrd, cmdline: "liveupdate=on", force: false, sha256: null }));
+    expect(e.message).toContain("the initrd is writable by its group");
+  });
+});
+
 describe("unloading what luod cannot vouch for", () => {
+  test("on a host without LUO an administrator's own kexec -l is left alone", () => {
+    kernel.device = false;
+    kernel.loaded = true;
+    new KernelLoader(kernel, files, log(), gate()).unloadUnvouched("luod is stopping");
+    expect(kernel.loaded).toBe(true);
+  });
+
   test("a kernel loaded before luod started is unloaded, with a notice saying why", () => {
     kernel.loaded = true;
     new KernelLoader(kernel, files, log(), gate()).unloadUnvouched("it was loaded before this luod started");
