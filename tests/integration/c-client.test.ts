@@ -10,7 +10,9 @@ import { join } from "node:path";
 import { run, startDaemon, type Daemon } from "../support/binary";
 import { FakeLuod } from "../../src/client/fake-luod";
 import { memfdCreate } from "../../src/kernel/memfd";
-import { closeQuietly } from "../../src/kernel/fd";
+import { closeQuietly, O_CLOEXEC, openFile } from "../../src/kernel/fd";
+import { MessageIo } from "../../src/kernel/scm-rights";
+import { acceptConnection, unixListen, waitFd } from "../../src/kernel/unix";
 import { compileCClient } from "../support/c-client";
 
 const GCC = Bun.which("gcc");
@@ -162,5 +164,42 @@ describe.skipIf(!GCC)("the C reference client", () => {
         closeQuietly(stand_in);
       }
     });
+  });
+  test("fds ride FIFO: START_PRESERVATION gets its own fd, though it came with earlier lines split over two reads", async () => {
+    // One sendmsg carries the SUBSCRIBE reply, an event this client does not know that claims
+    // one fd (an O_PATH fd: any ioctl on it is EBADF), and half a line, with both fds; the rest,
+    // START_PRESERVATION claiming the second fd (a memfd: ENOTTY), comes 100 ms later.
+    const path = join(dir, "raw.sock");
+    const listen = unixListen(path);
+    const opath = openFile("/", 0o10000000 | O_CLOEXEC); // O_PATH
+    const memfd = memfdCreate("not-a-session");
+    const c = client(["preserve", "vm-r", "1", path]);
+    try {
+      expect(waitFd(listen, "read", 5000)).toBe(true);
+      const conn = acceptConnection(listen)!;
+      const io = new MessageIo();
+      expect(waitFd(conn, "read", 5000)).toBe(true);
+      for (let got = ""; !got.includes("\n"); ) {
+        const n = io.receive(conn, []);
+        if (n > 0) got += new TextDecoder().decode(io.buffer.subarray(0, n));
+        else if (!waitFd(conn, "read", 5000)) throw new Error("no SUBSCRIBE from the C client");
+      }
+      const text = new TextEncoder().encode(
+        '{"reply":"SUBSCRIBE","ok":true,"id":"vm-r"}\n{"event":"SOMETHING_NEW","fds":1}\n{"event":"PRESERVATION_REQ' +
+          'UEST","update":3,"timeout_ms":30000}\n{"event":"START_PRESERVATION","id":"vm-r","session":"luod:vm-r/3","update":3,"fds":1}\n',
+      );
+      const cut = text.indexOf(0x51 /* Q */) + 1;
+      expect(io.send(conn, text.subarray(0, cut), [opath, memfd])).toBe(cut);
+      await Bun.sleep(100);
+      expect(io.send(conn, text.subarray(cut))).toBe(text.length - cut);
+      const r = await c.done();
+      expect(r.out).toBe("SUBSCRIBED vm-r\n");
+      expect(r.err).toBe("luo_example: ioctl LIVEUPDATE_SESSION_PRESERVE_FD: ENOTTY (Inappropriate ioctl for device)\n");
+      expect(r.code).toBe(1);
+      closeQuietly(conn);
+    } finally {
+      c.proc.kill();
+      closeQuietly([listen, opath, memfd]);
+    }
   });
 });
