@@ -51,7 +51,7 @@ int luo_connect(struct luo_conn *c, const char *path)
 
 int luo_send(struct luo_conn *c, const char *json)
 {
-	static char line[LUO_LINE_MAX];
+	static char line[LUO_LINE_MAX]; /* static: one thread sends at a time */
 	size_t len = strlen(json), done = 0;
 
 	if (len + 1 > sizeof line) /* luod's limit: 65536 bytes with the newline */
