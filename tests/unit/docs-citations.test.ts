@@ -111,8 +111,8 @@ describe("doc citations", () => {
     expect(count).toBeGreaterThan(0);
   });
 
-  test("in src/ (outside src/kernel), tests/, scripts/ and bench/, every such citation names an existing heading", () => {
-    const files = filesUnder("src", "tests", "scripts", "bench").filter((f) => !f.startsWith("src/kernel/"));
+  test("in src/ (outside src/kernel), tests/, scripts/, bench/ and examples/, every such citation names an existing heading", () => {
+    const files = filesUnder("src", "tests", "scripts", "bench", "examples").filter((f) => !f.startsWith("src/kernel/"));
     expect(unresolvedCitations(files).problems).toEqual([]);
   });
 
@@ -159,8 +159,8 @@ describe("no citations of notes outside the repository", () => {
     expect(citationsOfOutsideNotes(filesUnder("docs", "README.md", "src/kernel"))).toEqual([]);
   });
 
-  test("in src/ (outside src/kernel), tests/, scripts/ and bench/", () => {
-    const files = filesUnder("src", "tests", "scripts", "bench").filter((f) => !f.startsWith("src/kernel/"));
+  test("in src/ (outside src/kernel), tests/, scripts/, bench/ and examples/", () => {
+    const files = filesUnder("src", "tests", "scripts", "bench", "examples").filter((f) => !f.startsWith("src/kernel/"));
     expect(citationsOfOutsideNotes(files)).toEqual([]);
   });
 });
