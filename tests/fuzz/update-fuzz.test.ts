@@ -17,21 +17,12 @@
 //   LUO_FUZZ_SEED=N          replay (the seed is printed)
 //   LUO_FUZZ_UPDATE_ROUNDS=N rounds (default 40)
 import { afterAll, expect, test } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { rmSync } from "node:fs";
 import { heapStats } from "bun:jsc";
 import { FakeKernel } from "../../src/daemon/fake-kernel";
-import { Broker } from "../../src/daemon/broker";
-import { KernelLoader, type LoadedKernel } from "../../src/daemon/loader";
-import { RestoredSessions } from "../../src/daemon/restored";
-import { Server } from "../../src/daemon/server";
-import { StateFiles } from "../../src/daemon/state-files";
+import type { LoadedKernel } from "../../src/daemon/loader";
+import { startInProcessLuod, type InProcessLuod } from "../support/in-process-luod";
 import { createLogger } from "../../src/daemon/log";
-import { attemptCounter } from "../../src/daemon/main";
-import { EventLoop } from "../../src/kernel/epoll";
-import { unixListen } from "../../src/kernel/unix";
-import { closeFd } from "../../src/kernel/fd";
 import { fdsOpenedSince, openFds } from "../support/open-fds";
 import { RawPeer } from "../integration/raw-peer";
 import { Rng } from "./generate";
@@ -51,18 +42,12 @@ const HEAP_GROWTH_LIMIT = 2 * 1024 * 1024;
 const RSS_GROWTH_LIMIT = 64 * 1024 * 1024;
 /** Rounds before the memory baseline is taken (JIT and caches warm up first). */
 const WARMUP = 8;
-const gid = process.getgid?.() ?? 0;
 
 let logText = "";
 const log = createLogger({ prefix: true, verbose: true, write: (line) => (logText += line + "\n") });
 
-interface Luod {
-  socket: string;
-  dir: string;
+interface Luod extends InProcessLuod {
   kernel: FakeKernel;
-  broker: Broker;
-  stop(): void;
-  closed: Promise<void>;
   /** This process's fds before this luod started. */
   fdsBefore: Map<number, string>;
 }
@@ -75,36 +60,10 @@ const NEXT: LoadedKernel = {
 /** luod's parts wired as runDaemon wires them (direct kexec mode), with a kernel loaded. */
 function startLuod(): Luod {
   const fdsBefore = openFds();
-  const dir = mkdtempSync(join(tmpdir(), "luod-update-fuzz-"));
-  const socket = join(dir, "luod.sock");
   const kernel = new FakeKernel();
   kernel.loaded = true;
-  const listenFd = unixListen(socket);
-  const loop = new EventLoop({ onError: (e) => log.error(String(e)) });
-  const files = new StateFiles(join(dir, "state"));
-  files.write("loaded", NEXT);
-  const restored = new RestoredSessions(kernel, files, log);
-  const loader = new KernelLoader(kernel, files, log);
-  const broker = new Broker({ kernel, log, nextKernel: () => loader.loaded(), nextAttempt: attemptCounter(files) });
-  const server = new Server({
-    listenFd, loop, broker, loader, restored, log,
-    access: { adminGid: gid, clientGid: gid },
-    maxConnections: 32,
-    statusExtra: () => ({ boot: "cold boot", device: "present" }),
-  });
-  let stopped = false;
-  return {
-    socket, dir, kernel, broker, closed: loop.closed, fdsBefore,
-    stop() {
-      if (stopped) return;
-      stopped = true;
-      broker.shutdown();
-      server.close();
-      restored.closeAll();
-      loop.close();
-      closeFd(listenFd);
-    },
-  };
+  const luod = startInProcessLuod({ kernel, log, seed: (files) => files.write("loaded", NEXT), maxConnections: 32, name: "luod-update-fuzz" });
+  return { ...luod, kernel, fdsBefore };
 }
 
 /** Waits until `fds` shows nothing opened since `before` (closes are asynchronous); returns what is left. */

@@ -10,29 +10,22 @@
 // client writes its state into the session fd luod sent, and reads it back from the one CLAIM
 // returns; the test checks that content, so a wrong or swapped fd fails.
 import { afterEach, expect, test } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { rmSync } from "node:fs";
 import { LuoClient, LuoError, closeFd, fileSize, readFull, writeFull } from "../../src/client";
 import { FakeKernel } from "../../src/daemon/fake-kernel";
 import type { KernelPort, RetrievedSession } from "../../src/daemon/kernel-port";
-import { Broker } from "../../src/daemon/broker";
-import { KernelLoader, type LoadedKernel } from "../../src/daemon/loader";
-import { RestoredSessions } from "../../src/daemon/restored";
-import { Server } from "../../src/daemon/server";
+import type { LoadedKernel } from "../../src/daemon/loader";
+import { startInProcessLuod, type InProcessLuod } from "../support/in-process-luod";
 import { StateFiles } from "../../src/daemon/state-files";
 import { createLogger } from "../../src/daemon/log";
-import { attemptCounter } from "../../src/daemon/main";
-import { decodeManifest, encodeManifest, MANIFEST_FORMAT, MANIFEST_TOKEN, MANIFEST_VERSION } from "../../src/daemon/manifest";
+import { decodeManifest, encodeManifest, MANIFEST_FORMAT, MANIFEST_VERSION } from "../../src/daemon/manifest";
 import { INTERNAL_SESSION } from "../../src/wire/ids";
-import { EventLoop } from "../../src/kernel/epoll";
-import { unixListen } from "../../src/kernel/unix";
 import { fdsOpenedSince, openFds } from "../support/open-fds";
 
 const uid = process.getuid?.() ?? 0;
 const gid = process.getgid?.() ?? 0;
 
-// ---- the shared helper: luod's parts, wired as runDaemon (src/daemon/main.ts) wires them -------
+// ---- the helpers: luod in this process (tests/support/in-process-luod.ts), the fake kernel after a boot
 
 /** The fake kernel after a live-update boot: an incoming session's memfd carries what its client preserved. */
 class KernelAfterBoot extends FakeKernel {
@@ -44,16 +37,7 @@ class KernelAfterBoot extends FakeKernel {
   }
 }
 
-interface Luod {
-  socket: string;
-  broker: Broker;
-  restored: RestoredSessions;
-  server: Server;
-  /** What main.ts's stop() does on SIGTERM. */
-  stop(): void;
-  /** Resolves once luod's event loop has stopped. */
-  closed: Promise<void>;
-}
+type Luod = InProcessLuod;
 
 /** What each test opened, closed after it; `fds`: this process's open fds before luod started. */
 const opened: { luod: Luod; dir: string; clients: LuoClient[]; fds: Map<number, string> }[] = [];
@@ -61,44 +45,9 @@ const opened: { luod: Luod; dir: string; clients: LuoClient[]; fds: Map<number, 
 /** luod on a socket in a fresh temp dir. `seed` runs on the state dir before the parts read it. */
 function startLuod(kernel: KernelPort, seed: (files: StateFiles) => void = () => {}): Luod {
   const fds = openFds();
-  const dir = mkdtempSync(join(tmpdir(), "luod-in-process-"));
-  const socket = join(dir, "luod.sock");
-  const log = createLogger({ write: () => {} }); // createLogger({ verbose: true }) to watch luod's log
-  // Direct kexec mode: no SystemdHandoff (it would wrap the kernel port); the fake kernel's jump is the jump.
-  const listenFd = unixListen(socket);
-  const loop = new EventLoop({ onError: (e) => log.error(String(e)) });
-  const files = new StateFiles(join(dir, "state"));
-  seed(files);
-  const restored = new RestoredSessions(kernel, files, log);
-  // main.ts's restore(), its live-update-boot branch: the manifest is in luod's own session
-  let boot = "cold boot";
-  const blob = kernel.takeBlob(INTERNAL_SESSION, MANIFEST_TOKEN);
-  if (blob.kind === "taken") {
-    restored.adoptManifest(decodeManifest(blob.data));
-    boot = "live-update boot";
-  }
-  const loader = new KernelLoader(kernel, files, log);
-  const broker = new Broker({ kernel, log, nextKernel: () => loader.loaded(), nextAttempt: attemptCounter(files) });
-  const server = new Server({
-    listenFd, loop, broker, loader, restored, log,
-    access: { adminGid: gid, clientGid: gid }, // root or not, the test process has both roles
-    maxConnections: 16,
-    statusExtra: () => ({ boot, device: kernel.devicePresent() ? "present" : "absent" }),
-  });
-  let stopped = false;
-  const luod: Luod = {
-    socket, broker, restored, server, closed: loop.closed,
-    stop() {
-      if (stopped) return;
-      stopped = true;
-      broker.shutdown();
-      server.close();
-      restored.closeAll();
-      loop.close();
-      closeFd(listenFd);
-    },
-  };
-  opened.push({ luod, dir, clients: [], fds });
+  // createLogger({ verbose: true }) to watch luod's log
+  const luod = startInProcessLuod({ kernel, log: createLogger({ write: () => {} }), seed, maxConnections: 16, name: "luod-in-process" });
+  opened.push({ luod, dir: luod.dir, clients: [], fds });
   return luod;
 }
 
