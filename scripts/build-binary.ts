@@ -1,4 +1,5 @@
-// Builds the single executable dist/luo and its personality symlinks dist/luod and dist/luoctl.
+// Builds the single executable dist/luo and its personality symlinks dist/luod, dist/luoctl and
+// dist/luo-qemu.
 //   node_modules/.bin/bun scripts/build-binary.ts
 // Flags (docs in the repo's README, facts in docs/bun.md#the-compiled-binary):
 //  --bytecode halves startup time; it needs --format=esm for top-level await.
@@ -29,9 +30,9 @@ if (build.exitCode !== 0) {
   console.error(`build-binary: bun build failed (exit ${build.exitCode})`);
   process.exit(1);
 }
-for (const name of ["luod", "luoctl"]) {
+for (const name of ["luod", "luoctl", "luo-qemu"]) {
   rmSync(join(dist, name), { force: true });
   symlinkSync("luo", join(dist, name));
 }
 const mib = (statSync(out).size / 2 ** 20).toFixed(1);
-console.log(`build-binary: ${out} (${mib} MiB) + luod, luoctl symlinks in ${Math.round(performance.now() - started)} ms`);
+console.log(`build-binary: ${out} (${mib} MiB) + luod, luoctl, luo-qemu symlinks in ${Math.round(performance.now() - started)} ms`);

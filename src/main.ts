@@ -1,11 +1,11 @@
-// One executable, two personalities: the name it was started by picks luod or luoctl.
+// One executable, three personalities: the name it was started by picks luod, luoctl or luo-qemu.
 // Compiled, process.argv0 is the real argv[0] (the symlink name); process.argv[0] is "bun" and
 // process.argv[1] the embedded entry, so user arguments are always process.argv.slice(2)
 // (docs/bun.md#the-invoked-name). `luo luod …` / `luo luoctl …` also work (from source and in tests).
 import { basename } from "node:path";
 import { VERSION } from "./version";
 
-const PERSONALITIES = ["luod", "luoctl"] as const;
+const PERSONALITIES = ["luod", "luoctl", "luo-qemu"] as const;
 type Personality = (typeof PERSONALITIES)[number];
 
 function pick(argv0: string, args: string[]): { who: Personality; args: string[] } | null {
@@ -24,9 +24,10 @@ if (!chosen) {
     process.exit(0);
   }
   console.error(
-    `usage: luo {luod|luoctl} [args…]   (or run through the symlinks luod / luoctl)\n` +
-      `  luod    the live-update broker daemon      luod --help\n` +
-      `  luoctl  the administrator's tool           luoctl --help`,
+    `usage: luo {luod|luoctl|luo-qemu} [args…]   (or run through the symlinks luod / luoctl / luo-qemu)\n` +
+      `  luod      the live-update broker daemon             luod --help\n` +
+      `  luoctl    the administrator's tool                  luoctl --help\n` +
+      `  luo-qemu  a QEMU VM whose RAM survives the update   luo-qemu --help`,
   );
   process.exit(arg === "--help" || arg === "-h" ? 0 : 2);
 }
@@ -34,6 +35,9 @@ if (!chosen) {
 if (chosen.who === "luod") {
   const { luodMain } = await import("./daemon/main");
   process.exitCode = await luodMain(chosen.args);
+} else if (chosen.who === "luo-qemu") {
+  const { luoQemuMain } = await import("./qemu/main");
+  process.exit(await luoQemuMain(chosen.args));
 } else {
   const { luoctlMain } = await import("./ctl/main");
   process.exit(await luoctlMain(chosen.args));

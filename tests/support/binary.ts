@@ -20,7 +20,7 @@ export interface RunResult {
 }
 
 /** Runs dist/<name> (a personality symlink) to completion. */
-export async function run(name: "luod" | "luoctl" | "luo", args: string[], opts: { timeoutMs?: number } = {}): Promise<RunResult> {
+export async function run(name: "luod" | "luoctl" | "luo-qemu" | "luo", args: string[], opts: { timeoutMs?: number } = {}): Promise<RunResult> {
   const proc = Bun.spawn([join(DIST, name), ...args], { stdout: "pipe", stderr: "pipe", stdin: "ignore" });
   const timer = setTimeout(() => proc.kill("SIGKILL"), opts.timeoutMs ?? 15_000);
   const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);

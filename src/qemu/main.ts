@@ -1,0 +1,165 @@
+// luo-qemu: runs one QEMU VM as a luod client whose RAM stays in RAM across a live update
+// (docs/vmm.md, "luo-qemu"). The same command line starts the VM on a cold boot and resumes it
+// after a live-update boot, so one systemd unit (luo-qemu@.service) serves both.
+//
+//   luo-qemu run ID --memory SIZE [--machine TYPE] [--qemu PATH] [--socket PATH] [--run-dir DIR]
+//                   [--shutdown-timeout DUR] [--no-sandbox] -- QEMU-ARGS…
+//
+// Exit codes: EXIT in supervisor.ts (0 stopped, 1 failed, 2 usage or refused VM, 3 no luod,
+// 4 cannot resume: the session stays with luod).
+import cac from "cac";
+import { VERSION } from "../version";
+import { UsageError, lastValue, protectOptionValues, unmark } from "../cli-options";
+import { parseDurationMs } from "../duration";
+import { DEFAULT_SOCKET } from "../wire/limits";
+import { isValidId } from "../wire/ids";
+import { escapeControl } from "../wire/escape";
+import { kernelHasSeccomp, probeQemu } from "./qemu-process";
+import { MIN_QEMU, parseMemorySize, refusals, resolveMachine, versionAtLeast } from "./vm-config";
+import { EXIT, VmSupervisor } from "./supervisor";
+
+const VALUE_OPTIONS = new Set(["memory", "machine", "qemu", "socket", "run-dir", "shutdown-timeout", "connect-timeout"]);
+const KNOWN = new Set(["--", "memory", "machine", "qemu", "socket", "runDir", "shutdownTimeout", "connectTimeout", "sandbox", "help", "h", "version", "v"]);
+
+export const HELP = `usage: luo-qemu run ID --memory SIZE [options] -- QEMU-ARGS…
+
+Runs QEMU with the guest's RAM in a memfd that luod keeps across a live update (kexec): the guest
+is paused for the jump and resumes where it stopped. On a cold boot the command starts the VM;
+after a live-update boot, when luod holds the VM's session, it resumes it.
+
+  --memory SIZE            guest RAM: 512M, 4G (whole MiB; required)
+  --machine TYPE[,PROPS]   machine type (default pc); an alias such as pc is resolved to the
+                           versioned type (pc-i440fx-7.2) that is recorded with the saved state
+  --qemu PATH              the QEMU binary (default qemu-system-x86_64 from PATH)
+  --socket PATH            luod's socket (default $LUOD_SOCKET, else ${DEFAULT_SOCKET})
+  --run-dir DIR            QMP and migration sockets (default /run/luo-qemu/ID)
+  --shutdown-timeout DUR   on SIGTERM: time for the guest to power off before quit (default 30s)
+  --connect-timeout DUR    time to wait for luod at start (default 60s)
+  --no-sandbox             do not add QEMU's -sandbox (added when the kernel has seccomp)
+  -h, --help               this help
+  -v, --version            the version
+
+Not carried, refused at start: tap/bridge/vhost networking, VFIO, vhost devices, balloon and
+memory hot-plug devices, -snapshot, extra memory backends. Disk images are reopened.
+
+Exit codes: 0 stopped (or left paused for the kexec), 1 failed, 2 usage error or refused VM,
+3 luod not reachable at start, 4 a preserved guest could not be resumed (its session is kept).`;
+
+export async function luoQemuMain(args: string[], env: Record<string, string | undefined> = process.env): Promise<number> {
+  const say = (line: string) => process.stderr.write(`${line}\n`);
+  let parsed: Awaited<ReturnType<typeof parse>>;
+  try {
+    parsed = parse(args, env);
+  } catch (e) {
+    if (!(e instanceof UsageError)) throw e;
+    say(`luo-qemu: ${e.message} (see luo-qemu --help)`);
+    return EXIT.USAGE;
+  }
+  if (parsed === "help") {
+    process.stdout.write(`${HELP}\n`);
+    return EXIT.OK;
+  }
+  if (parsed === "version") {
+    process.stdout.write(`luo-qemu ${VERSION}\n`);
+    return EXIT.OK;
+  }
+  const refused = refusals(parsed.args);
+  if (refused.length > 0) {
+    for (const r of refused) say(`luo-qemu: refusing this VM: ${escapeControl(r)}`);
+    return EXIT.USAGE;
+  }
+  let qemu: ReturnType<typeof probeQemu>;
+  try {
+    qemu = probeQemu(parsed.qemu);
+  } catch (e) {
+    say(`luo-qemu: ${escapeControl((e as Error).message)}`);
+    return EXIT.FAILED;
+  }
+  if (!versionAtLeast(qemu.version, MIN_QEMU)) {
+    say(`luo-qemu: QEMU ${qemu.version} is too old: luo-qemu needs ${MIN_QEMU.join(".")} or newer`);
+    return EXIT.FAILED;
+  }
+  const machine = resolveMachine(parsed.machine, qemu.machines);
+  if ("error" in machine) {
+    say(`luo-qemu: refusing this VM: ${escapeControl(machine.error)}`);
+    return EXIT.USAGE;
+  }
+  const supervisor = new VmSupervisor(
+    { id: parsed.id, memoryBytes: parsed.memoryBytes, machine, qemu, args: parsed.args, sandbox: parsed.sandbox && kernelHasSeccomp() },
+    { socket: parsed.socket, runDir: parsed.runDir, shutdownTimeoutMs: parsed.shutdownTimeoutMs, connectTimeoutMs: parsed.connectTimeoutMs, log: say },
+  );
+  const onSignal = () => void supervisor.stop();
+  process.on("SIGTERM", onSignal);
+  process.on("SIGINT", onSignal);
+  try {
+    return await supervisor.run();
+  } finally {
+    process.off("SIGTERM", onSignal);
+    process.off("SIGINT", onSignal);
+  }
+}
+
+interface RunArgs {
+  id: string;
+  memoryBytes: number;
+  machine: string;
+  qemu: string;
+  socket: string;
+  runDir: string;
+  shutdownTimeoutMs: number;
+  connectTimeoutMs: number;
+  sandbox: boolean;
+  args: string[];
+}
+
+function parse(argv: readonly string[], env: Record<string, string | undefined>): RunArgs | "help" | "version" {
+  const dashes = argv.indexOf("--");
+  const mine = dashes < 0 ? argv : argv.slice(0, dashes);
+  const qemuArgs = dashes < 0 ? [] : argv.slice(dashes + 1);
+  const cli = cac("luo-qemu");
+  for (const o of VALUE_OPTIONS) cli.option(`--${o} <value>`, "", { type: [String] });
+  cli.option("--no-sandbox", "").option("-h, --help", "").option("-v, --version", "");
+  let parsed: ReturnType<typeof cli.parse>;
+  try {
+    parsed = cli.parse(["luo-qemu", "luo-qemu", ...protectOptionValues(mine, VALUE_OPTIONS)], { run: false });
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  const o = parsed.options as Record<string, unknown>;
+  if (o.help) return "help";
+  if (o.version) return "version";
+  const unknown = Object.keys(o).find((k) => !KNOWN.has(k));
+  if (unknown) throw new UsageError(`unknown option --${unknown.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`);
+  const [command, id, ...extra] = parsed.args.map((a) => unmark(String(a)));
+  if (command === undefined) throw new UsageError("no command given (luo-qemu run ID --memory SIZE -- QEMU-ARGS…)");
+  if (command !== "run") throw new UsageError(`unknown command ${JSON.stringify(escapeControl(command))}`);
+  if (id === undefined) throw new UsageError("run needs the VM's id");
+  if (!isValidId(id)) throw new UsageError(`invalid id ${JSON.stringify(escapeControl(id))}: 1-48 bytes of [A-Za-z0-9._@:-]`);
+  if (extra.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(escapeControl(extra[0]!))} (QEMU's arguments go after --)`);
+  const memory = lastValue(o.memory, "memory");
+  if (memory === undefined) throw new UsageError("--memory SIZE is required");
+  const memoryBytes = parseMemorySize(memory);
+  if (memoryBytes === null) throw new UsageError(`--memory ${JSON.stringify(escapeControl(memory))}: a whole number of MiB such as 512M or 4G`);
+  const duration = (name: string, fallback: number) => {
+    const text = lastValue(o[name.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase())], name);
+    if (text === undefined) return fallback;
+    const ms = parseDurationMs(text);
+    if (!Number.isFinite(ms) || ms < 0) throw new UsageError(`--${name} ${JSON.stringify(escapeControl(text))}: a duration such as 30s or 2m`);
+    return ms;
+  };
+  const socket = lastValue(o.socket, "socket") ?? env.LUOD_SOCKET ?? DEFAULT_SOCKET;
+  const runDir = lastValue(o.runDir, "run-dir") ?? `/run/luo-qemu/${id}`;
+  if (socket === "" || runDir === "") throw new UsageError("--socket and --run-dir need a path");
+  return {
+    id,
+    memoryBytes,
+    machine: lastValue(o.machine, "machine") ?? "pc",
+    qemu: lastValue(o.qemu, "qemu") ?? "qemu-system-x86_64",
+    socket,
+    runDir,
+    shutdownTimeoutMs: duration("shutdown-timeout", 30_000),
+    connectTimeoutMs: duration("connect-timeout", 60_000),
+    sandbox: o.sandbox !== false,
+    args: qemuArgs,
+  };
+}

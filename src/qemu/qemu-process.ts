@@ -1,0 +1,93 @@
+// Finding out what a QEMU binary offers, and running one with the guest's memfds inherited.
+import { existsSync, readFileSync } from "node:fs";
+import { isAbsolute, join } from "node:path";
+import { closeFd, dupFd } from "../client/memfd";
+import { parseMachineHelp, parseQemuVersion, RAM_FD, STATE_FD } from "./vm-config";
+
+export interface QemuProbe {
+  /** Absolute path of the binary. */
+  path: string;
+  version: string;
+  /** Machine type → the versioned type it stands for. */
+  machines: Map<string, string>;
+}
+
+/** `qemu-system-x86_64` looked up in PATH the way a shell does; an absolute or relative path as is. */
+export function findQemu(name: string, pathEnv = process.env.PATH ?? "/usr/bin:/bin"): string | null {
+  if (name.includes("/")) return existsSync(name) ? (isAbsolute(name) ? name : join(process.cwd(), name)) : null;
+  for (const dir of pathEnv.split(":")) if (dir && existsSync(join(dir, name))) return join(dir, name);
+  return null;
+}
+
+/** Runs `qemu -version` and `qemu -machine help`. Throws one line when the binary is unusable. */
+export function probeQemu(name: string): QemuProbe {
+  const path = findQemu(name);
+  if (!path) throw new Error(`no QEMU binary ${name} (give one with --qemu PATH)`);
+  const run = (args: string[]) => {
+    const r = Bun.spawnSync([path, ...args], { stdin: "ignore", stdout: "pipe", stderr: "pipe", timeout: 20_000 });
+    if (r.exitCode !== 0) throw new Error(`${path} ${args.join(" ")} failed: ${r.stderr.toString().trim().split("\n")[0] ?? `exit ${r.exitCode}`}`);
+    return r.stdout.toString();
+  };
+  const version = parseQemuVersion(run(["-version"]));
+  if (!version) throw new Error(`${path} -version does not say which QEMU it is`);
+  return { path, version, machines: parseMachineHelp(run(["-machine", "help"])) };
+}
+
+/** Whether this kernel offers seccomp filters (QEMU's -sandbox needs them). */
+export function kernelHasSeccomp(): boolean {
+  try {
+    return /^Seccomp:\s*\d/m.test(readFileSync("/proc/self/status", "utf8"));
+  } catch {
+    return false;
+  }
+}
+
+export interface RunningQemu {
+  pid: number;
+  /** Resolves when QEMU exits: its exit code, or 128 + the signal that killed it. */
+  exited: Promise<number>;
+  hasExited(): boolean;
+  kill(signal?: NodeJS.Signals): void;
+}
+
+/** Starts QEMU with the RAM memfd on fd 3 (and a device state on fd 4); stdio is luo-qemu's own. */
+export function spawnQemu(argv: readonly string[], ramFd: number, stateFd?: number): RunningQemu {
+  // An fd already at 3 or 4 would be dup2'ed onto itself (keeping O_CLOEXEC) or overwritten
+  // before it is placed: hand QEMU dups above them instead.
+  const dups: number[] = [];
+  const placeable = (fd: number): number => {
+    if (fd > STATE_FD) return fd;
+    const low: number[] = [];
+    let d = dupFd(fd);
+    while (d <= STATE_FD) low.push(d), (d = dupFd(fd)); // dupFd takes the lowest free fd from 3
+    for (const l of low) closeFd(l);
+    dups.push(d);
+    return d;
+  };
+  const fds: (number | "inherit")[] = ["inherit", "inherit", "inherit"];
+  fds[RAM_FD] = placeable(ramFd);
+  if (stateFd !== undefined) fds[STATE_FD] = placeable(stateFd);
+  let proc: ReturnType<typeof Bun.spawn>;
+  try {
+    proc = Bun.spawn({ cmd: [...argv], stdio: fds as never });
+  } finally {
+    for (const fd of dups) closeFd(fd);
+  }
+  let done = false;
+  const exited = proc.exited.then((code) => {
+    done = true;
+    return proc.signalCode ? 128 + (signalNumber(String(proc.signalCode)) ?? 0) : code;
+  });
+  return {
+    pid: proc.pid,
+    exited,
+    hasExited: () => done,
+    kill: (signal = "SIGTERM") => {
+      if (!done) proc.kill(signal);
+    },
+  };
+}
+
+function signalNumber(name: string): number | undefined {
+  return ({ SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGABRT: 6, SIGKILL: 9, SIGSEGV: 11, SIGPIPE: 13, SIGTERM: 15 } as Record<string, number>)[name];
+}

@@ -1,0 +1,167 @@
+// What luo-qemu accepts of a VM and how it builds QEMU's command line (docs/vmm.md, "luo-qemu").
+// Pure: no process is started here, so every rule is unit-tested (tests/unit/qemu-vm-config.test.ts).
+//
+// luo-qemu owns three things of the command line and refuses a VM that sets them itself: the
+// guest's RAM (one memfd, inherited as fd 3, mapped share=on), the machine type (a versioned one:
+// the device state must load into the QEMU found after the boot), and the QMP monitor it drives.
+// Everything it cannot carry across a kexec is refused at start, never found out at the update.
+
+/** The fd QEMU inherits the guest's RAM memfd on, and the one a saved device state comes in on. */
+export const RAM_FD = 3;
+export const STATE_FD = 4;
+/** QEMU object ids of ours (a user's -object with the same id would clash: QEMU says so). */
+export const RAM_BACKEND_ID = "luo-ram";
+export const QMP_CHARDEV_ID = "luo-qmp";
+/** Oldest QEMU with -machine memory-backend= (5.0); x-ignore-shared exists since 4.0. */
+export const MIN_QEMU: readonly [number, number] = [5, 0];
+
+const MIB = 1024 * 1024;
+
+/** "512M", "2G", "16MiB", "1024" (MiB) → bytes; null unless a whole, positive number of MiB. */
+export function parseMemorySize(text: string): number | null {
+  const m = /^\s*(\d+)\s*(m|mi?b?|g|gi?b?|t|ti?b?)?\s*$/i.exec(text);
+  if (!m) return null;
+  const unit = (m[2] ?? "m")[0]!.toLowerCase();
+  const bytes = Number(m[1]) * MIB * (unit === "g" ? 1024 : unit === "t" ? 1024 * 1024 : 1);
+  return Number.isSafeInteger(bytes) && bytes > 0 ? bytes : null;
+}
+
+/** QEMU spells options with one dash or two. */
+function optionName(arg: string): string | null {
+  if (!arg.startsWith("-") || arg === "-" || arg === "--") return null;
+  return arg.replace(/^--?/, "");
+}
+
+/** Options whose value luo-qemu sets itself, and what to use instead. */
+const OWNED: Record<string, string> = {
+  m: "give the guest's memory with --memory",
+  machine: "give the machine type with --machine",
+  M: "give the machine type with --machine",
+  "mem-path": "guest RAM is luo-qemu's memfd",
+  "mem-prealloc": "guest RAM is luo-qemu's memfd (preserving it pins every page anyway)",
+  numa: "NUMA memory backends are not carried (one RAM memfd only)",
+  incoming: "luo-qemu starts the incoming migration itself after a live update",
+  loadvm: "the guest resumes from its preserved state, not a snapshot",
+  daemonize: "luo-qemu supervises QEMU in the foreground",
+  snapshot: "-snapshot throws away disk writes when QEMU restarts after the update",
+  readconfig: "a configuration file luo-qemu cannot check (put the options on the command line)",
+};
+
+/** Device drivers whose state lives outside QEMU and cannot be carried across a kexec. */
+const DEVICE_REFUSALS: readonly [RegExp, string][] = [
+  [/^vfio/, "VFIO devices and their DMA mappings are not carried"],
+  [/^vhost-/, "vhost devices keep state in the host kernel or another process"],
+  [/^virtio-balloon/, "a balloon cannot shrink preserved (pinned) guest memory"],
+  [/^virtio-mem/, "memory hot-plug devices are not carried (one RAM memfd only)"],
+  [/^(pc-dimm|nvdimm|virtio-pmem)/, "extra memory devices are not carried (one RAM memfd only)"],
+  [/^ivshmem/, "shared memory with another process is not carried"],
+];
+
+/** Network backends that are host-kernel devices or other processes. */
+const NETDEV_REFUSALS = /^(tap|bridge|vhost-user|vhost-vdpa|vde|l2tpv3|af-xdp|vmnet-\w+)$/;
+
+/**
+ * Why luo-qemu refuses these QEMU arguments (the user's, after `--`), or [] when it can carry
+ * the VM. Each problem is one line naming the argument.
+ */
+export function refusals(args: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const name = optionName(args[i]!);
+    if (name === null) continue;
+    const value = args[i + 1] ?? "";
+    const first = value.split(",")[0]!;
+    const props = new Map(value.split(",").slice(1).map((p) => [p.split("=")[0]!, p.slice(p.indexOf("=") + 1)] as [string, string]));
+    if (name in OWNED) {
+      out.push(`-${name}: ${OWNED[name]}`);
+    } else if (name === "object" && /^memory-backend-/.test(first)) {
+      out.push(`-object ${first}: guest RAM is luo-qemu's memfd (one RAM memfd only)`);
+    } else if (name === "device") {
+      const driver = first.startsWith("driver=") ? first.slice(7) : first;
+      for (const [re, why] of DEVICE_REFUSALS) if (re.test(driver)) out.push(`-device ${driver}: ${why}`);
+    } else if (name === "netdev" || name === "nic" || name === "net") {
+      const type = first.startsWith("type=") ? first.slice(5) : first;
+      if (NETDEV_REFUSALS.test(type) || props.get("vhost") === "on")
+        out.push(`-${name} ${type}: tap, bridge and vhost networking are host devices that are not carried (use -netdev user, or reconnect the network after the update)`);
+    } else if (name === "drive" && props.get("snapshot") === "on") {
+      out.push(`-drive snapshot=on: disk writes would be thrown away when QEMU restarts after the update`);
+    }
+  }
+  return [...new Set(out)];
+}
+
+/** Whether the user already gave an option (`-sandbox`, `-name`). */
+export function hasOption(args: readonly string[], name: string): boolean {
+  return args.some((a) => optionName(a) === name);
+}
+
+/** The machine types of `qemu -machine help`: name → the versioned type it is an alias of, or itself. */
+export function parseMachineHelp(text: string): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const line of text.split("\n")) {
+    const m = /^(\S+)\s+(.*)$/.exec(line);
+    if (!m || line.startsWith("Supported machines")) continue;
+    const alias = /\(alias of ([^)\s]+)\)/.exec(m[2]!);
+    out.set(m[1]!, alias ? alias[1]! : m[1]!);
+  }
+  return out;
+}
+
+/**
+ * `--machine TYPE[,PROPS]` resolved against what this QEMU offers: the versioned type (an alias
+ * such as `pc` becomes `pc-i440fx-7.2`) and the properties. A type with no version (`isapc`,
+ * `microvm`) is refused: its migration format is not promised to stay loadable.
+ */
+export function resolveMachine(spec: string, machines: Map<string, string>): { type: string; props: string[] } | { error: string } {
+  const [given, ...props] = spec.split(",");
+  if (!given) return { error: "--machine needs a machine type" };
+  if (props.some((p) => /^memory-backend=/.test(p))) return { error: "--machine: memory-backend is luo-qemu's" };
+  const type = machines.get(given);
+  if (type === undefined) return { error: `this QEMU has no machine type ${given}` };
+  if (!/-\d+\.\d+$/.test(type))
+    return { error: `machine type ${type} has no version: its device state may not load in another QEMU (use a versioned type such as pc-i440fx-7.2 or pc-q35-7.2)` };
+  return { type, props };
+}
+
+/** "QEMU emulator version 7.2.22 (Debian …)" → "7.2.22", or null. */
+export function parseQemuVersion(text: string): string | null {
+  return /QEMU emulator version (\d+\.\d+(?:\.\d+)?)/.exec(text)?.[1] ?? null;
+}
+
+export function versionAtLeast(version: string, min: readonly [number, number]): boolean {
+  const [a = 0, b = 0] = version.split(".").map(Number);
+  return a > min[0] || (a === min[0] && b >= min[1]);
+}
+
+export interface QemuCommand {
+  qemu: string;
+  id: string;
+  memoryBytes: number;
+  machine: string;
+  machineProps: readonly string[];
+  qmpSocket: string;
+  /** -sandbox on,… unless the user gave -sandbox or the kernel has no seccomp. */
+  sandbox: boolean;
+  /** Start waiting for an incoming migration (the device state) on STATE_FD. */
+  incoming: boolean;
+  userArgs: readonly string[];
+}
+
+/** QEMU's argv: luo-qemu's options first, then the user's. */
+export function qemuArgv(c: QemuCommand): string[] {
+  const argv = [c.qemu];
+  if (!hasOption(c.userArgs, "name")) argv.push("-name", c.id);
+  argv.push(
+    "-machine", [c.machine, ...c.machineProps, `memory-backend=${RAM_BACKEND_ID}`].join(","),
+    "-m", `${c.memoryBytes / MIB}M`,
+    "-object", `memory-backend-file,id=${RAM_BACKEND_ID},size=${c.memoryBytes},mem-path=/proc/self/fd/${RAM_FD},share=on`,
+    "-chardev", `socket,id=${QMP_CHARDEV_ID},path=${c.qmpSocket},server=on,wait=off`,
+    "-mon", `chardev=${QMP_CHARDEV_ID},mode=control`,
+  );
+  // spawn=deny: the migration goes to a socket of ours, QEMU never needs to exec
+  if (c.sandbox && !hasOption(c.userArgs, "sandbox"))
+    argv.push("-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny");
+  if (c.incoming) argv.push("-incoming", "defer");
+  argv.push(...c.userArgs);
+  return argv;
+}
