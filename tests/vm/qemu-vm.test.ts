@@ -1,0 +1,60 @@
+// An unmodified QEMU under luo-qemu: the guest's RAM stays in RAM across a real kexec on the LUO
+// kernel and the guest resumes where it paused, never booting again (tests/vm/jobs/qemu-vm.sh).
+// Also in the same run: an update aborted after the VM paused leaves the guest running in the old
+// kernel, and the blackout is printed with its phases.
+import { afterAll, expect, test } from "bun:test";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { buildCounterGuest, COUNT_STEP } from "../support/counter-guest";
+import { logLines, runJobWith, VM_TEST_TIMEOUT_MS, vmAvailable } from "./vm";
+
+const dir = mkdtempSync(join(tmpdir(), "qemu-vm-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+const RAM_BYTES = 16 * 1024 * 1024;
+
+test.skipIf(!vmAvailable())(
+  "a QEMU guest keeps counting across a real kexec: same RAM, no reboot, RAM not migrated; an aborted update lets it run on",
+  async () => {
+    const guest = join(dir, "luo-guest.bin");
+    buildCounterGuest(guest);
+    const { rc, log } = await runJobWith(join(import.meta.dir, "jobs/qemu-vm.sh"), ["-p", guest]);
+
+    // the aborted update: the VM paused and saved, then continued in the old kernel
+    expect(logLines(log, /^JOB: PASS the update aborted after the VM paused; the guest continues/)).toHaveLength(1);
+
+    // before the jump: READY twice (the aborted attempt, then the jump), the RAM not migrated
+    const readies = logLines(log, /luo-qemu\[vm-1\]: READY: paused and saved/);
+    expect(readies).toHaveLength(2);
+    for (const r of readies) {
+      const moved = Number(/RAM moved by the migration (\d+) of (\d+) bytes/.exec(r)?.[1]);
+      expect(moved).toBeLessThan(RAM_BYTES / 16);
+    }
+
+    // after the jump: the counter continued from where it paused (the next COUNT line is exactly
+    // one step on), the guest never booted again, its RAM pattern is intact in the memfd LUO
+    // carried (a restored memfd has no name: "/ (deleted)")
+    const counters = /COUNTER before the jump ([0-9a-f]{8}), first after the resume ([0-9a-f]{8})/.exec(logLines(log, "JOB: COUNTER before the jump")[0] ?? "");
+    expect(counters).not.toBeNull();
+    const [before, after] = [parseInt(counters![1]!, 16), parseInt(counters![2]!, 16)];
+    expect(before).toBeGreaterThan(0);
+    expect(after).toBe(before + COUNT_STEP);
+    expect(logLines(log, /^JOB: BOOT lines after the resume: 1$/)).toHaveLength(1);
+    expect(logLines(log, /^JOB: after the resume: QEMU \d+ maps \/ \(deleted\) as guest RAM$/)).toHaveLength(1);
+    expect(logLines(log, /^JOB: after the resume: PATTERN ok$/)).toHaveLength(1);
+    expect(logLines(log, /^JOB: after the resume: MARKER ok$/)).toHaveLength(1);
+
+    // the blackout, with its phases
+    const blackout = logLines(log, /^JOB: luo-qemu\[vm-1\]: resumed: blackout /);
+    expect(blackout).toHaveLength(1);
+    for (const phase of ["pause + state save", "barrier + kernel jump", "kernel start → luo-qemu start", "→ CLAIMED", "QEMU start → incoming done", "→ cont"])
+      expect(blackout[0]).toContain(phase);
+    console.log(blackout[0]);
+
+    expect(logLines(log, "JOB: luo-qemu exited 0")).toHaveLength(1);
+    expect(logLines(log, /^JOB: PASS vm-1 resumed after the kexec/)).toHaveLength(1);
+    expect(rc).toBe(0);
+  },
+  VM_TEST_TIMEOUT_MS,
+);
