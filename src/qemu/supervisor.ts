@@ -11,7 +11,7 @@
 //
 // It never boots a guest fresh when luod holds a session for it: a resume that cannot be done
 // leaves the session with luod (claimed, not finished) and exits EXIT.CANNOT_RESUME.
-import { readFileSync, mkdirSync, rmSync } from "node:fs";
+import { readFileSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import {
   LuoClient, LuoConnectionClosed, LuoError, type Preservation,
@@ -190,6 +190,7 @@ export class VmSupervisor {
     });
     const qemu = spawnQemu(argv, this.ramFd, stateFd);
     this.qemu = qemu;
+    writeFileSync(join(this.o.runDir, "qemu.pid"), `${qemu.pid}\n`); // for operators (and the VM tests)
     this.qmp = await Qmp.connect(qmpSocket, 30_000, () => !qemu.hasExited());
   }
 
@@ -337,6 +338,12 @@ export class VmSupervisor {
       );
     } catch (e) {
       if (e instanceof LuoConnectionClosed) throw await this.continueGuest("luod went away during the save", e);
+      if (e instanceof LuoError && e.code === "EBUSY") {
+        // READY refused: the update ended (another client failed, the deadline) while we saved
+        if (oneOff) closeFd(session.sessionFd);
+        await this.continueGuest(`the update ended before READY (${errText(e)})`);
+        return;
+      }
       this.say(`cannot save the guest for this update: ${errText(e)}`);
       await client.fail(`luo-qemu ${this.spec.id}: ${errText(e)}`.slice(0, 256)).catch(() => {});
       if (oneOff) closeFd(session.sessionFd);

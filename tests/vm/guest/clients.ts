@@ -6,7 +6,8 @@
 //           SUBSCRIBEs, and for every START_PRESERVATION preserves the memfd (token 1) into the
 //           session and answers by --behave:
 //             ready (default)  READY, then wait for the next update or the jump
-//             fail             FAIL
+//             fail             FAIL (--fail-when PATH: only once PATH exists, so a job can make it
+//                              FAIL after another client paused)
 //             silent           never answer (the deadline must abort the update)
 //             exit             READY, then exit the process at once (luod must hold the session)
 //           If luod goes away, the client reconnects and subscribes again.
@@ -18,6 +19,7 @@
 // claim:    after the jump, one connection per id: CLAIM, RETRIEVE_FD token 1, verify every byte,
 //           FINISH the session, FINISHED. Prints "VERIFIED <id> <bytes> bytes"; exits 1 on any error.
 //           --behave die: exit right after CLAIMED, without FINISHED (a client killed mid-claim).
+import { existsSync } from "node:fs";
 import { LuoClient, LuoError } from "../../../src/client";
 import { pattern, verifyAndFinish } from "./pattern";
 import { preserveMemfd } from "../../../src/client/memfd";
@@ -113,6 +115,8 @@ async function preserveInto(client: LuoClient, id: string, memfd: number): Promi
 async function answer(client: LuoClient, id: string): Promise<void> {
   try {
     if (behave === "fail") {
+      const when = opt("fail-when", "");
+      for (let i = 0; when && !existsSync(when) && i < 1200; i++) await Bun.sleep(100);
       await client.fail("test client told to fail");
       say(id, "FAIL sent");
     } else if (behave === "silent") {

@@ -2,7 +2,7 @@
 # qemu-vm -- an unmodified QEMU (the host's, through hostrun) runs a tiny guest under luo-qemu; the
 # guest's RAM stays in RAM across a real kexec and the guest resumes where it paused:
 #   boot 1: luod; luo-qemu run vm-1 (16 MiB, the counter guest of examples/qemu); the guest counts
-#           and fills its RAM pattern
+#           and fills its RAM pattern; luod is killed and started again: luo-qemu rejoins it
 #           1. an aborted update: another client FAILs after the VM paused → the guest continues
 #           2. the real jump
 #   boot 2: luod; the same luo-qemu command line resumes vm-1: its counter continues from where it
@@ -34,7 +34,8 @@ wait_serial() {
         sleep 0.1
     done
 }
-qemu_pid() { pgrep -f 'qemu-system-x86_64 -name vm-1' | head -n 1; }
+# qemu_pid: QEMU's pid, as luo-qemu wrote it in its run directory, if that process lives
+qemu_pid() { p=$(cat /run/luo-qemu/vm-1/qemu.pid 2>/dev/null) && [ -d "/proc/$p" ] && echo "$p"; }
 # check_ram WHEN: the counter guest's RAM, read from QEMU's fd 3 (the memfd luo-qemu gave it)
 check_ram() {
     qpid=$(qemu_pid); [ -n "$qpid" ] || fail "$1: no QEMU process"
@@ -54,12 +55,23 @@ if [ "$LUO_STAGE" = 1 ]; then
     pass "the guest runs and counts: $(last_count)"
     check_ram "before the updates"
 
+    step "luod restarts: luo-qemu subscribes and prepares again, the guest never stops"
+    kill_luod
+    start_luod
+    wait_lines vm "luod is back: subscribed and prepared again" 1 60
+    n=$(serial_count "^COUNT ")
+    wait_serial "^COUNT " $((n + 2)) 60
+    pass "luo-qemu rejoined the restarted luod; the guest kept counting ($(last_count))"
+
     step "1. an aborted update: another client FAILs"
-    start_clients failer preserve --ids bad-1 --behave fail
+    start_clients failer preserve --ids bad-1 --behave fail --fail-when "$LUO_SHARE/fail-now"
     wait_lines failer SUBSCRIBED 1
     load_next_kernel
-    luoctl kexec --timeout 60s && fail "kexec succeeded despite FAIL"
-    wait_lines vm "READY: paused and saved" 1 30
+    kexec_in_background aborted --timeout 120s
+    wait_lines vm "READY: paused and saved" 1 60
+    touch "$LUO_SHARE/fail-now"
+    kexec_wait
+    [ "$KEXEC_RC" != 0 ] || fail "kexec succeeded despite FAIL"
     wait_lines vm "the update was aborted" 1 30
     before=$(serial_count "^COUNT ")
     wait_serial "^COUNT " $((before + 2)) 60
