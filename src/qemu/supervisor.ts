@@ -19,12 +19,14 @@ import {
   F_SEAL_SEAL, F_SEAL_SHRINK, F_SEAL_GROW, F_SEAL_WRITE, SysError,
 } from "../client";
 import { sdNotify } from "../kernel/sdnotify";
+import { O_CLOEXEC, O_RDWR, openFile } from "../kernel/fd";
 import { escapeControl } from "../wire/escape";
 import { Qmp } from "./qmp";
 import { loadDeviceState, saveDeviceState } from "./migration";
 import { spawnQemu, type QemuProbe, type RunningQemu } from "./qemu-process";
 import { RAM_TOKEN, decodeRecord, encodeRecord, recordToken, stateToken, MAX_ATTEMPTS, RECORD_FORMAT, RECORD_VERSION, type StartRecord } from "./record";
-import { qemuArgv } from "./vm-config";
+import { qemuArgv, RAM_FD } from "./vm-config";
+import { findRunningQemu, processStartTime, writeQemuState, type QemuState } from "./run-dir";
 
 export const EXIT = {
   /** The guest powered off, luo-qemu was stopped, or it left the guest paused for the kexec. */
@@ -78,6 +80,9 @@ export class VmSupervisor {
   private finished!: (code: number) => void;
   private readonly done = new Promise<number>((r) => (this.finished = r));
   private exitCode: number | null = null;
+  private qemuStartTime: string | null = null;
+  /** QEMU was left running by a luo-qemu before this one (adopt()). */
+  private adopted = false;
 
   constructor(private spec: VmSpec, private readonly o: SupervisorOptions) {}
 
@@ -105,17 +110,28 @@ export class VmSupervisor {
     mkdirSync(this.o.runDir, { recursive: true, mode: 0o700 });
     let restored: boolean;
     try {
-      this.client = await this.connect(this.o.connectTimeoutMs);
-      restored = (await this.client.subscribe(id)).restored === true;
+      ({ client: this.client, restored } = await this.subscribe(this.o.connectTimeoutMs));
     } catch (e) {
+      if (e instanceof LuoError && e.code === "EEXIST") {
+        this.say(`luod says ${id} is subscribed by another connection: is another luo-qemu running this VM? ${errText(e)}`);
+        return EXIT.FAILED;
+      }
       this.say(`cannot reach luod at ${this.o.socket}: ${errText(e)}; not starting the guest (after a live update its memory may be waiting there)`);
       return EXIT.NO_LUOD;
     }
     this.client.on("close", () => {}); // reconnects are driven by the update loop
     try {
-      if (restored) await this.resume();
+      const running = restored ? null : findRunningQemu(this.o.runDir, id);
+      if (running) await this.adopt(running);
+      else if (restored) await this.resume();
       else await this.startFresh();
     } catch (e) {
+      if (this.adopted) {
+        this.say(`cannot take over the running QEMU: ${errText(e)}; it is left running`);
+        this.qmp?.close();
+        this.client.close();
+        return EXIT.FAILED;
+      }
       this.killQemu();
       if (e instanceof CannotResume) {
         this.say(`cannot resume the guest: ${e.message}; its session stays with luod (claimed, not finished): fix the cause and start luo-qemu again, or give the guest up with luoctl discard ${id}`);
@@ -191,7 +207,53 @@ export class VmSupervisor {
     const qemu = spawnQemu(argv, this.ramFd, stateFd);
     this.qemu = qemu;
     writeFileSync(join(this.o.runDir, "qemu.pid"), `${qemu.pid}\n`); // for operators (and the VM tests)
+    this.qemuStartTime = processStartTime(qemu.pid);
+    this.saveState(false);
     this.qmp = await Qmp.connect(qmpSocket, 30_000, () => !qemu.hasExited());
+  }
+
+  /** qemu.json: what a luo-qemu started again needs to take this QEMU over (run-dir.ts). */
+  private saveState(pausedForUpdate: boolean): void {
+    if (!this.qemu || this.qemuStartTime === null) return;
+    const s = this.spec;
+    try {
+      writeQemuState(this.o.runDir, {
+        format: "luo-qemu-state", version: 1, id: s.id, pid: this.qemu.pid, start_time: this.qemuStartTime,
+        qemu: { path: s.qemu.path, version: s.qemu.version }, machine: s.machine, memory_bytes: s.memoryBytes,
+        args: s.args, sandbox: s.sandbox, paused_for_update: pausedForUpdate,
+      });
+    } catch (e) {
+      this.say(`cannot write ${this.o.runDir}/qemu.json: ${errText(e)} (a restarted luo-qemu could not take this QEMU over)`);
+    }
+  }
+
+  /**
+   * A luo-qemu before this one died and left its QEMU running: take it over (its QMP socket, its
+   * RAM memfd through /proc/PID/fd/3), prepare the RAM again, and continue a guest it had paused
+   * for an update (that update is over: SUBSCRIBE is refused while one runs).
+   */
+  private async adopt(state: QemuState): Promise<void> {
+    const { pid, start_time } = state;
+    this.adopted = true;
+    this.spec = {
+      ...this.spec, memoryBytes: state.memory_bytes, machine: state.machine, args: state.args, sandbox: state.sandbox,
+      qemu: { ...this.spec.qemu, path: state.qemu.path, version: state.qemu.version },
+    };
+    const alive = () => processStartTime(pid) === start_time;
+    this.qmp = await Qmp.connect(join(this.o.runDir, "qmp.sock"), 10_000, alive);
+    this.qemu = adoptedQemu(pid, this.qmp, alive);
+    this.qemuStartTime = start_time;
+    this.ramFd = openFile(`/proc/${pid}/fd/${RAM_FD}`, O_RDWR | O_CLOEXEC);
+    if (fileSize(this.ramFd) !== state.memory_bytes)
+      throw new Error(`QEMU ${pid}'s fd ${RAM_FD} is ${fileSize(this.ramFd)} bytes, not the guest's ${state.memory_bytes}`);
+    await this.prepare();
+    const { status } = await this.qmp.execute<{ status: string }>("query-status");
+    this.say(`took over QEMU ${pid} (left running by a luo-qemu before this one; the guest is ${escapeControl(status)})`);
+    this.phase = "running";
+    if (state.paused_for_update && (status === "paused" || status === "postmigrate"))
+      await this.continueGuest("the update it was paused for is over");
+    else this.saveState(false);
+    this.notify(`READY=1\nSTATUS=running (took over QEMU ${pid})`);
   }
 
   private killQemu(): void {
@@ -306,6 +368,7 @@ export class VmSupervisor {
     const n = oneOff ? 0 : this.attempt;
     try {
       await this.qmp!.execute("stop");
+      this.saveState(true);
       this.notify("STATUS=paused for a live update, saving the device state");
       if (oneOff) preserveMemfd(session.sessionFd, this.ramFd, RAM_TOKEN);
       const saved = await saveDeviceState(this.qmp!, join(this.o.runDir, "migrate.sock"), `luo-qemu:${this.spec.id}:state-${n}`);
@@ -362,6 +425,7 @@ export class VmSupervisor {
   private async continueGuest(why: string, e?: unknown): Promise<unknown> {
     try {
       await this.qmp!.execute("cont");
+      this.saveState(false);
       this.say(`${why}: the guest continues`);
     } catch (err) {
       this.say(`${why}, and cont failed: ${errText(err)}`);
@@ -381,14 +445,12 @@ export class VmSupervisor {
     let lastSaid = Date.now();
     for (let delay = 100; this.exitCode === null && this.phase !== "stopping"; delay = Math.min(delay * 2, 5000)) {
       try {
-        const client = await this.connect(0);
+        this.client = (await this.subscribe(0)).client;
         try {
-          await client.subscribe(this.spec.id);
-          this.client = client;
           await this.prepare();
           break;
         } catch (e) {
-          client.close();
+          this.client.close();
           this.client = null;
           throw e;
         }
@@ -403,6 +465,24 @@ export class VmSupervisor {
     if (this.client === null) return;
     this.say("luod is back: subscribed and prepared again");
     if (paused) await this.continueGuest("the update ended without a jump (luod restarted)");
+  }
+
+  /**
+   * Connects and SUBSCRIBEs, retrying for `timeoutMs` while luod is not there or is in an update
+   * (EBUSY). Rejects with the last error; EEXIST (the id is held) at once.
+   */
+  private async subscribe(timeoutMs: number): Promise<{ client: LuoClient; restored: boolean }> {
+    const until = Date.now() + timeoutMs;
+    for (let delay = 100; ; delay = Math.min(delay * 2, 2000)) {
+      const client = await this.connect(Math.max(0, until - Date.now()));
+      try {
+        return { client, restored: (await client.subscribe(this.spec.id)).restored === true };
+      } catch (e) {
+        client.close();
+        if (!(e instanceof LuoError && e.code === "EBUSY") || Date.now() >= until) throw e;
+        await Bun.sleep(delay);
+      }
+    }
   }
 
   private async connect(timeoutMs: number): Promise<LuoClient> {
@@ -437,6 +517,31 @@ export class VmSupervisor {
     await this.leaveLuod();
     this.finish(code === 0 ? EXIT.OK : EXIT.FAILED);
   }
+}
+
+/**
+ * A QEMU that is not our child: no exit code to wait for. It is gone when its QMP connection
+ * closed and its pid is no longer that process; a SHUTDOWN event before counts as exit 0.
+ */
+function adoptedQemu(pid: number, qmp: Qmp, alive: () => boolean): RunningQemu {
+  let shutdown = false;
+  let done = false;
+  qmp.onEvent((e) => {
+    if (e.event === "SHUTDOWN") shutdown = true;
+  });
+  const exited = qmp.closed.then(async () => {
+    for (let i = 0; i < 100 && alive(); i++) await Bun.sleep(50);
+    done = true;
+    return shutdown ? 0 : 1;
+  });
+  return {
+    pid,
+    exited,
+    hasExited: () => done,
+    kill: (signal = "SIGTERM") => {
+      if (alive()) process.kill(pid, signal);
+    },
+  };
 }
 
 /** The newest attempt whose start record the session holds (tokens: docs/vmm.md). */

@@ -1,7 +1,7 @@
 // An unmodified QEMU under luo-qemu: the guest's RAM stays in RAM across a real kexec on the LUO
 // kernel and the guest resumes where it paused, never booting again (tests/vm/jobs/qemu-vm.sh).
-// Also in the same run: luod killed and restarted (luo-qemu rejoins it, the guest runs on), an
-// update aborted after the VM paused (the guest runs on in the old kernel), and the blackout
+// Also in the same run: luod killed and restarted (luo-qemu rejoins it, the guest runs on),
+// luo-qemu killed (QEMU runs on, a new luo-qemu takes it over), an update aborted after the VM paused (the guest runs on in the old kernel), and the blackout
 // printed with its phases.
 import { afterAll, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -16,7 +16,7 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 const RAM_BYTES = 16 * 1024 * 1024;
 
 test.skipIf(!vmAvailable())(
-  "a QEMU guest keeps counting across a real kexec: same RAM, no reboot, RAM not migrated; a luod restart and an aborted update leave it running",
+  "a QEMU guest keeps counting across a real kexec: same RAM, no reboot, RAM not migrated; a luod restart, a luo-qemu restart and an aborted update leave it running",
   async () => {
     const guest = join(dir, "luo-guest.bin");
     buildCounterGuest(guest);
@@ -24,6 +24,9 @@ test.skipIf(!vmAvailable())(
 
     // luod killed and started again: luo-qemu rejoined it while the guest ran on
     expect(logLines(log, /^JOB: PASS luo-qemu rejoined the restarted luod; the guest kept counting/)).toHaveLength(1);
+
+    // luo-qemu killed: QEMU ran on, and the luo-qemu started again took it over
+    expect(logLines(log, /^JOB: PASS a new luo-qemu took over QEMU \d+; the guest kept counting/)).toHaveLength(1);
 
     // the aborted update: the VM paused and saved, then continued in the old kernel
     expect(logLines(log, /^JOB: PASS the update aborted after the VM paused; the guest continues/)).toHaveLength(1);

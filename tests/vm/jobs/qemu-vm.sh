@@ -2,7 +2,8 @@
 # qemu-vm -- an unmodified QEMU (the host's, through hostrun) runs a tiny guest under luo-qemu; the
 # guest's RAM stays in RAM across a real kexec and the guest resumes where it paused:
 #   boot 1: luod; luo-qemu run vm-1 (16 MiB, the counter guest of examples/qemu); the guest counts
-#           and fills its RAM pattern; luod is killed and started again: luo-qemu rejoins it
+#           and fills its RAM pattern; luod is killed and started again: luo-qemu rejoins it;
+#           luo-qemu is killed: QEMU runs on and a new luo-qemu takes it over
 #           1. an aborted update: another client FAILs after the VM paused → the guest continues
 #           2. the real jump
 #   boot 2: luod; the same luo-qemu command line resumes vm-1: its counter continues from where it
@@ -62,6 +63,20 @@ if [ "$LUO_STAGE" = 1 ]; then
     n=$(serial_count "^COUNT ")
     wait_serial "^COUNT " $((n + 2)) 60
     pass "luo-qemu rejoined the restarted luod; the guest kept counting ($(last_count))"
+
+    step "luo-qemu is killed: QEMU runs on, a new luo-qemu takes it over"
+    qpid=$(qemu_pid)
+    kill -9 "$VM_PID"; wait "$VM_PID" 2>/dev/null
+    n=$(serial_count "^COUNT ")
+    wait_serial "^COUNT " $((n + 1)) 60
+    [ "$(qemu_pid)" = "$qpid" ] || fail "QEMU $qpid did not outlive its luo-qemu"
+    start_vm
+    wait_lines vm "took over QEMU $qpid" 1 60
+    [ "$(qemu_pid)" = "$qpid" ] || fail "a second QEMU was started"
+    n=$(serial_count "^COUNT ")
+    wait_serial "^COUNT " $((n + 2)) 60
+    [ "$(serial_count "^BOOT")" = 1 ] || fail "the guest booted again"
+    pass "a new luo-qemu took over QEMU $qpid; the guest kept counting ($(last_count))"
 
     step "1. an aborted update: another client FAILs"
     start_clients failer preserve --ids bad-1 --behave fail --fail-when "$LUO_SHARE/fail-now"

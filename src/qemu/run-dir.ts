@@ -1,0 +1,67 @@
+// What luo-qemu keeps in its run directory (/run/luo-qemu/ID, 0700) so that a luo-qemu started
+// again while its QEMU still runs (the old one crashed or was killed) takes that QEMU over instead
+// of starting a second guest: qemu.json says which process is QEMU (pid + its start time, so a
+// reused pid is never mistaken for it), with what configuration, and whether luo-qemu had paused
+// the guest for an update. Versioned like every state file (N reads what N−1 wrote).
+import { readFileSync, renameSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import * as v from "valibot";
+
+export const STATE_FORMAT = "luo-qemu-state";
+export const STATE_VERSION = 1;
+
+const StateSchema = v.object({
+  format: v.literal(STATE_FORMAT),
+  version: v.literal(STATE_VERSION),
+  id: v.string(),
+  pid: v.pipe(v.number(), v.integer(), v.minValue(1)),
+  /** /proc/PID/stat's starttime (clock ticks since boot): the pid is QEMU only while it matches. */
+  start_time: v.string(),
+  qemu: v.object({ path: v.string(), version: v.string() }),
+  machine: v.object({ type: v.string(), props: v.array(v.string()) }),
+  memory_bytes: v.pipe(v.number(), v.integer(), v.minValue(1)),
+  args: v.array(v.string()),
+  sandbox: v.boolean(),
+  /** luo-qemu stopped the guest for an update (saving, or READY): whoever takes over continues it. */
+  paused_for_update: v.boolean(),
+});
+
+export type QemuState = v.InferOutput<typeof StateSchema>;
+
+export const statePath = (runDir: string) => join(runDir, "qemu.json");
+
+/** Writes qemu.json atomically (a reader never sees half of it). */
+export function writeQemuState(runDir: string, state: QemuState): void {
+  const path = statePath(runDir);
+  writeFileSync(`${path}.tmp`, JSON.stringify(state) + "\n", { mode: 0o600 });
+  renameSync(`${path}.tmp`, path);
+}
+
+/** The starttime field of /proc/PID/stat, or null when there is no such process. */
+export function processStartTime(pid: number, proc = "/proc"): string | null {
+  let stat: string;
+  try {
+    stat = readFileSync(`${proc}/${pid}/stat`, "utf8");
+  } catch {
+    return null;
+  }
+  // "pid (comm) state ppid …": comm may hold blanks and parentheses; fields restart after the last ")"
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return fields[19] ?? null; // field 22 of proc(5), the 20th after comm
+}
+
+/**
+ * The QEMU a previous luo-qemu of `id` left running, or null (no state file, another id, a state
+ * file that is not ours, or a process that is gone or is not the same process any more).
+ */
+export function findRunningQemu(runDir: string, id: string, proc = "/proc"): QemuState | null {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(statePath(runDir), "utf8"));
+  } catch {
+    return null;
+  }
+  const r = v.safeParse(StateSchema, raw);
+  if (!r.success || r.output.id !== id) return null;
+  return processStartTime(r.output.pid, proc) === r.output.start_time ? r.output : null;
+}

@@ -1,0 +1,56 @@
+// luo-qemu's run directory (src/qemu/run-dir.ts): a luo-qemu started again finds the QEMU its
+// predecessor left running, and never mistakes another process (a reused pid) for it.
+import { afterEach, beforeEach, describe, expect, test } from "bun:test";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { findRunningQemu, processStartTime, writeQemuState, type QemuState } from "../../src/qemu/run-dir";
+
+let dir: string;
+let proc: string;
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), "luo-qemu-run-"));
+  proc = join(dir, "proc");
+});
+afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+/** A /proc/PID/stat whose comm has blanks and parentheses, starttime `start`. */
+function fakeProcess(pid: number, start: string): void {
+  mkdirSync(join(proc, String(pid)), { recursive: true });
+  const after = ["S", "1", "2", "2", "0", "-1", "4194560", "1", "0", "0", "0", "5", "6", "0", "0", "20", "0", "3", "0", start, "100"];
+  writeFileSync(join(proc, String(pid), "stat"), `${pid} (qemu (x) y) ${after.join(" ")}\n`);
+}
+
+const state = (over: Partial<QemuState> = {}): QemuState => ({
+  format: "luo-qemu-state", version: 1, id: "vm-1", pid: 4242, start_time: "987654",
+  qemu: { path: "/usr/bin/qemu-system-x86_64", version: "7.2.22" }, machine: { type: "pc-i440fx-7.2", props: [] },
+  memory_bytes: 16 << 20, args: ["-bios", "g.bin"], sandbox: true, paused_for_update: false, ...over,
+});
+
+describe("luo-qemu's run directory", () => {
+  test("the start time is field 22 of /proc/PID/stat, even with blanks and parentheses in comm", () => {
+    fakeProcess(4242, "987654");
+    expect(processStartTime(4242, proc)).toBe("987654");
+    expect(processStartTime(4243, proc)).toBeNull();
+    expect(processStartTime(process.pid)).toMatch(/^\d+$/); // the real /proc
+  });
+
+  test("the QEMU left running is found while its pid is the same process", () => {
+    fakeProcess(4242, "987654");
+    writeQemuState(dir, state({ paused_for_update: true }));
+    expect(findRunningQemu(dir, "vm-1", proc)).toEqual(state({ paused_for_update: true }));
+  });
+
+  test("a reused pid, another VM's state, a gone process or a foreign file is not taken over", () => {
+    writeQemuState(dir, state());
+    expect(findRunningQemu(dir, "vm-1", proc)).toBeNull(); // no such process
+    fakeProcess(4242, "111"); // the pid now belongs to another process
+    expect(findRunningQemu(dir, "vm-1", proc)).toBeNull();
+    fakeProcess(4242, "987654");
+    expect(findRunningQemu(dir, "vm-2", proc)).toBeNull();
+    writeFileSync(join(dir, "qemu.json"), JSON.stringify({ ...state(), version: 2 }));
+    expect(findRunningQemu(dir, "vm-1", proc)).toBeNull();
+    writeFileSync(join(dir, "qemu.json"), "not json");
+    expect(findRunningQemu(dir, "vm-1", proc)).toBeNull();
+  });
+});
