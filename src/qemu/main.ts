@@ -68,9 +68,9 @@ export async function luoQemuMain(args: string[], env: Record<string, string | u
     for (const r of refused) say(`luo-qemu: refusing this VM: ${escapeControl(r)}`);
     return EXIT.USAGE;
   }
-  let qemu: ReturnType<typeof probeQemu>;
+  let qemu: Awaited<ReturnType<typeof probeQemu>>;
   try {
-    qemu = probeQemu(parsed.qemu);
+    qemu = await probeQemu(parsed.qemu);
   } catch (e) {
     say(`luo-qemu: ${escapeControl((e as Error).message)}`);
     return EXIT.FAILED;

@@ -19,18 +19,20 @@ export function findQemu(name: string, pathEnv = process.env.PATH ?? "/usr/bin:/
   return null;
 }
 
-/** Runs `qemu -version` and `qemu -machine help`. Throws one line when the binary is unusable. */
-export function probeQemu(name: string): QemuProbe {
+/** Runs `qemu -version` and `qemu -machine help` (at once: each is a QEMU start). Throws one line when the binary is unusable. */
+export async function probeQemu(name: string): Promise<QemuProbe> {
   const path = findQemu(name);
   if (!path) throw new Error(`no QEMU binary ${name} (give one with --qemu PATH)`);
-  const run = (args: string[]) => {
-    const r = Bun.spawnSync([path, ...args], { stdin: "ignore", stdout: "pipe", stderr: "pipe", timeout: 20_000 });
-    if (r.exitCode !== 0) throw new Error(`${path} ${args.join(" ")} failed: ${r.stderr.toString().trim().split("\n")[0] ?? `exit ${r.exitCode}`}`);
-    return r.stdout.toString();
+  const run = async (args: string[]) => {
+    const p = Bun.spawn([path, ...args], { stdin: "ignore", stdout: "pipe", stderr: "pipe", timeout: 20_000 });
+    const [out, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+    if (code !== 0) throw new Error(`${path} ${args.join(" ")} failed: ${err.trim().split("\n")[0] || `exit ${code}`}`);
+    return out;
   };
-  const version = parseQemuVersion(run(["-version"]));
+  const [versionText, machineHelp] = await Promise.all([run(["-version"]), run(["-machine", "help"])]);
+  const version = parseQemuVersion(versionText);
   if (!version) throw new Error(`${path} -version does not say which QEMU it is`);
-  return { path, version, machines: parseMachineHelp(run(["-machine", "help"])) };
+  return { path, version, machines: parseMachineHelp(machineHelp) };
 }
 
 /** Whether this kernel offers seccomp filters (QEMU's -sandbox needs them). */

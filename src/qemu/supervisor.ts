@@ -60,6 +60,9 @@ export interface SupervisorOptions {
   log: (line: string) => void;
 }
 
+/** How long a held id is waited for at start before luo-qemu says another one runs this VM. */
+const HELD_ID_WAIT_MS = 10_000;
+
 type Phase = "starting" | "running" | "saving" | "ready" | "resuming" | "stopping";
 
 class CannotResume extends Error {}
@@ -266,8 +269,8 @@ export class VmSupervisor {
   private async resume(): Promise<void> {
     this.phase = "resuming";
     const id = this.spec.id;
-    const startedAt = Date.now();
-    const bootAt = startedAt - uptimeMs();
+    const startedAt = Math.round(performance.timeOrigin); // this process's start: QEMU probed and luod joined since
+    const bootAt = Date.now() - uptimeMs();
     let claimed: { session: string; sessionFd: number };
     try {
       claimed = await this.client!.claim(id);
@@ -304,7 +307,10 @@ export class VmSupervisor {
         await this.startQemu(true, state);
         await loadDeviceState(this.qmp!);
       } catch (e) {
-        throw new CannotResume(`QEMU could not load the saved device state: ${errText(e)}`);
+        // QEMU exits when it cannot load a state ("load of migration failed"): say that, not the broken socket
+        const code = this.qemu ? await Promise.race([this.qemu.exited, Bun.sleep(2000).then(() => null)]) : null;
+        const why = code === null ? errText(e) : `QEMU exited with ${code} while loading it (QEMU's own message is in its output)`;
+        throw new CannotResume(`QEMU could not load the saved device state: ${why}`);
       }
       const loadedAt = Date.now();
       await this.qmp!.execute("cont");
@@ -469,17 +475,21 @@ export class VmSupervisor {
 
   /**
    * Connects and SUBSCRIBEs, retrying for `timeoutMs` while luod is not there or is in an update
-   * (EBUSY). Rejects with the last error; EEXIST (the id is held) at once.
+   * (EBUSY), and for up to HELD_ID_WAIT_MS while the id is held (EEXIST: a luo-qemu killed a
+   * moment ago whose disconnect luod has not seen yet). Rejects with the last error.
    */
   private async subscribe(timeoutMs: number): Promise<{ client: LuoClient; restored: boolean }> {
     const until = Date.now() + timeoutMs;
+    const heldUntil = Date.now() + HELD_ID_WAIT_MS;
     for (let delay = 100; ; delay = Math.min(delay * 2, 2000)) {
       const client = await this.connect(Math.max(0, until - Date.now()));
       try {
         return { client, restored: (await client.subscribe(this.spec.id)).restored === true };
       } catch (e) {
         client.close();
-        if (!(e instanceof LuoError && e.code === "EBUSY") || Date.now() >= until) throw e;
+        const code = e instanceof LuoError ? e.code : "";
+        const retry = (code === "EBUSY" && Date.now() < until) || (code === "EEXIST" && Date.now() < heldUntil);
+        if (!retry) throw e;
         await Bun.sleep(delay);
       }
     }

@@ -116,6 +116,11 @@ describe("architecture", () => {
     expect(violations(["src/wire"], under("src/daemon", "src/ctl", "src/client"))).toEqual([]);
   });
 
+  test("luo-qemu (src/qemu) is a client: it uses src/client, src/wire and src/kernel, never luod's or luoctl's code", () => {
+    expect(violations(["src/qemu"], under("src/daemon", "src/ctl"))).toEqual([]);
+    expect(violations(["src/kernel", "src/wire", "src/client", "src/daemon", "src/ctl"], under("src/qemu"))).toEqual([]);
+  });
+
   // luoctl's quick commands and client applications stay light: only src/wire/requests.ts builds
   // the protocol's valibot schemas (docs/performance.md).
   test("the client library, luoctl's one-shot client and the connection do not load valibot", () => {

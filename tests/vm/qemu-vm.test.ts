@@ -1,7 +1,8 @@
 // An unmodified QEMU under luo-qemu: the guest's RAM stays in RAM across a real kexec on the LUO
 // kernel and the guest resumes where it paused, never booting again (tests/vm/jobs/qemu-vm.sh).
 // Also in the same run: luod killed and restarted (luo-qemu rejoins it, the guest runs on),
-// luo-qemu killed (QEMU runs on, a new luo-qemu takes it over), an update aborted after the VM paused (the guest runs on in the old kernel), and the blackout
+// luo-qemu killed (QEMU runs on, a new luo-qemu takes it over), a QEMU after the boot that cannot
+// resume the guest (exit 4, the session kept, no fresh boot), an update aborted after the VM paused (the guest runs on in the old kernel), and the blackout
 // printed with its phases.
 import { afterAll, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -39,7 +40,13 @@ test.skipIf(!vmAvailable())(
       expect(moved).toBeLessThan(RAM_BYTES / 16);
     }
 
-    // after the jump: the counter continued from where it paused (the next COUNT line is exactly
+    // after the jump, first a QEMU that cannot resume the guest (no such machine type; a state it
+    // cannot load): exit 4 with the reason, the session kept claimed, nothing booted
+    expect(logLines(log, "JOB: luo-qemu with qemu-no-machine exited 4")).toHaveLength(1);
+    expect(logLines(log, "JOB: luo-qemu with qemu-bad-state exited 4")).toHaveLength(1);
+    expect(logLines(log, /^JOB: PASS a QEMU without the saved machine type, and one that cannot load the state: exit 4/)).toHaveLength(1);
+
+    // then the real QEMU: the counter continued from where it paused (the next COUNT line is exactly
     // one step on), the guest never booted again, its RAM pattern is intact in the memfd LUO
     // carried (a restored memfd has no name: "/ (deleted)")
     const counters = /COUNTER before the jump ([0-9a-f]{8}), first after the resume ([0-9a-f]{8})/.exec(logLines(log, "JOB: COUNTER before the jump")[0] ?? "");

@@ -6,7 +6,9 @@
 #           luo-qemu is killed: QEMU runs on and a new luo-qemu takes it over
 #           1. an aborted update: another client FAILs after the VM paused → the guest continues
 #           2. the real jump
-#   boot 2: luod; the same luo-qemu command line resumes vm-1: its counter continues from where it
+#   boot 2: luod; luo-qemu with a QEMU that lacks the saved machine type, then one that cannot load
+#           the state: exit 4 each time, the session kept, nothing booted; the same luo-qemu
+#           command line with the real QEMU resumes vm-1: its counter continues from where it
 #           paused, no second BOOT, the pattern is intact in the RAM memfd luod's session brought
 #           back, nothing of the RAM's size was written to the share; then SIGTERM stops it.
 # The payload: luo-guest.bin (examples/qemu/build-guest.sh), built by the test on the host.
@@ -15,13 +17,31 @@ GUEST=$LUO_SHARE/payload/luo-guest.bin
 SERIAL=$LUO_SHARE/guest-serial.log
 RAM_BYTES=16777216
 
-# the same command line on both boots, as a systemd unit would have it
-start_vm() {
-    hostrun "$BIN/luo-qemu" run vm-1 --memory 16M --shutdown-timeout 2s -- \
+# the same command line on both boots, as a systemd unit would have it (luo-qemu options: "$@");
+# exec: run in a subshell or in the background, its pid is luo-qemu's
+vm_command() {
+    exec hostrun "$BIN/luo-qemu" run vm-1 --memory 16M --shutdown-timeout 2s "$@" -- \
         -bios "$GUEST" -display none -nodefaults -accel tcg \
-        -chardev "file,id=s0,path=$SERIAL,append=on" -serial chardev:s0 \
-        >> "$LUO_SHARE/clients-vm.log" 2>&1 &
+        -chardev "file,id=s0,path=$SERIAL,append=on" -serial chardev:s0
+}
+start_vm() {
+    vm_command >> "$LUO_SHARE/clients-vm.log" 2>&1 &
     VM_PID=$!
+}
+# cannot_resume NAME WHY QEMU-SCRIPT: luo-qemu with a QEMU that cannot resume the guest exits 4
+# with WHY, leaves the session claimed (kept for the next try) and boots nothing
+cannot_resume() {
+    printf '#!/bin/sh\n%s\n' "$3" > "$LUO_SHARE/qemu-$1"
+    chmod +x "$LUO_SHARE/qemu-$1"
+    (vm_command --qemu "$LUO_SHARE/qemu-$1") > "$LUO_SHARE/clients-$1.log" 2>&1
+    rc=$?
+    cat "$LUO_SHARE/clients-$1.log"
+    echo "JOB: luo-qemu with qemu-$1 exited $rc"
+    [ "$rc" = 4 ] || fail "$1: luo-qemu exited $rc, not 4"
+    grep -q "cannot resume the guest: $2" "$LUO_SHARE/clients-$1.log" || fail "$1: not the expected reason"
+    luoctl status --json | grep -q '"id":"vm-1"[^}]*"state":"claimed"' || { luoctl status; fail "$1: vm-1 is not kept claimed"; }
+    [ -z "$(qemu_pid)" ] || fail "$1: a QEMU is left running"
+    [ "$(serial_count "^BOOT")" = "$boots" ] || fail "$1: the guest was booted fresh"
 }
 # serial_count PATTERN: lines of the guest's serial console matching PATTERN
 serial_count() { tr -d '\r' < "$SERIAL" 2>/dev/null | grep -c -- "$1"; }
@@ -108,10 +128,22 @@ big=$(find "$LUO_SHARE" -path "$LUO_SHARE/boot" -prune -o -path "$LUO_SHARE/payl
 [ -z "$big" ] || fail "files of the RAM's size were written to the share: $big"
 start_luod
 [ "$(unclaimed)" = 1 ] || fail "luod does not report vm-1's session as unclaimed"
+
+step "a QEMU that cannot resume the guest: exit 4, the session is kept, the guest is not booted fresh"
+cannot_resume no-machine "QEMU .* has no machine type pc-i440fx-7.2" \
+    'if [ "$1 $2" = "-machine help" ]; then qemu-system-x86_64 -machine help | grep -v "^pc-i440fx-7.2 "; else exec qemu-system-x86_64 "$@"; fi'
+cannot_resume bad-state "QEMU could not load the saved device state" \
+    'case " $* " in *" -incoming "*) exec qemu-system-x86_64 "$@" 4</dev/zero ;; esac; exec qemu-system-x86_64 "$@"'
+pass "a QEMU without the saved machine type, and one that cannot load the state: exit 4, vm-1 kept, nothing booted"
+
+step "the real QEMU resumes vm-1"
 start_vm
 wait_lines vm "resumed: blackout" 1 120
 wait_serial "^COUNT " $(( $(serial_count "^COUNT ") + 2 )) 60
-after=$(tr -d '\r' < "$SERIAL" | grep -E '^COUNT [0-9a-f]{8}$' | awk -v b="$before" '$2 > b { print $2; exit }')
+after=
+for c in $(tr -d '\r' < "$SERIAL" | grep -E '^COUNT [0-9a-f]{8}$' | cut -d' ' -f2); do
+    [ $((0x$c)) -gt $((0x$before)) ] && { after=$c; break; }
+done
 echo "JOB: COUNTER before the jump $before, first after the resume $after"
 echo "JOB: BOOT lines after the resume: $(serial_count "^BOOT")"
 [ "$(serial_count "^BOOT")" = "$boots" ] || fail "the guest booted again"
