@@ -3,7 +3,7 @@
 // of starting a second guest: qemu.json says which process is QEMU (pid + its start time, so a
 // reused pid is never mistaken for it), with what configuration, and whether luo-qemu had paused
 // the guest for an update. Versioned like every state file (N reads what N−1 wrote).
-import { readFileSync, renameSync, writeFileSync } from "node:fs";
+import { lstatSync, mkdirSync, readFileSync, readlinkSync, realpathSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import * as v from "valibot";
 
@@ -29,6 +29,25 @@ const StateSchema = v.object({
 export type QemuState = v.InferOutput<typeof StateSchema>;
 
 export const statePath = (runDir: string) => join(runDir, "qemu.json");
+
+/**
+ * Creates the run directory (0700) or checks the one that is there: a directory of this uid that
+ * nobody else may write. What is in it decides which process luo-qemu takes over and which socket
+ * it trusts as QEMU's monitor, so a directory another user could plant files in is refused.
+ * Returns a one-line problem, or null.
+ */
+export function prepareRunDir(dir: string, uid = process.getuid?.() ?? 0): string | null {
+  try {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const st = lstatSync(dir);
+    if (!st.isDirectory()) return `the run directory ${dir} is not a directory`;
+    if (st.uid !== uid) return `the run directory ${dir} belongs to uid ${st.uid}, not to this luo-qemu (uid ${uid})`;
+    if ((st.mode & 0o022) !== 0) return `the run directory ${dir} is writable by others (mode ${(st.mode & 0o777).toString(8)})`;
+    return null;
+  } catch (e) {
+    return `cannot create the run directory ${dir}: ${(e as Error).message}`;
+  }
+}
 
 /** Writes qemu.json atomically (a reader never sees half of it). */
 export function writeQemuState(runDir: string, state: QemuState): void {
@@ -63,5 +82,11 @@ export function findRunningQemu(runDir: string, id: string, proc = "/proc"): Qem
   }
   const r = v.safeParse(StateSchema, raw);
   if (!r.success || r.output.id !== id) return null;
-  return processStartTime(r.output.pid, proc) === r.output.start_time ? r.output : null;
+  if (processStartTime(r.output.pid, proc) !== r.output.start_time) return null;
+  // and the process runs the QEMU binary the state names (not some other program at that pid)
+  try {
+    return readlinkSync(`${proc}/${r.output.pid}/exe`) === realpathSync(r.output.qemu.path) ? r.output : null;
+  } catch {
+    return null;
+  }
 }

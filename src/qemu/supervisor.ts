@@ -11,7 +11,7 @@
 //
 // It never boots a guest fresh when luod holds a session for it: a resume that cannot be done
 // leaves the session with luod (claimed, not finished) and exits EXIT.CANNOT_RESUME.
-import { readFileSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import {
   LuoClient, LuoConnectionClosed, LuoError, type Preservation,
@@ -26,7 +26,7 @@ import { loadDeviceState, saveDeviceState } from "./migration";
 import { spawnQemu, type QemuProbe, type RunningQemu } from "./qemu-process";
 import { RAM_TOKEN, decodeRecord, encodeRecord, recordToken, stateToken, MAX_ATTEMPTS, RECORD_FORMAT, RECORD_VERSION, type StartRecord } from "./record";
 import { qemuArgv, RAM_FD } from "./vm-config";
-import { findRunningQemu, processStartTime, writeQemuState, type QemuState } from "./run-dir";
+import { findRunningQemu, prepareRunDir, processStartTime, writeQemuState, type QemuState } from "./run-dir";
 
 export const EXIT = {
   /** The guest powered off, luo-qemu was stopped, or it left the guest paused for the kexec. */
@@ -110,7 +110,11 @@ export class VmSupervisor {
   /** Runs the VM until it stops; resolves with luo-qemu's exit code. */
   async run(): Promise<number> {
     const id = this.spec.id;
-    mkdirSync(this.o.runDir, { recursive: true, mode: 0o700 });
+    const runDirProblem = prepareRunDir(this.o.runDir);
+    if (runDirProblem) {
+      this.say(`${escapeControl(runDirProblem)}; not starting`);
+      return EXIT.USAGE;
+    }
     let restored: boolean;
     try {
       ({ client: this.client, restored } = await this.subscribe(this.o.connectTimeoutMs));
@@ -122,7 +126,11 @@ export class VmSupervisor {
       this.say(`cannot reach luod at ${this.o.socket}: ${errText(e)}; not starting the guest (after a live update its memory may be waiting there)`);
       return EXIT.NO_LUOD;
     }
-    this.client.on("close", () => {}); // reconnects are driven by the update loop
+    if (this.stopRequested) {
+      // stopped while waiting for luod: nothing was started
+      this.client.close();
+      return EXIT.OK;
+    }
     try {
       const running = restored ? null : findRunningQemu(this.o.runDir, id);
       if (running) await this.adopt(running);
@@ -183,8 +191,9 @@ export class VmSupervisor {
     await this.prepare();
     await this.startQemu(false);
     this.phase = "running";
-    this.say(`running (QEMU ${this.spec.qemu.version}, machine ${this.spec.machine.type}, ${this.spec.memoryBytes >> 20} MiB preserved ahead)`);
-    this.notify(`READY=1\nSTATUS=running, ${this.spec.memoryBytes >> 20} MiB of RAM preserved ahead`);
+    const mib = Math.floor(this.spec.memoryBytes / 2 ** 20);
+    this.say(`running (QEMU ${this.spec.qemu.version}, machine ${this.spec.machine.type}, ${mib} MiB preserved ahead)`);
+    this.notify(`READY=1\nSTATUS=running, ${mib} MiB of RAM preserved ahead`);
   }
 
   /** PREPARE a session and preserve the RAM in it (the pinning happens here, not in the barrier). */

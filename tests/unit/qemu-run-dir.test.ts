@@ -1,10 +1,10 @@
 // luo-qemu's run directory (src/qemu/run-dir.ts): a luo-qemu started again finds the QEMU its
 // predecessor left running, and never mistakes another process (a reused pid) for it.
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, mkdtempSync, realpathSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { findRunningQemu, processStartTime, writeQemuState, type QemuState } from "../../src/qemu/run-dir";
+import { findRunningQemu, prepareRunDir, processStartTime, writeQemuState, type QemuState } from "../../src/qemu/run-dir";
 
 let dir: string;
 let proc: string;
@@ -14,16 +14,18 @@ beforeEach(() => {
 });
 afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
-/** A /proc/PID/stat whose comm has blanks and parentheses, starttime `start`. */
-function fakeProcess(pid: number, start: string): void {
+/** A /proc/PID/stat whose comm has blanks and parentheses, starttime `start`, running `exe`. */
+function fakeProcess(pid: number, start: string, exe = "/bin/sh"): void {
   mkdirSync(join(proc, String(pid)), { recursive: true });
+  rmSync(join(proc, String(pid), "exe"), { force: true });
+  symlinkSync(realpathSync(exe), join(proc, String(pid), "exe"));
   const after = ["S", "1", "2", "2", "0", "-1", "4194560", "1", "0", "0", "0", "5", "6", "0", "0", "20", "0", "3", "0", start, "100"];
   writeFileSync(join(proc, String(pid), "stat"), `${pid} (qemu (x) y) ${after.join(" ")}\n`);
 }
 
 const state = (over: Partial<QemuState> = {}): QemuState => ({
   format: "luo-qemu-state", version: 1, id: "vm-1", pid: 4242, start_time: "987654",
-  qemu: { path: "/usr/bin/qemu-system-x86_64", version: "7.2.22" }, machine: { type: "pc-i440fx-7.2", props: [] },
+  qemu: { path: "/bin/sh", version: "7.2.22" }, machine: { type: "pc-i440fx-7.2", props: [] },
   memory_bytes: 16 << 20, args: ["-bios", "g.bin"], sandbox: true, paused_for_update: false, ...over,
 });
 
@@ -48,9 +50,23 @@ describe("luo-qemu's run directory", () => {
     expect(findRunningQemu(dir, "vm-1", proc)).toBeNull();
     fakeProcess(4242, "987654");
     expect(findRunningQemu(dir, "vm-2", proc)).toBeNull();
+    fakeProcess(4242, "987654", "/bin/true"); // the right start time, another program
+    expect(findRunningQemu(dir, "vm-1", proc)).toBeNull();
+    fakeProcess(4242, "987654");
     writeFileSync(join(dir, "qemu.json"), JSON.stringify({ ...state(), version: 2 }));
     expect(findRunningQemu(dir, "vm-1", proc)).toBeNull();
     writeFileSync(join(dir, "qemu.json"), "not json");
     expect(findRunningQemu(dir, "vm-1", proc)).toBeNull();
+  });
+
+  test("the run directory is made 0700; one others may write, or another uid's, is refused", () => {
+    const run = join(dir, "run", "vm-1");
+    expect(prepareRunDir(run)).toBeNull();
+    chmodSync(run, 0o777);
+    expect(prepareRunDir(run)).toContain("is writable by others (mode 777)");
+    chmodSync(run, 0o700);
+    expect(prepareRunDir(run, 12345)).toContain("belongs to uid");
+    writeFileSync(join(dir, "file"), "");
+    expect(prepareRunDir(join(dir, "file"))).not.toBeNull();
   });
 });

@@ -1,9 +1,10 @@
-// An unmodified QEMU under luo-qemu: the guest's RAM stays in RAM across a real kexec on the LUO
-// kernel and the guest resumes where it paused, never booting again (tests/vm/jobs/qemu-vm.sh).
-// Also in the same run: luod killed and restarted (luo-qemu rejoins it, the guest runs on),
-// luo-qemu killed (QEMU runs on, a new luo-qemu takes it over), a QEMU after the boot that cannot
-// resume the guest (exit 4, the session kept, no fresh boot), an update aborted after the VM paused (the guest runs on in the old kernel), and the blackout
-// printed with its phases.
+// An unmodified QEMU under luo-qemu, both running as nobody (luod's client group): the guest's
+// RAM stays in RAM across a real kexec on the LUO kernel and the guest resumes where it paused,
+// never booting again (tests/vm/jobs/qemu-vm.sh). Also in the same run: luod killed and restarted
+// (luo-qemu rejoins it, the guest runs on), luo-qemu killed (QEMU runs on, a new luo-qemu takes it
+// over), an update aborted after the VM paused (the guest runs on in the old kernel), after the
+// boot a QEMU that cannot resume the guest (exit 4, the session kept, no fresh boot), and the
+// blackout printed with its phases.
 import { afterAll, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -55,7 +56,8 @@ test.skipIf(!vmAvailable())(
     expect(before).toBeGreaterThan(0);
     expect(after).toBe(before + COUNT_STEP);
     expect(logLines(log, /^JOB: BOOT lines after the resume: 1$/)).toHaveLength(1);
-    expect(logLines(log, /^JOB: after the resume: QEMU \d+ maps \/ \(deleted\) as guest RAM$/)).toHaveLength(1);
+    expect(logLines(log, /^JOB: after the resume: QEMU \d+ \(uid 65534\) maps \/ \(deleted\) as guest RAM$/)).toHaveLength(1);
+    expect(logLines(log, /^JOB: before the updates: QEMU \d+ \(uid 65534\) maps \/memfd:luo-qemu:vm-1:ram \(deleted\) as guest RAM$/)).toHaveLength(1);
     expect(logLines(log, /^JOB: after the resume: PATTERN ok$/)).toHaveLength(1);
     expect(logLines(log, /^JOB: after the resume: MARKER ok$/)).toHaveLength(1);
 

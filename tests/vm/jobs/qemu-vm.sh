@@ -1,6 +1,7 @@
 #!/bin/sh
-# qemu-vm -- an unmodified QEMU (the host's, through hostrun) runs a tiny guest under luo-qemu; the
-# guest's RAM stays in RAM across a real kexec and the guest resumes where it paused:
+# qemu-vm -- an unmodified QEMU (the host's, through hostrun) runs a tiny guest under luo-qemu, both
+# unprivileged (nobody, in luod's client group); the guest's RAM stays in RAM across a real kexec
+# and the guest resumes where it paused:
 #   boot 1: luod; luo-qemu run vm-1 (16 MiB, the counter guest of examples/qemu); the guest counts
 #           and fills its RAM pattern; luod is killed and started again: luo-qemu rejoins it;
 #           luo-qemu is killed: QEMU runs on and a new luo-qemu takes it over
@@ -17,10 +18,16 @@ GUEST=$LUO_SHARE/payload/luo-guest.bin
 SERIAL=$LUO_SHARE/guest-serial.log
 RAM_BYTES=16777216
 
+# luo-qemu and QEMU run unprivileged, as nobody:nogroup (luod's client group here), in a run
+# directory made for them (as systemd's RuntimeDirectory= with User= would)
+LUOD_ARGS="--client-group nogroup"
+VM_UID=65534
+mkdir -p /run/luo-qemu/vm-1 && chown $VM_UID:$VM_UID /run/luo-qemu/vm-1 && chmod 700 /run/luo-qemu/vm-1
+touch "$SERIAL" && chmod 666 "$SERIAL"
 # the same command line on both boots, as a systemd unit would have it (luo-qemu options: "$@");
 # exec: run in a subshell or in the background, its pid is luo-qemu's
 vm_command() {
-    exec hostrun "$BIN/luo-qemu" run vm-1 --memory 16M --shutdown-timeout 2s "$@" -- \
+    exec hostrun /usr/bin/setpriv --reuid=$VM_UID --regid=$VM_UID --clear-groups "$BIN/luo-qemu" run vm-1 --memory 16M --shutdown-timeout 2s "$@" -- \
         -bios "$GUEST" -display none -nodefaults -accel tcg \
         -chardev "file,id=s0,path=$SERIAL,append=on" -serial chardev:s0
 }
@@ -60,13 +67,13 @@ qemu_pid() { p=$(cat /run/luo-qemu/vm-1/qemu.pid 2>/dev/null) && [ -d "/proc/$p"
 # check_ram WHEN: the counter guest's RAM, read from QEMU's fd 3 (the memfd luo-qemu gave it)
 check_ram() {
     qpid=$(qemu_pid); [ -n "$qpid" ] || fail "$1: no QEMU process"
-    echo "JOB: $1: QEMU $qpid maps $(readlink /proc/$qpid/fd/3) as guest RAM"
+    echo "JOB: $1: QEMU $qpid (uid $(stat -c %u /proc/$qpid)) maps $(readlink /proc/$qpid/fd/3) as guest RAM"
     hostrun "$BUN" "$REPO/tests/vm/guest/guest-ram.ts" "/proc/$qpid/fd/3" | sed "s/^/JOB: $1: /" || fail "$1: guest RAM check"
 }
 
 if [ "$LUO_STAGE" = 1 ]; then
     step "boot 1: luod, luo-qemu vm-1"
-    start_luod
+    start_luod $LUOD_ARGS
     start_vm
     wait_lines vm "running" 1 60
     wait_serial "^PATTERN" 1
@@ -78,7 +85,7 @@ if [ "$LUO_STAGE" = 1 ]; then
 
     step "luod restarts: luo-qemu subscribes and prepares again, the guest never stops"
     kill_luod
-    start_luod
+    start_luod $LUOD_ARGS
     wait_lines vm "luod is back: subscribed and prepared again" 1 60
     n=$(serial_count "^COUNT ")
     wait_serial "^COUNT " $((n + 2)) 60
@@ -126,7 +133,7 @@ echo "JOB: last counter before the jump: $before; BOOT lines so far: $boots"
 # the RAM crossed in the preserved memfd only: the VM has no disk, and the share got nothing big
 big=$(find "$LUO_SHARE" -path "$LUO_SHARE/boot" -prune -o -path "$LUO_SHARE/payload" -prune -o -type f -size +4M -print)
 [ -z "$big" ] || fail "files of the RAM's size were written to the share: $big"
-start_luod
+start_luod $LUOD_ARGS
 [ "$(unclaimed)" = 1 ] || fail "luod does not report vm-1's session as unclaimed"
 
 step "a QEMU that cannot resume the guest: exit 4, the session is kept, the guest is not booted fresh"
