@@ -301,6 +301,10 @@ export class VmSupervisor {
       fds.push(state);
       if (fileSize(ram) !== record.memory_bytes)
         throw new CannotResume(`the preserved RAM is ${fileSize(ram)} bytes, the start record says ${record.memory_bytes}`);
+      this.say(
+        `${claimed.session} brought the RAM (${fileSize(ram)} bytes, token ${RAM_TOKEN}), the device state (${fileSize(state)} bytes, ` +
+          `token ${stateToken(found.attempt)}) and the start record (token ${recordToken(found.attempt)}) of attempt ${found.attempt}`,
+      );
       const machines = this.spec.qemu.machines;
       if (machines.get(record.machine.type) !== record.machine.type)
         throw new CannotResume(`QEMU ${this.spec.qemu.version} (${this.spec.qemu.path}) has no machine type ${escapeControl(record.machine.type)}, which the guest was saved with by QEMU ${escapeControl(record.qemu.version)}`);

@@ -59,6 +59,12 @@ test.skipIf(!vmAvailable())(
     expect(logLines(log, /^JOB: after the resume: QEMU \d+ \(uid 65534\) maps \/ \(deleted\) as guest RAM$/)).toHaveLength(1);
     expect(logLines(log, /^JOB: before the updates: QEMU \d+ \(uid 65534\) maps \/memfd:luo-qemu:vm-1:ram \(deleted\) as guest RAM$/)).toHaveLength(1);
     expect(logLines(log, /^JOB: after the resume: PATTERN ok$/)).toHaveLength(1);
+    // the restored session held the whole RAM (and the small state): that is how it crossed
+    const brought = /brought the RAM \((\d+) bytes, token 1\), the device state \((\d+) bytes/.exec(logLines(log, /luo-qemu\[vm-1\]: luod:vm-1\/\S+ brought the RAM/).at(-1) ?? "");
+    expect(Number(brought?.[1])).toBe(RAM_BYTES);
+    expect(Number(brought?.[2])).toBeLessThan(RAM_BYTES / 16);
+    // QEMU ran under its -sandbox (seccomp filter mode 2) before and after
+    expect(logLines(log, /^JOB: (before the updates|after the resume): QEMU \d+ seccomp mode 2$/)).toHaveLength(2);
     expect(logLines(log, /^JOB: after the resume: MARKER ok$/)).toHaveLength(1);
 
     // the blackout, with its phases

@@ -68,6 +68,7 @@ qemu_pid() { p=$(cat /run/luo-qemu/vm-1/qemu.pid 2>/dev/null) && [ -d "/proc/$p"
 check_ram() {
     qpid=$(qemu_pid); [ -n "$qpid" ] || fail "$1: no QEMU process"
     echo "JOB: $1: QEMU $qpid (uid $(stat -c %u /proc/$qpid)) maps $(readlink /proc/$qpid/fd/3) as guest RAM"
+    echo "JOB: $1: QEMU $qpid seccomp mode $(awk '/^Seccomp:/ { print $2 }' /proc/$qpid/status)"
     hostrun "$BUN" "$REPO/tests/vm/guest/guest-ram.ts" "/proc/$qpid/fd/3" | sed "s/^/JOB: $1: /" || fail "$1: guest RAM check"
 }
 
@@ -144,6 +145,7 @@ cannot_resume bad-state "QEMU could not load the saved device state" \
 pass "a QEMU without the saved machine type, and one that cannot load the state: exit 4, vm-1 kept, nothing booted"
 
 step "the real QEMU resumes vm-1"
+vmlog_lines=$(wc -l < "$LUO_SHARE/clients-vm.log")
 start_vm
 wait_lines vm "resumed: blackout" 1 120
 wait_serial "^COUNT " $(( $(serial_count "^COUNT ") + 2 )) 60
@@ -157,6 +159,7 @@ echo "JOB: BOOT lines after the resume: $(serial_count "^BOOT")"
 check_ram "after the resume"
 [ "$(unclaimed)" = 0 ] || fail "vm-1's session is still unclaimed"
 luoctl status
+echo "JOB: luo-qemu in boot 2 said:"; tail -n +$((vmlog_lines + 1)) "$LUO_SHARE/clients-vm.log"
 grep "resumed: blackout" "$LUO_SHARE/clients-vm.log" | sed 's/^/JOB: /'
 
 step "SIGTERM stops the VM"
