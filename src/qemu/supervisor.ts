@@ -287,6 +287,7 @@ export class VmSupervisor {
       throw new CannotResume(`CLAIM failed: ${errText(e)}`);
     }
     const claimedAt = Date.now();
+    const committedAt = await this.commitTime();
     const fds: number[] = [];
     try {
       const found = newestRecord(claimed.sessionFd);
@@ -336,9 +337,12 @@ export class VmSupervisor {
       closeFd(claimed.sessionFd);
       await this.client!.finished(id);
       const s = (a: number, b: number) => `${((b - a) / 1000).toFixed(2)} s`;
+      const jump = committedAt === null
+        ? `barrier + kernel jump ${s(record.saved_at, bootAt)}`
+        : `barrier (READY → luod's commit) ${s(record.saved_at, committedAt)}, kernel jump (commit → new kernel) ${s(committedAt, bootAt)}`;
       this.say(
         `resumed: blackout ${s(record.paused_at, contAt)} = pause + state save ${s(record.paused_at, record.saved_at)}, ` +
-          `barrier + kernel jump ${s(record.saved_at, bootAt)}, kernel start → luo-qemu start ${s(bootAt, startedAt)}, ` +
+          `${jump}, kernel start → luo-qemu start ${s(bootAt, startedAt)}, ` +
           `luo-qemu start → CLAIMED ${s(startedAt, claimedAt)}, → QEMU start ${s(claimedAt, qemuAt)}, QEMU start → incoming done ${s(qemuAt, loadedAt)}, → cont ${s(loadedAt, contAt)} ` +
           `(device state ${record.state_bytes} bytes; RAM moved by the migration ${record.ram_transferred_bytes} of ${record.memory_bytes} bytes)`,
       );
@@ -351,6 +355,17 @@ export class VmSupervisor {
     await this.prepare();
     this.phase = "running";
     this.notify(`READY=1\nSTATUS=running, resumed after a live update`);
+  }
+
+  /** When the previous kernel's luod committed the update (its manifest's time), or null. */
+  private async commitTime(): Promise<number | null> {
+    try {
+      const previous = (await this.client!.status()).previous_update as { createdAt?: unknown } | null | undefined;
+      const t = typeof previous?.createdAt === "string" ? Date.parse(previous.createdAt) : NaN;
+      return Number.isFinite(t) ? t : null;
+    } catch {
+      return null; // only the blackout's wording depends on it
+    }
   }
 
   // ---- updates --------------------------------------------------------------------------------

@@ -70,7 +70,7 @@ test.skipIf(!vmAvailable())(
     // the blackout, with its phases
     const blackout = logLines(log, /^JOB: luo-qemu\[vm-1\]: resumed: blackout /);
     expect(blackout).toHaveLength(1);
-    for (const phase of ["pause + state save", "barrier + kernel jump", "kernel start → luo-qemu start", "→ CLAIMED", "QEMU start → incoming done", "→ cont"])
+    for (const phase of ["pause + state save", "barrier (READY → luod's commit)", "kernel jump (commit → new kernel)", "kernel start → luo-qemu start", "→ CLAIMED", "QEMU start → incoming done", "→ cont"])
       expect(blackout[0]).toContain(phase);
     console.log(blackout[0]);
 
