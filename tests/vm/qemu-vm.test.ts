@@ -16,6 +16,12 @@ const dir = mkdtempSync(join(tmpdir(), "qemu-vm-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 const RAM_BYTES = 16 * 1024 * 1024;
+/**
+ * The guest's RAM is mostly zero pages, which QEMU's migration sends as a flag each: what it
+ * would move of RAM without x-ignore-shared is about the guest's non-zero part, its 512 KiB
+ * pattern (measured: ~590 KB moved, a ~700 KB state). With x-ignore-shared: ~21 KB of ROM blocks.
+ */
+const PATTERN_BYTES = 512 * 1024;
 
 test.skipIf(!vmAvailable())(
   "a QEMU guest keeps counting across a real kexec: same RAM, no reboot, RAM not migrated; a luod restart, a luo-qemu restart and an aborted update leave it running",
@@ -38,7 +44,7 @@ test.skipIf(!vmAvailable())(
     expect(readies).toHaveLength(2);
     for (const r of readies) {
       const moved = Number(/RAM moved by the migration (\d+) of (\d+) bytes/.exec(r)?.[1]);
-      expect(moved).toBeLessThan(RAM_BYTES / 16);
+      expect(moved).toBeLessThan(PATTERN_BYTES);
     }
 
     // after the jump, first a QEMU that cannot resume the guest (no such machine type; a state it
@@ -62,7 +68,7 @@ test.skipIf(!vmAvailable())(
     // the restored session held the whole RAM (and the small state): that is how it crossed
     const brought = /brought the RAM \((\d+) bytes, token 1\), the device state \((\d+) bytes/.exec(logLines(log, /luo-qemu\[vm-1\]: luod:vm-1\/\S+ brought the RAM/).at(-1) ?? "");
     expect(Number(brought?.[1])).toBe(RAM_BYTES);
-    expect(Number(brought?.[2])).toBeLessThan(RAM_BYTES / 16);
+    expect(Number(brought?.[2])).toBeLessThan(PATTERN_BYTES);
     // QEMU ran under its -sandbox (seccomp filter mode 2) before and after
     expect(logLines(log, /^JOB: (before the updates|after the resume): QEMU \d+ seccomp mode 2$/)).toHaveLength(2);
     expect(logLines(log, /^JOB: after the resume: MARKER ok$/)).toHaveLength(1);
