@@ -42,8 +42,9 @@ after a live-update boot, when luod holds the VM's session, it resumes it.
 Not carried, refused at start: tap/bridge/vhost networking, VFIO, vhost devices, balloon and
 memory hot-plug devices, -snapshot, extra memory backends. Disk images are reopened.
 
-Exit codes: 0 stopped (or left paused for the kexec), 1 failed, 2 usage error or refused VM,
-3 luod not reachable at start, 4 a preserved guest could not be resumed (its session is kept).`;
+Exit codes: 0 stopped (or left paused for the kexec), 1 failed (or another luo-qemu runs this VM),
+2 usage error, refused VM or refused by luod, 3 luod not reachable at start (or an update still
+runs), 4 a preserved guest could not be resumed (its session is kept).`;
 
 export async function luoQemuMain(args: string[], env: Record<string, string | undefined> = process.env): Promise<number> {
   const say = (line: string) => process.stderr.write(`${line}\n`);

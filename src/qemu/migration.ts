@@ -76,6 +76,7 @@ export async function saveDeviceState(qmp: Qmp, socketPath: string, name: string
         sock.once("error", (e) => reject(e));
       });
     });
+    received.catch(() => {}); // awaited below; a failure before then must not be an unhandled rejection
     await new Promise<void>((resolve, reject) => {
       server!.once("error", reject);
       server!.listen(socketPath, () => resolve());
@@ -85,7 +86,8 @@ export async function saveDeviceState(qmp: Qmp, socketPath: string, name: string
     const info = await migrationDone(qmp, "saving the device state");
     await Promise.race([received, Bun.sleep(10_000).then(() => Promise.reject(new Error("the device state stream did not end")))]);
     addSeals(fd, F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE);
-    return { fd, bytes, ramTransferred: info.ram?.transferred ?? 0 };
+    const moved = info.ram?.transferred;
+    return { fd, bytes, ramTransferred: typeof moved === "number" && Number.isSafeInteger(moved) && moved >= 0 ? moved : 0 };
   } catch (e) {
     closeFd(fd);
     throw e;

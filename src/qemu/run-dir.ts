@@ -42,7 +42,7 @@ export function prepareRunDir(dir: string, uid = process.getuid?.() ?? 0): strin
     const st = lstatSync(dir);
     if (!st.isDirectory()) return `the run directory ${dir} is not a directory`;
     if (st.uid !== uid) return `the run directory ${dir} belongs to uid ${st.uid}, not to this luo-qemu (uid ${uid})`;
-    if ((st.mode & 0o022) !== 0) return `the run directory ${dir} is writable by others (mode ${(st.mode & 0o777).toString(8)})`;
+    if ((st.mode & 0o077) !== 0) return `the run directory ${dir} is open to others (mode ${(st.mode & 0o777).toString(8)}; it must be 0700)`;
     return null;
   } catch (e) {
     return `cannot create the run directory ${dir}: ${(e as Error).message}`;
@@ -70,10 +70,12 @@ export function processStartTime(pid: number, proc = "/proc"): string | null {
 }
 
 /**
- * The QEMU a previous luo-qemu of `id` left running, or null (no state file, another id, a state
- * file that is not ours, or a process that is gone or is not the same process any more).
+ * The QEMU a previous luo-qemu of `id` left running; null when there is none (no state file,
+ * another id, a state file that is not ours, a process that is gone or is another process now);
+ * `{conflict}` when that very process (pid and start time) runs another binary than the state
+ * names: luo-qemu then starts nothing rather than a second guest.
  */
-export function findRunningQemu(runDir: string, id: string, proc = "/proc"): QemuState | null {
+export function findRunningQemu(runDir: string, id: string, proc = "/proc"): QemuState | { conflict: string } | null {
   let raw: unknown;
   try {
     raw = JSON.parse(readFileSync(statePath(runDir), "utf8"));
@@ -82,11 +84,21 @@ export function findRunningQemu(runDir: string, id: string, proc = "/proc"): Qem
   }
   const r = v.safeParse(StateSchema, raw);
   if (!r.success || r.output.id !== id) return null;
-  if (processStartTime(r.output.pid, proc) !== r.output.start_time) return null;
-  // and the process runs the QEMU binary the state names (not some other program at that pid)
+  const { pid, qemu } = r.output;
+  if (processStartTime(pid, proc) !== r.output.start_time) return null;
+  // the process must run the QEMU binary the state names; " (deleted)": the package was upgraded since
+  let exe = "";
   try {
-    return readlinkSync(`${proc}/${r.output.pid}/exe`) === realpathSync(r.output.qemu.path) ? r.output : null;
+    exe = readlinkSync(`${proc}/${pid}/exe`);
   } catch {
-    return null;
+    /* not ours to read: a conflict below */
   }
+  let binary = qemu.path;
+  try {
+    binary = realpathSync(qemu.path);
+  } catch {
+    /* removed since: only its " (deleted)" form can match */
+  }
+  if (exe === binary || exe === `${binary} (deleted)` || exe === `${qemu.path} (deleted)`) return r.output;
+  return { conflict: `process ${pid}, recorded as this VM's QEMU in ${statePath(runDir)}, runs ${exe === "" ? "a binary luo-qemu cannot see" : exe}, not ${qemu.path}` };
 }

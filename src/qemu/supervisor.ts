@@ -14,12 +14,12 @@
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import {
-  LuoClient, LuoConnectionClosed, LuoError, type Preservation,
+  LuoClient, LuoConnectError, LuoConnectionClosed, LuoError, type Preservation,
   preserveMemfd, retrieveMemfd, finishSession, createMemfd, closeFd, fileSize, readFull, writeFull, addSeals,
   F_SEAL_SEAL, F_SEAL_SHRINK, F_SEAL_GROW, F_SEAL_WRITE, SysError,
 } from "../client";
 import { sdNotify } from "../kernel/sdnotify";
-import { O_CLOEXEC, O_RDWR, openFile } from "../kernel/fd";
+import { O_CLOEXEC, O_RDONLY, O_RDWR, openFile } from "../kernel/fd";
 import { escapeControl } from "../wire/escape";
 import { Qmp } from "./qmp";
 import { loadDeviceState, saveDeviceState } from "./migration";
@@ -33,7 +33,7 @@ export const EXIT = {
   OK: 0,
   /** QEMU failed or exited with an error; luo-qemu could not do its job. */
   FAILED: 1,
-  /** A usage error, or a VM luo-qemu refuses to run (it could not carry it). */
+  /** A usage error, a VM luo-qemu refuses to run (it could not carry it), or luod refusing this user. */
   USAGE: 2,
   /** luod could not be reached at start: luo-qemu will not guess whether a session waits. */
   NO_LUOD: 3,
@@ -62,6 +62,14 @@ export interface SupervisorOptions {
 
 /** How long a held id is waited for at start before luo-qemu says another one runs this VM. */
 const HELD_ID_WAIT_MS = 10_000;
+/**
+ * Every aborted update (and dry run) leaves its device state in the prepared session, pinned, for
+ * as long as the session lives (no ioctl takes a file back out, docs/kernel.md#ioctls). Past these,
+ * luo-qemu releases the session (it reconnects: luod drops its copy of a disconnected client's
+ * prepared session and keeps expecting the client) and prepares a new one.
+ */
+const ROTATE_AFTER_ATTEMPTS = 4;
+const ROTATE_AFTER_STATE_BYTES = 64 * 1024 * 1024;
 
 type Phase = "starting" | "running" | "saving" | "ready" | "resuming" | "stopping";
 
@@ -86,6 +94,12 @@ export class VmSupervisor {
   private qemuStartTime: string | null = null;
   /** QEMU was left running by a luo-qemu before this one (adopt()). */
   private adopted = false;
+  /** Device state bytes preserved in the prepared session (see ROTATE_AFTER_STATE_BYTES). */
+  private sessionStateBytes = 0;
+  /** FINISHED could not be sent after a resume: send it once luod is reachable again. */
+  private pendingFinished = false;
+  /** Updates known to be over (their ABORTED was seen): a late START_PRESERVATION of one is skipped. */
+  private readonly endedUpdates = new Set<number>();
 
   constructor(private spec: VmSpec, private readonly o: SupervisorOptions) {}
 
@@ -119,11 +133,17 @@ export class VmSupervisor {
     try {
       ({ client: this.client, restored } = await this.subscribe(this.o.connectTimeoutMs));
     } catch (e) {
-      if (e instanceof LuoError && e.code === "EEXIST") {
+      const code = e instanceof LuoError && !(e instanceof LuoConnectError) && !(e instanceof LuoConnectionClosed) ? e.code : null;
+      if (code === "EEXIST") {
         this.say(`luod says ${id} is subscribed by another connection: is another luo-qemu running this VM? ${errText(e)}`);
         return EXIT.FAILED;
       }
-      this.say(`cannot reach luod at ${this.o.socket}: ${errText(e)}; not starting the guest (after a live update its memory may be waiting there)`);
+      if (code === "EPERM" || code === "EACCES" || code === "EINVAL") {
+        this.say(`luod refuses ${id}: ${errText(e)} (luo-qemu must run as root or in luod's client group)`);
+        return EXIT.USAGE;
+      }
+      const why = code === "EBUSY" ? `an update is still in progress after ${this.o.connectTimeoutMs / 1000} s (${errText(e)})` : `cannot reach luod at ${escapeControl(this.o.socket)}: ${errText(e)}`;
+      this.say(`${why}; not starting the guest (after a live update its memory may be waiting there)`);
       return EXIT.NO_LUOD;
     }
     if (this.stopRequested) {
@@ -131,9 +151,15 @@ export class VmSupervisor {
       this.client.close();
       return EXIT.OK;
     }
+    const running = findRunningQemu(this.o.runDir, id);
+    if (running && "conflict" in running) {
+      this.say(`${escapeControl(running.conflict)}; starting nothing rather than a second guest`);
+      this.client.close();
+      return EXIT.FAILED;
+    }
     try {
-      const running = restored ? null : findRunningQemu(this.o.runDir, id);
-      if (running) await this.adopt(running);
+      if (running && restored) await this.resumeOrTakeOver(running);
+      else if (running) await this.adopt(running);
       else if (restored) await this.resume();
       else await this.startFresh();
     } catch (e) {
@@ -203,9 +229,10 @@ export class VmSupervisor {
     const p = await this.client!.prepare();
     this.sessionFd = p.sessionFd;
     this.attempt = 0;
+    this.sessionStateBytes = 0;
     const t0 = performance.now();
     preserveMemfd(p.sessionFd, this.ramFd, RAM_TOKEN);
-    this.say(`RAM preserved in ${p.session} (${Math.round(performance.now() - t0)} ms)`);
+    this.say(`RAM preserved in ${escapeControl(p.session)} (${Math.round(performance.now() - t0)} ms)`);
   }
 
   private async startQemu(incoming: boolean, stateFd?: number): Promise<void> {
@@ -275,6 +302,41 @@ export class VmSupervisor {
 
   // ---- after a live update ----------------------------------------------------------------------
 
+  /**
+   * A session came back and a QEMU of this VM runs: a luo-qemu before this one died while it
+   * resumed the guest. A guest that runs (it got `cont`) is taken over and its session finished;
+   * one that never ran is stopped and resumed again. Never two QEMUs on the same RAM.
+   */
+  private async resumeOrTakeOver(state: QemuState): Promise<void> {
+    const alive = () => processStartTime(state.pid) === state.start_time;
+    let status = "unknown";
+    try {
+      const qmp = await Qmp.connect(join(this.o.runDir, "qmp.sock"), 10_000, alive);
+      status = (await qmp.execute<{ status: string }>("query-status")).status;
+      qmp.close();
+    } catch (e) {
+      this.say(`QEMU ${state.pid} does not answer on its monitor: ${errText(e)}`);
+    }
+    if (status === "running") {
+      this.say(`QEMU ${state.pid} had resumed the guest already: finishing its session, taking QEMU over`);
+      // FINISH first: the RAM in QEMU is the restored memfd, preserved again only after it
+      const { sessionFd } = await this.client!.claim(this.spec.id);
+      try {
+        finishSession(sessionFd);
+      } finally {
+        closeFd(sessionFd);
+      }
+      await this.client!.finished(this.spec.id);
+      await this.adopt(state);
+      return;
+    }
+    this.say(`QEMU ${state.pid} never resumed the guest (it is ${escapeControl(status)}): stopping it and resuming again`);
+    process.kill(state.pid, "SIGKILL");
+    for (let i = 0; i < 200 && alive(); i++) await Bun.sleep(50);
+    if (alive()) throw new Error(`QEMU ${state.pid} did not exit after SIGKILL`);
+    await this.resume();
+  }
+
   private async resume(): Promise<void> {
     this.phase = "resuming";
     const id = this.spec.id;
@@ -288,22 +350,39 @@ export class VmSupervisor {
     }
     const claimedAt = Date.now();
     const committedAt = await this.commitTime();
-    const fds: number[] = [];
+    const session = escapeControl(claimed.session);
+    let sessionOpen = true;
+    const closeSession = () => {
+      if (sessionOpen) closeFd(claimed.sessionFd);
+      sessionOpen = false;
+    };
+    const fds: number[] = []; // the state's fds: closed whatever happens
+    let record: StartRecord;
+    let times: { qemuAt: number; loadedAt: number; contAt: number };
     try {
       const found = newestRecord(claimed.sessionFd);
-      if (!found) throw new CannotResume(`${claimed.session} holds no start record`);
-      const record = readRecord(found.fd);
-      closeFd(found.fd);
-      if ("error" in record) throw new CannotResume(record.error);
+      if (!found) throw new CannotResume(`${session} holds no start record`);
+      let read: StartRecord | { error: string };
+      try {
+        read = readRecord(found.fd);
+      } finally {
+        closeFd(found.fd);
+      }
+      if ("error" in read) throw new CannotResume(read.error);
+      record = read;
       if (record.id !== id) throw new CannotResume(`the start record is for ${escapeControl(record.id)}, not ${id}`);
       const ram = retrieve(claimed.sessionFd, RAM_TOKEN, "the RAM");
-      fds.push(ram);
+      this.ramFd = ram;
       const state = retrieve(claimed.sessionFd, stateToken(found.attempt), "the device state");
       fds.push(state);
+      // QEMU reads the state from the file offset, which a second RETRIEVE_FD (a resume tried
+      // before) shares (docs/kernel.md#retrieve-once): QEMU gets its own open of it, at offset 0
+      const stateForQemu = openFile(`/proc/self/fd/${state}`, O_RDONLY | O_CLOEXEC);
+      fds.push(stateForQemu);
       if (fileSize(ram) !== record.memory_bytes)
         throw new CannotResume(`the preserved RAM is ${fileSize(ram)} bytes, the start record says ${record.memory_bytes}`);
       this.say(
-        `${claimed.session} brought the RAM (${fileSize(ram)} bytes, token ${RAM_TOKEN}), the device state (${fileSize(state)} bytes, ` +
+        `${session} brought the RAM (${fileSize(ram)} bytes, token ${RAM_TOKEN}), the device state (${fileSize(state)} bytes, ` +
           `token ${stateToken(found.attempt)}) and the start record (token ${recordToken(found.attempt)}) of attempt ${found.attempt}`,
       );
       const machines = this.spec.qemu.machines;
@@ -315,10 +394,9 @@ export class VmSupervisor {
         this.say("the command line differs from the one the guest was saved with: resuming with the saved one (the new one applies at the next cold start)");
       // the device state only loads into the configuration it was saved from
       this.spec = { ...this.spec, memoryBytes: record.memory_bytes, machine: record.machine, args: record.args, sandbox: record.sandbox };
-      this.ramFd = ram;
       const qemuAt = Date.now();
       try {
-        await this.startQemu(true, state);
+        await this.startQemu(true, stateForQemu);
         await loadDeviceState(this.qmp!);
       } catch (e) {
         // QEMU exits when it cannot load a state ("load of migration failed"): say that, not the broken socket
@@ -330,12 +408,21 @@ export class VmSupervisor {
       await this.qmp!.execute("cont");
       const { status } = await this.qmp!.execute<{ status: string }>("query-status");
       if (status !== "running") throw new CannotResume(`after cont the guest is ${escapeControl(status)}, not running`);
-      const contAt = Date.now();
-      closeFd(state);
-      fds.length = 0;
-      finishSession(claimed.sessionFd);
-      closeFd(claimed.sessionFd);
-      await this.client!.finished(id);
+      times = { qemuAt, loadedAt, contAt: Date.now() };
+    } catch (e) {
+      closeSession();
+      if (this.ramFd >= 0) closeFd(this.ramFd);
+      this.ramFd = -1;
+      throw e;
+    } finally {
+      for (const fd of fds) closeFd(fd);
+    }
+    // The guest runs: from here nothing stops it. A failure below is said, and retried when luod
+    // is reachable again (FINISHED, PREPARE); the session stays with luod until FINISHED.
+    this.phase = "running";
+    this.notify(`READY=1\nSTATUS=running, resumed after a live update`);
+    {
+      const { qemuAt, loadedAt, contAt } = times;
       const s = (a: number, b: number) => `${((b - a) / 1000).toFixed(2)} s`;
       const jump = committedAt === null
         ? `barrier + kernel jump ${s(record.saved_at, bootAt)}`
@@ -346,15 +433,22 @@ export class VmSupervisor {
           `luo-qemu start → CLAIMED ${s(startedAt, claimedAt)}, → QEMU start ${s(claimedAt, qemuAt)}, QEMU start → incoming done ${s(qemuAt, loadedAt)}, → cont ${s(loadedAt, contAt)} ` +
           `(device state ${record.state_bytes} bytes; RAM moved by the migration ${record.ram_transferred_bytes} of ${record.memory_bytes} bytes)`,
       );
-    } catch (e) {
-      closeFd(claimed.sessionFd);
-      for (const fd of fds) closeFd(fd);
-      this.ramFd = -1;
-      throw e;
     }
-    await this.prepare();
-    this.phase = "running";
-    this.notify(`READY=1\nSTATUS=running, resumed after a live update`);
+    try {
+      finishSession(claimed.sessionFd);
+    } catch (e) {
+      this.say(`FINISH of ${session}: ${errText(e)} (closing it finishes it too)`);
+    }
+    closeSession();
+    try {
+      await this.client!.finished(id);
+    } catch (e) {
+      this.pendingFinished = true;
+      this.say(`FINISHED: ${errText(e)}; sent again once luod is reachable`);
+    }
+    await this.prepare().catch((e) =>
+      this.say(`cannot prepare the RAM for the next update yet: ${errText(e)}; luo-qemu prepares again when luod is reachable and no update runs`),
+    );
   }
 
   /** When the previous kernel's luod committed the update (its manifest's time), or null. */
@@ -378,10 +472,20 @@ export class VmSupervisor {
           try {
             session = await this.client!.waitForSession();
           } catch (e) {
-            if (e instanceof LuoError && e.code === "ECANCELED") continue; // aborted before it reached us
+            if (e instanceof LuoError && e.code === "ECANCELED") {
+              this.updateEnded(e.reply?.update); // aborted before it reached us
+              continue;
+            }
             throw e;
           }
           if (this.exitCode !== null) return;
+          const over = session.update !== null && this.endedUpdates.has(session.update);
+          if (over || this.phase === "stopping") {
+            // a START_PRESERVATION of an update already aborted, or one while the VM powers off
+            if (!session.prepared) closeFd(session.sessionFd);
+            if (!over) await this.client!.fail(`luo-qemu ${this.spec.id}: the VM is stopping`).catch(() => {});
+            continue;
+          }
           await this.saveForUpdate(session);
           if (this.exitCode !== null || this.stopRequested) return;
         }
@@ -394,65 +498,116 @@ export class VmSupervisor {
     }
   }
 
+  private updateEnded(update: unknown): void {
+    if (typeof update === "number") this.endedUpdates.add(update);
+  }
+
   private async saveForUpdate(session: Preservation): Promise<void> {
     const client = this.client!;
     this.phase = "saving";
     const pausedAt = Date.now();
-    const oneOff = !session.prepared; // PREPARE failed earlier: this session is for this update only
+    // No prepared session (PREPARE failed, e.g. an update ran when luo-qemu resumed the guest):
+    // this session is for this update only, and the RAM goes into it too.
+    const oneOff = !session.prepared;
     const n = oneOff ? 0 : this.attempt;
+    let saved: { bytes: number; ramTransferred: number };
     try {
+      if (n >= MAX_ATTEMPTS) throw new Error(`the prepared session holds ${n} attempts already`);
       await this.qmp!.execute("stop");
       this.saveState(true);
       this.notify("STATUS=paused for a live update, saving the device state");
       if (oneOff) preserveMemfd(session.sessionFd, this.ramFd, RAM_TOKEN);
-      const saved = await saveDeviceState(this.qmp!, join(this.o.runDir, "migrate.sock"), `luo-qemu:${this.spec.id}:state-${n}`);
+      const state = await saveDeviceState(this.qmp!, join(this.o.runDir, "migrate.sock"), `luo-qemu:${this.spec.id}:state-${n}`);
       try {
-        preserveMemfd(session.sessionFd, saved.fd, stateToken(n));
+        preserveMemfd(session.sessionFd, state.fd, stateToken(n));
       } finally {
-        closeFd(saved.fd);
+        closeFd(state.fd);
       }
-      if (!oneOff) this.attempt = n + 1; // something is preserved under n: never reuse it
+      saved = state;
+      if (!oneOff) {
+        this.attempt = n + 1; // something is preserved under n: never reuse it
+        this.sessionStateBytes += state.bytes;
+      }
       const record: StartRecord = {
         format: RECORD_FORMAT, version: RECORD_VERSION, id: this.spec.id, attempt: n,
         qemu: { path: this.spec.qemu.path, version: this.spec.qemu.version },
         machine: this.spec.machine, memory_bytes: this.spec.memoryBytes, args: this.spec.args, sandbox: this.spec.sandbox,
-        state_bytes: saved.bytes, ram_transferred_bytes: saved.ramTransferred, paused_at: pausedAt, saved_at: Date.now(),
+        state_bytes: state.bytes, ram_transferred_bytes: state.ramTransferred, paused_at: pausedAt, saved_at: Date.now(),
       };
+      const encoded = encodeRecord(record);
+      const check = decodeRecord(encoded); // what the next boot reads must be readable: checked now, not then
+      if ("error" in check) throw new Error(check.error);
       const recordFd = createMemfd(`luo-qemu:${this.spec.id}:record-${n}`);
       try {
-        writeFull(recordFd, encodeRecord(record));
+        writeFull(recordFd, encoded);
         addSeals(recordFd, SEALS);
         preserveMemfd(session.sessionFd, recordFd, recordToken(n));
       } finally {
         closeFd(recordFd);
       }
-      await client.ready();
-      this.phase = "ready";
-      this.notify("STATUS=paused and preserved, waiting for the kexec");
-      this.say(
-        `READY: paused and saved in ${Date.now() - pausedAt} ms (device state ${saved.bytes} bytes; ` +
-          `RAM moved by the migration ${saved.ramTransferred} of ${this.spec.memoryBytes} bytes)`,
-      );
     } catch (e) {
+      if (oneOff) closeFd(session.sessionFd);
+      // before READY a lost luod ends the update: no jump can carry this guest now
       if (e instanceof LuoConnectionClosed) throw await this.continueGuest("luod went away during the save", e);
-      if (e instanceof LuoError && e.code === "EBUSY") {
-        // READY refused: the update ended (another client failed, the deadline) while we saved
-        if (oneOff) closeFd(session.sessionFd);
-        await this.continueGuest(`the update ended before READY (${errText(e)})`);
-        return;
-      }
       this.say(`cannot save the guest for this update: ${errText(e)}`);
       await client.fail(`luo-qemu ${this.spec.id}: ${errText(e)}`.slice(0, 256)).catch(() => {});
-      if (oneOff) closeFd(session.sessionFd);
       await this.continueGuest("the save failed");
       return;
     }
+    try {
+      await client.ready();
+    } catch (e) {
+      if (oneOff) closeFd(session.sessionFd);
+      if (e instanceof LuoConnectionClosed) {
+        // luod may have counted the READY before it went: stay paused; reconnect() decides
+        this.phase = "ready";
+        throw e;
+      }
+      if (e instanceof LuoError && e.code === "EBUSY") {
+        await this.continueGuest(`the update ended before READY (${errText(e)})`); // another client failed, the deadline
+        return;
+      }
+      this.say(`READY: ${errText(e)}`);
+      await client.fail(`luo-qemu ${this.spec.id}: ${errText(e)}`.slice(0, 256)).catch(() => {});
+      await this.continueGuest("READY failed");
+      return;
+    }
+    this.phase = "ready";
+    this.notify("STATUS=paused and preserved, waiting for the kexec");
+    this.say(
+      `READY: paused and saved in ${Date.now() - pausedAt} ms (device state ${saved.bytes} bytes; ` +
+        `RAM moved by the migration ${saved.ramTransferred} of ${this.spec.memoryBytes} bytes)`,
+    );
     if (this.stopRequested) return void this.stop();
-    // a lost connection rejects here: reconnect() continues the guest once luod is back
-    const { msg, fds } = await client.waitFor("ABORTED");
-    for (const fd of fds) closeFd(fd);
-    if (oneOff) closeFd(session.sessionFd);
-    await this.continueGuest(`the update was aborted (${escapeControl(String(msg.reason ?? "no reason given"))})`);
+    // Which update did luod count this READY for? Not necessarily session.update: that one may
+    // have been aborted while the state was saved and another one started. The guest stays paused
+    // until the ABORTED of the update that runs now (a lost connection rejects: reconnect() decides).
+    const running = (await client.status()).update as { attempt?: unknown } | null | undefined;
+    const current = typeof running?.attempt === "number" ? running.attempt : null;
+    if (current === null) {
+      if (oneOff) closeFd(session.sessionFd);
+      await this.continueGuest("the update ended right after READY");
+      return this.rotateIfFull();
+    }
+    for (;;) {
+      const { msg, fds } = await client.waitFor("ABORTED");
+      for (const fd of fds) closeFd(fd);
+      this.updateEnded(msg.update);
+      if (msg.update !== current) continue; // an earlier update's
+      if (oneOff) closeFd(session.sessionFd);
+      await this.continueGuest(`the update was aborted (${escapeControl(String(msg.reason ?? "no reason given"))})`);
+      return this.rotateIfFull();
+    }
+  }
+
+  /** After an abort: a prepared session that holds too many device states is replaced. */
+  private rotateIfFull(): void {
+    if (this.attempt < ROTATE_AFTER_ATTEMPTS && this.sessionStateBytes < ROTATE_AFTER_STATE_BYTES) return;
+    this.say(
+      `the prepared session holds ${this.attempt} device states of updates that did not jump (${this.sessionStateBytes} bytes): ` +
+        "releasing it (reconnecting to luod, which keeps expecting this VM) and preparing a new one",
+    );
+    this.client?.close(); // the update loop sees the connection closed and reconnects
   }
 
   /** QMP cont after a pause that did not end in a jump. Returns `e` for the caller to rethrow. */
@@ -467,6 +622,9 @@ export class VmSupervisor {
     this.phase = "running";
     this.notify("STATUS=running");
     if (this.stopRequested) void this.stop();
+    else if (this.sessionFd === null && e === undefined && this.client && !this.client.closed)
+      // no prepared session (it failed after a resume): try again now that no update runs
+      await this.prepare().catch((err) => this.say(`PREPARE: ${errText(err)}`));
     return e;
   }
 
@@ -481,6 +639,10 @@ export class VmSupervisor {
       try {
         this.client = (await this.subscribe(0)).client;
         try {
+          if (this.pendingFinished) {
+            await this.client.finished(this.spec.id);
+            this.pendingFinished = false;
+          }
           await this.prepare();
           break;
         } catch (e) {
@@ -586,8 +748,16 @@ function adoptedQemu(pid: number, qmp: Qmp, alive: () => boolean): RunningQemu {
 function newestRecord(sessionFd: number): { attempt: number; fd: number } | null {
   let found: { attempt: number; fd: number } | null = null;
   for (let n = 0; n < MAX_ATTEMPTS; n++) {
-    const record = tryRetrieve(sessionFd, recordToken(n));
-    const state = tryRetrieve(sessionFd, stateToken(n));
+    let record: number | null = null;
+    let state: number | null;
+    try {
+      record = tryRetrieve(sessionFd, recordToken(n));
+      state = tryRetrieve(sessionFd, stateToken(n));
+    } catch (e) {
+      if (record !== null) closeFd(record);
+      if (found) closeFd(found.fd);
+      throw e;
+    }
     if (state !== null) closeFd(state);
     if (record === null && state === null) break; // attempts only leave gaps where nothing was preserved
     if (record !== null) {

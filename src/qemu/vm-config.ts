@@ -60,6 +60,38 @@ const DEVICE_REFUSALS: readonly [RegExp, string][] = [
 /** Network backends that are host-kernel devices or other processes. */
 const NETDEV_REFUSALS = /^(tap|bridge|vhost-user|vhost-vdpa|vde|l2tpv3|af-xdp|vmnet-\w+)$/;
 
+/** QEMU's spellings of a true boolean property. */
+const TRUE = new Set(["on", "yes", "true", "y"]);
+
+/** The implicit key of an option's first value (`-device virtio-net,…` is `driver=virtio-net`). */
+const IMPLICIT_KEY: Record<string, string> = { device: "driver", netdev: "type", nic: "type", net: "type", object: "qom-type" };
+
+/**
+ * An option's value as QEMU reads it: `a,b=c,d=e` (",," is a literal comma; the first field may
+ * be the implicit key's value) or a JSON object (`-device {"driver":…}`, `-object {…}`).
+ */
+export function optionProperties(option: string, value: string): Map<string, string> {
+  const props = new Map<string, string>();
+  if (value.trimStart().startsWith("{")) {
+    try {
+      const o: unknown = JSON.parse(value);
+      if (typeof o === "object" && o !== null)
+        for (const [k, v] of Object.entries(o)) props.set(k, typeof v === "string" ? v : JSON.stringify(v));
+    } catch {
+      /* QEMU refuses it too */
+    }
+    return props;
+  }
+  const fields = value.replace(/,,/g, "\u0000").split(",").map((f) => f.replace(/\u0000/g, ","));
+  fields.forEach((f, i) => {
+    const eq = f.indexOf("=");
+    if (eq >= 0) props.set(f.slice(0, eq), f.slice(eq + 1));
+    else if (i === 0 && IMPLICIT_KEY[option]) props.set(IMPLICIT_KEY[option]!, f);
+    else props.set(f, "on"); // a bare flag
+  });
+  return props;
+}
+
 /**
  * Why luo-qemu refuses these QEMU arguments (the user's, after `--`), or [] when it can carry
  * the VM. Each problem is one line naming the argument.
@@ -70,20 +102,22 @@ export function refusals(args: readonly string[]): string[] {
     const name = optionName(args[i]!);
     if (name === null) continue;
     const value = args[i + 1] ?? "";
-    const first = value.split(",")[0]!;
-    const props = new Map(value.split(",").slice(1).map((p) => [p.split("=")[0]!, p.slice(p.indexOf("=") + 1)] as [string, string]));
+    const props = optionProperties(name, value);
+    const on = (key: string) => TRUE.has((props.get(key) ?? "").toLowerCase());
     if (name in OWNED) {
       out.push(`-${name}: ${OWNED[name]}`);
-    } else if (name === "object" && /^memory-backend-/.test(first)) {
-      out.push(`-object ${first}: guest RAM is luo-qemu's memfd (one RAM memfd only)`);
+    } else if (name === "set") {
+      out.push("-set: it can change any property, past the checks above (put the property on its own option)");
+    } else if (name === "object" && /^memory-backend-/.test(props.get("qom-type") ?? "")) {
+      out.push(`-object ${props.get("qom-type")}: guest RAM is luo-qemu's memfd (one RAM memfd only)`);
     } else if (name === "device") {
-      const driver = first.startsWith("driver=") ? first.slice(7) : first;
+      const driver = props.get("driver") ?? "";
       for (const [re, why] of DEVICE_REFUSALS) if (re.test(driver)) out.push(`-device ${driver}: ${why}`);
     } else if (name === "netdev" || name === "nic" || name === "net") {
-      const type = first.startsWith("type=") ? first.slice(5) : first;
-      if (NETDEV_REFUSALS.test(type) || props.get("vhost") === "on")
+      const type = props.get("type") ?? "";
+      if (NETDEV_REFUSALS.test(type) || on("vhost") || on("vhostforce"))
         out.push(`-${name} ${type}: tap, bridge and vhost networking are host devices that are not carried (use -netdev user, or reconnect the network after the update)`);
-    } else if (name === "drive" && props.get("snapshot") === "on") {
+    } else if (name === "drive" && on("snapshot")) {
       out.push(`-drive snapshot=on: disk writes would be thrown away when QEMU restarts after the update`);
     }
   }

@@ -50,8 +50,8 @@ describe("luo-qemu's run directory", () => {
     expect(findRunningQemu(dir, "vm-1", proc)).toBeNull();
     fakeProcess(4242, "987654");
     expect(findRunningQemu(dir, "vm-2", proc)).toBeNull();
-    fakeProcess(4242, "987654", "/bin/true"); // the right start time, another program
-    expect(findRunningQemu(dir, "vm-1", proc)).toBeNull();
+    fakeProcess(4242, "987654", "/bin/true"); // the very process, running another program: start nothing
+    expect(findRunningQemu(dir, "vm-1", proc)).toEqual({ conflict: expect.stringContaining("runs /usr/bin/true, not /bin/sh") });
     fakeProcess(4242, "987654");
     writeFileSync(join(dir, "qemu.json"), JSON.stringify({ ...state(), version: 2 }));
     expect(findRunningQemu(dir, "vm-1", proc)).toBeNull();
@@ -59,11 +59,21 @@ describe("luo-qemu's run directory", () => {
     expect(findRunningQemu(dir, "vm-1", proc)).toBeNull();
   });
 
-  test("the run directory is made 0700; one others may write, or another uid's, is refused", () => {
+  test("a QEMU whose binary was upgraded since (exe reads \" (deleted)\") is still taken over", () => {
+    mkdirSync(join(proc, "4242"), { recursive: true });
+    writeFileSync(join(proc, "4242", "stat"), "4242 (qemu) S 1 2 2 0 -1 4194560 1 0 0 0 5 6 0 0 20 0 3 0 987654 100\n");
+    symlinkSync(`${realpathSync("/bin/sh")} (deleted)`, join(proc, "4242", "exe"));
+    writeQemuState(dir, state());
+    expect(findRunningQemu(dir, "vm-1", proc)).toEqual(state());
+  });
+
+  test("the run directory is made 0700; one open to others, or another uid's, is refused", () => {
     const run = join(dir, "run", "vm-1");
     expect(prepareRunDir(run)).toBeNull();
     chmodSync(run, 0o777);
-    expect(prepareRunDir(run)).toContain("is writable by others (mode 777)");
+    expect(prepareRunDir(run)).toContain("is open to others (mode 777; it must be 0700)");
+    chmodSync(run, 0o750);
+    expect(prepareRunDir(run)).toContain("mode 750");
     chmodSync(run, 0o700);
     expect(prepareRunDir(run, 12345)).toContain("belongs to uid");
     writeFileSync(join(dir, "file"), "");

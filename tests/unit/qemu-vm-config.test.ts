@@ -48,6 +48,19 @@ describe("luo-qemu: the VM it accepts", () => {
     expect(refusals(["-drive", "file=a.img,snapshot=on"])[0]).toContain("snapshot=on");
   });
 
+  test("the refusals see every spelling QEMU accepts: any field order, booleans, JSON, -set", () => {
+    expect(refusals(["-drive", "snapshot=on,file=a.img"])[0]).toContain("snapshot=on");
+    expect(refusals(["-drive", "file=a.img,snapshot=true"])[0]).toContain("snapshot=on");
+    expect(refusals(["-netdev", "id=n0,type=tap"])[0]).toContain("-netdev tap");
+    expect(refusals(["-device", "id=x,driver=vfio-pci"])[0]).toContain("VFIO");
+    expect(refusals(["-device", '{"driver":"vfio-pci","host":"01:00.0"}'])[0]).toContain("VFIO");
+    expect(refusals(["-object", '{"qom-type":"memory-backend-ram","id":"m","size":1024}'])[0]).toContain("memory-backend-ram");
+    expect(refusals(["-object", "qom-type=memory-backend-ram,id=m,size=1G"])[0]).toContain("memory-backend-ram");
+    expect(refusals(["-set", "drive.d0.snapshot=on"])[0]).toContain("-set");
+    // a literal comma (",,") is part of a value, not a separator
+    expect(refusals(["-drive", "file=a,,snapshot=on.img,if=virtio"])).toEqual([]);
+  });
+
   test("machine types: an alias resolves to its versioned type; an unversioned type is refused", () => {
     const machines = parseMachineHelp(MACHINE_HELP);
     expect(resolveMachine("pc", machines)).toEqual({ type: "pc-i440fx-7.2", props: [] });
