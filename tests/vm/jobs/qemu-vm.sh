@@ -4,7 +4,9 @@
 # and the guest resumes where it paused:
 #   boot 1: luod; luo-qemu run vm-1 (16 MiB, the counter guest of examples/qemu); the guest counts
 #           and fills its RAM pattern; luod is killed and started again: luo-qemu rejoins it;
-#           luo-qemu is killed: QEMU runs on and a new luo-qemu takes it over
+#           luo-qemu is killed: QEMU runs on and a new luo-qemu takes it over; an update another
+#           client FAILs after the VM paused, and three dry runs (luo-qemu then replaces its
+#           prepared session, full of device states)
 #           1. an aborted update: another client FAILs after the VM paused → the guest continues
 #           2. the real jump
 #   boot 2: luod; luo-qemu with a QEMU that lacks the saved machine type, then one that cannot load
@@ -121,6 +123,14 @@ if [ "$LUO_STAGE" = 1 ]; then
     kill "$CLIENTS_failer"; wait "$CLIENTS_failer" 2>/dev/null
     luoctl evict bad-1 || fail "luoctl evict bad-1"
     pass "the update aborted after the VM paused; the guest continues in the old kernel ($(last_count))"
+
+    step "dry runs: each leaves a device state in the prepared session; luo-qemu replaces a full one"
+    for i in 1 2 3; do luoctl kexec --dry-run --timeout 60s > /dev/null || fail "dry run $i"; done
+    wait_lines vm "device states of updates that did not jump" 1 30
+    wait_lines vm "luod is back: subscribed and prepared again" 2 30
+    n=$(serial_count "^COUNT ")
+    wait_serial "^COUNT " $((n + 2)) 60
+    pass "after 4 updates that did not jump luo-qemu prepared a new session; the guest kept counting ($(last_count))"
 
     step "2. the real jump"
     jump
