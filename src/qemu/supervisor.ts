@@ -240,7 +240,7 @@ export class VmSupervisor {
       const qemuAt = Date.now();
       try {
         await this.startQemu(true, state);
-        await loadDeviceState(this.qmp!);
+        await loadDeviceState(this.qmp!, this.spec.qemu.version);
       } catch (e) {
         throw new CannotResume(`QEMU could not load the saved device state: ${errText(e)}`);
       }
