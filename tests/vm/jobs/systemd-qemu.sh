@@ -142,7 +142,9 @@ fi
 
 step "boot 2: systemd starts luod and $UNIT by itself; the unit resumes vm-1"
 until_ok 120 "luod.service active" systemctl is-active luod.service
-until_ok 240 "$UNIT active (resumed)" systemctl is-active "$UNIT"
+# active (resumed), or failed: then at once (exit 4 keeps the session and is not restarted)
+until_ok 240 "$UNIT active or failed" sh -c "systemctl is-active -q $UNIT || systemctl is-failed -q $UNIT"
+systemctl is-failed -q "$UNIT" && fail "$UNIT failed to resume: $(unit_state)"
 show systemctl --no-pager status "$UNIT"
 echo "JOB: $UNIT is-enabled $(systemctl is-enabled "$UNIT"), NRestarts=$(systemctl show -p NRestarts --value "$UNIT")"
 
