@@ -4,12 +4,13 @@
 //
 // Save: QEMU migrates to a unix socket luo-qemu listens on in its run directory, and luo-qemu
 // writes the stream into a memfd (QEMU never needs to exec: `-sandbox …,spawn=deny` holds).
-// Load: the memfd is QEMU's inherited STATE_FD, read with `migrate-incoming fd:4`.
+// Load: the memfd is QEMU's inherited STATE_FD, read with `migrate-incoming file:/proc/self/fd/4`
+// (QEMU 8.2 and later; `fd:4` before: incomingStateUri).
 import { createServer, type Server, type Socket } from "node:net";
 import { rmSync } from "node:fs";
 import { createMemfd, closeFd, writeFull, addSeals, F_SEAL_SEAL, F_SEAL_SHRINK, F_SEAL_GROW, F_SEAL_WRITE } from "../client/memfd";
 import type { Qmp } from "./qmp";
-import { STATE_FD } from "./vm-config";
+import { incomingStateUri } from "./vm-config";
 
 /** A device state bigger than this is refused (a VM's is a few MiB; video memory counts). */
 export const MAX_STATE_BYTES = 1024 * 1024 * 1024;
@@ -103,9 +104,9 @@ export async function saveDeviceState(qmp: Qmp, socketPath: string, name: string
  * paused guest), ready for `cont`. A state QEMU cannot load makes QEMU exit ("load of migration
  * failed"): the QMP connection closes and this rejects.
  */
-export async function loadDeviceState(qmp: Qmp): Promise<string> {
+export async function loadDeviceState(qmp: Qmp, qemuVersion: string): Promise<string> {
   await qmp.execute("migrate-set-capabilities", IGNORE_SHARED);
-  await qmp.execute("migrate-incoming", { uri: `fd:${STATE_FD}` });
+  await qmp.execute("migrate-incoming", { uri: incomingStateUri(qemuVersion) });
   const until = Date.now() + MIGRATION_TIMEOUT_MS;
   for (;;) {
     const { status } = await qmp.execute<{ status: string }>("query-status");

@@ -397,7 +397,7 @@ export class VmSupervisor {
       const qemuAt = Date.now();
       try {
         await this.startQemu(true, stateForQemu);
-        await loadDeviceState(this.qmp!);
+        await loadDeviceState(this.qmp!, this.spec.qemu.version);
       } catch (e) {
         // QEMU exits when it cannot load a state ("load of migration failed"): say that, not the broken socket
         const code = this.qemu ? await Promise.race([this.qemu.exited, Bun.sleep(2000).then(() => null)]) : null;

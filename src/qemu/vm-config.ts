@@ -9,9 +9,8 @@
 /** The fd QEMU inherits the guest's RAM memfd on, and the one a saved device state comes in on. */
 export const RAM_FD = 3;
 export const STATE_FD = 4;
-/** QEMU object ids of ours (a user's -object with the same id would clash: QEMU says so). */
+/** QEMU object id of ours (a user's -object with the same id would clash: QEMU says so). */
 export const RAM_BACKEND_ID = "luo-ram";
-export const QMP_CHARDEV_ID = "luo-qmp";
 /** Oldest QEMU with -machine memory-backend= (5.0); x-ignore-shared exists since 4.0. */
 export const MIN_QEMU: readonly [number, number] = [5, 0];
 
@@ -167,6 +166,16 @@ export function versionAtLeast(version: string, min: readonly [number, number]):
   return a > min[0] || (a === min[0] && b >= min[1]);
 }
 
+/**
+ * The `migrate-incoming` URI that reads a saved device state from the memfd QEMU inherited on
+ * STATE_FD. `fd:N` of a plain file (a memfd is one) is refused since QEMU 11.0 ("fd: migration to
+ * a file is not supported. Use file: instead."); `file:` exists since 8.2, and opening
+ * /proc/self/fd/N reopens the memfd from its start. QEMU before 8.2 takes `fd:N`.
+ */
+export function incomingStateUri(qemuVersion: string): string {
+  return versionAtLeast(qemuVersion, [8, 2]) ? `file:/proc/self/fd/${STATE_FD}` : `fd:${STATE_FD}`;
+}
+
 export interface QemuCommand {
   qemu: string;
   id: string;
@@ -189,8 +198,8 @@ export function qemuArgv(c: QemuCommand): string[] {
     "-machine", [c.machine, ...c.machineProps, `memory-backend=${RAM_BACKEND_ID}`].join(","),
     "-m", `${c.memoryBytes / MIB}M`,
     "-object", `memory-backend-file,id=${RAM_BACKEND_ID},size=${c.memoryBytes},mem-path=/proc/self/fd/${RAM_FD},share=on`,
-    "-chardev", `socket,id=${QMP_CHARDEV_ID},path=${c.qmpSocket},server=on,wait=off`,
-    "-mon", `chardev=${QMP_CHARDEV_ID},mode=control`,
+    // -qmp, not -chardev + -mon: QEMU 11.1 deprecates -mon (not the short -qmp); 7.2 takes both
+    "-qmp", `unix:${c.qmpSocket},server=on,wait=off`,
   );
   // spawn=deny: the migration goes to a socket of ours, QEMU never needs to exec
   if (c.sandbox && !hasOption(c.userArgs, "sandbox"))

@@ -1,7 +1,7 @@
 // luo-qemu's rules for a VM (src/qemu/vm-config.ts) and its start record (src/qemu/record.ts).
 import { describe, expect, test } from "bun:test";
 import {
-  parseMachineHelp, parseMemorySize, parseQemuVersion, qemuArgv, refusals, resolveMachine, versionAtLeast,
+  incomingStateUri, parseMachineHelp, parseMemorySize, parseQemuVersion, qemuArgv, refusals, resolveMachine, versionAtLeast,
 } from "../../src/qemu/vm-config";
 import { decodeRecord, encodeRecord, recordToken, stateToken, type StartRecord } from "../../src/qemu/record";
 
@@ -14,6 +14,24 @@ q35                  Standard PC (Q35 + ICH9, 2009) (alias of pc-q35-7.2)
 pc-q35-7.2           Standard PC (Q35 + ICH9, 2009)
 isapc                ISA-only PC
 none                 empty machine
+`;
+
+// Debian sid's QEMU 11.1.3 (excerpt): "(default)" and "(deprecated)" after the description, the
+// alias lines in the middle of the list
+const MACHINE_HELP_11 = `Supported machines are:
+microvm              microvm (i386)
+pc-i440fx-9.2        Standard PC (i440FX + PIIX, 1996)
+pc-i440fx-7.2        Standard PC (i440FX + PIIX, 1996) (deprecated)
+pc                   Standard PC (i440FX + PIIX, 1996) (alias of pc-i440fx-11.1)
+pc-i440fx-11.1       Standard PC (i440FX + PIIX, 1996) (default)
+pc-i440fx-11.0       Standard PC (i440FX + PIIX, 1996)
+pc-q35-7.2           Standard PC (Q35 + ICH9, 2009) (deprecated)
+q35                  Standard PC (Q35 + ICH9, 2009) (alias of pc-q35-11.1)
+pc-q35-11.1          Standard PC (Q35 + ICH9, 2009)
+isapc                ISA-only PC
+nitro                Nitro Enclave
+none                 empty machine
+x-remote             Experimental remote machine
 `;
 
 describe("luo-qemu: the VM it accepts", () => {
@@ -71,6 +89,14 @@ describe("luo-qemu: the VM it accepts", () => {
     expect((resolveMachine("pc,memory-backend=x", machines) as { error: string }).error).toContain("memory-backend");
   });
 
+  test("QEMU 11's machine list: pc is pc-i440fx-11.1, and a guest saved by 7.2 finds its (deprecated) type", () => {
+    const machines = parseMachineHelp(MACHINE_HELP_11);
+    expect(resolveMachine("pc", machines)).toEqual({ type: "pc-i440fx-11.1", props: [] });
+    expect(resolveMachine("q35", machines)).toEqual({ type: "pc-q35-11.1", props: [] });
+    expect(machines.get("pc-i440fx-7.2")).toBe("pc-i440fx-7.2"); // what resume() checks for a saved type
+    expect((resolveMachine("nitro", machines) as { error: string }).error).toContain("has no version");
+  });
+
   test("the QEMU version is read from -version and compared", () => {
     expect(parseQemuVersion("QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)\nCopyright")).toBe("7.2.22");
     expect(parseQemuVersion("something else")).toBeNull();
@@ -87,7 +113,7 @@ describe("luo-qemu: the VM it accepts", () => {
     expect(argv.join(" ")).toBe(
       "/usr/bin/qemu-system-x86_64 -name vm-1 -machine pc-i440fx-7.2,memory-backend=luo-ram -m 16M " +
         "-object memory-backend-file,id=luo-ram,size=16777216,mem-path=/proc/self/fd/3,share=on " +
-        "-chardev socket,id=luo-qmp,path=/run/luo-qemu/vm-1/qmp.sock,server=on,wait=off -mon chardev=luo-qmp,mode=control " +
+        "-qmp unix:/run/luo-qemu/vm-1/qmp.sock,server=on,wait=off " +
         "-sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny -incoming defer -bios g.bin",
     );
     const own = qemuArgv({
@@ -96,6 +122,22 @@ describe("luo-qemu: the VM it accepts", () => {
     });
     expect(own.filter((a) => a === "-name" || a === "-sandbox")).toEqual(["-name", "-sandbox"]); // the user's only
     expect(own).not.toContain("-incoming");
+  });
+
+  test("QMP through -qmp, never -mon (deprecated since QEMU 11.1)", () => {
+    const argv = qemuArgv({
+      qemu: "q", id: "vm-1", memoryBytes: 16 << 20, machine: "pc-i440fx-11.1", machineProps: [], qmpSocket: "/run/x/qmp.sock",
+      sandbox: false, incoming: false, userArgs: [],
+    });
+    expect(argv).not.toContain("-mon");
+    expect(argv[argv.indexOf("-qmp") + 1]).toBe("unix:/run/x/qmp.sock,server=on,wait=off");
+  });
+
+  test("the saved state is read from fd 4 as fd:4 before QEMU 8.2, as file:/proc/self/fd/4 from 8.2 (QEMU 11 refuses fd: of a file)", () => {
+    expect(incomingStateUri("7.2.22")).toBe("fd:4");
+    expect(incomingStateUri("8.1.5")).toBe("fd:4");
+    expect(incomingStateUri("8.2.0")).toBe("file:/proc/self/fd/4");
+    expect(incomingStateUri("11.1.3")).toBe("file:/proc/self/fd/4");
   });
 });
 

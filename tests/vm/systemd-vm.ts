@@ -27,8 +27,10 @@ export function systemdVmAvailable(): boolean {
   return true;
 }
 
-export async function runSystemdJob(jobPath: string, opts: { env?: Record<string, string>; timeoutSec?: number } = {}) {
+/** `files`: more payload files (guest: /mnt/share/payload/<basename>). */
+export async function runSystemdJob(jobPath: string, opts: { env?: Record<string, string>; timeoutSec?: number; files?: string[] } = {}) {
   const args = ["--systemd", "-p", LIB, "-p", CLIENT_UNIT, "-p", testClient(), "-t", String(opts.timeoutSec ?? 600)];
+  for (const f of opts.files ?? []) args.push("-p", f);
   for (const [k, v] of Object.entries(opts.env ?? {})) args.push("-e", `${k}=${v}`);
   return runJobWith(jobPath, args);
 }

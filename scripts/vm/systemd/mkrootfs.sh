@@ -25,7 +25,11 @@ log() { echo "mkrootfs: $*" >&2; }
 SUITE=sid
 # systemd (PID 1, logind, journald), D-Bus for logind (`systemctl kexec` goes through it), the
 # libraries systemd 262 dlopen()s for the sandboxing luod.service uses (seccomp, BPF, ACLs), procps.
-PACKAGES=systemd,systemd-sysv,dbus,libseccomp2,libbpf1,libacl1,procps
+# qemu-system-x86: sid's own QEMU (11.x) for luo-qemu@.service (tests/vm/systemd-qemu.test.ts), a
+# second, newer QEMU than the plain VM's (the host's 7.2); the VM has no host root to borrow one
+# from. debootstrap installs Depends only (no GUI, no OVMF, no qemu-utils): 45 more packages, the
+# tree 158 → 291 MB, the image's used blocks 224 → 329 MB (2026-12-04; the 2 GiB file system keeps room).
+PACKAGES=systemd,systemd-sysv,dbus,libseccomp2,libbpf1,libacl1,procps,qemu-system-x86
 RECIPE="debootstrap --variant=minbase $SUITE $PACKAGES v1"
 RKEY=$(echo "$RECIPE" | sha256sum | cut -c1-12)
 BASE=$CACHE/rootfs/base-$RKEY
