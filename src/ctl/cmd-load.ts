@@ -5,6 +5,7 @@ import { setNonblocking } from "../kernel/unix";
 import { UsageError, lastValue, optionValues, parseSha256, unmark } from "./args";
 import { EXIT_FAILED, EXIT_OK, LocalError, QUICK_REPLY_TIMEOUT_MS, emit, replyTimeout, withClient, type Ctx } from "./context";
 import { formatCheck, formatLoad } from "./format";
+import { initArgsIndex, splitCmdline } from "../cmdline-split";
 
 /** LOAD hashes and loads a kernel image: allow for a slow disk. */
 const LOAD_TIMEOUT_MS = 120_000;
@@ -23,8 +24,13 @@ export function buildCmdline(o: { cmdline?: string; reuse: boolean; append: stri
       throw new LocalError("EIO", `cannot read /proc/cmdline: ${(e as Error).message}`);
     }
   }
-  const parts = [base, ...o.append].map((p) => p.trim()).filter((p) => p !== "");
-  return parts.join(" ");
+  const appended = o.append.map((p) => p.trim()).filter((p) => p !== "");
+  // everything after a bare "--" goes to init, not to the kernel: what --append adds is a kernel
+  // parameter (liveupdate=on), so it goes before it, as kexec-tools' --append does
+  const tokens = splitCmdline(base);
+  const init = initArgsIndex(tokens);
+  if (init >= 0 && appended.length > 0) return [...tokens.slice(0, init), ...appended, ...tokens.slice(init)].join(" ");
+  return [base.trim(), ...appended].filter((p) => p !== "").join(" ");
 }
 
 /**

@@ -68,10 +68,10 @@ export const SPECS: readonly Spec[] = [
       "Give the command line with --cmdline, or --reuse-cmdline for the running kernel's /proc/cmdline;\n" +
       "--append adds to either (or stands alone). A value starting with '-' is taken as the value.",
     options: [
-      ["--initrd <file>", "initramfs to load with the kernel"],
-      ["--cmdline <string>", "the new kernel's command line"],
+      ["--initrd <file>", "initramfs to load with the kernel (kexec-tools' --ramdisk is an alias)"],
+      ["--cmdline <string>", "the new kernel's command line (kexec-tools' --command-line is an alias)"],
       ["--reuse-cmdline", "start from the running kernel's command line (/proc/cmdline)"],
-      ["--append <string>", "append to the command line (may be repeated)"],
+      ["--append <string>", "append to the command line (may be repeated); before a ' -- ' in it, as kexec-tools does"],
       ["--force", "load even if the command line would leave live update off"],
       ["--sha256 <hex>", "refuse the image unless its SHA-256 is this"],
     ],
@@ -170,6 +170,25 @@ export const SPECS: readonly Spec[] = [
  * The long names of the options that take a value ("--kernel <file>" → "kernel"), global ones
  * included: their values are protected from mri (args.ts). Derived, so a new option is never missed.
  */
+/**
+ * kexec-tools' spellings of luoctl's options, so the hands of an operator who knows `kexec -l`
+ * work: rewritten to luoctl's own names before parsing (cac's aliases would split the value).
+ */
+export const OPTION_ALIASES: Readonly<Record<string, string>> = { ramdisk: "initrd", "command-line": "cmdline" };
+
+/** argv with kexec-tools' option spellings (`--ramdisk`, `--command-line`, `=VALUE` forms too) renamed to luoctl's. */
+export function renameAliases(argv: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === "--") return [...out, ...argv.slice(i)];
+    const m = /^--([a-z-]+)(=.*)?$/s.exec(arg);
+    const to = m ? OPTION_ALIASES[m[1]!] : undefined;
+    out.push(to ? `--${to}${m![2] ?? ""}` : arg);
+  }
+  return out;
+}
+
 export const VALUE_OPTIONS: ReadonlySet<string> = new Set(
   [...GLOBAL_OPTIONS, ...SPECS.flatMap((s) => s.options)].filter(([raw]) => raw.includes("<")).map(([raw]) => raw.slice(2, raw.indexOf(" "))),
 );

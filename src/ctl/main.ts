@@ -30,7 +30,7 @@ import { cac, type CAC } from "cac";
 import { VERSION } from "../version";
 import { DEFAULT_SOCKET } from "../wire/limits";
 import { UsageError, lastValue, parseDuration, protectOptionValues, unmark } from "./args";
-import { GLOBAL_OPTIONS, SPECS, VALUE_OPTIONS, commandName } from "./commands";
+import { GLOBAL_OPTIONS, SPECS, VALUE_OPTIONS, commandName, renameAliases } from "./commands";
 import { EXIT_OK, type Ctx } from "./context";
 import { helpCommand, helpText } from "./help";
 import { defaultIo, type CtlIo } from "./io";
@@ -47,7 +47,7 @@ export async function luoctlMain(args: string[], ioOverrides: Partial<CtlIo> = {
   let helpHint = "luoctl --help";
   try {
     const holder: { ctx: Ctx | null } = { ctx: null };
-    const argv = protectOptionValues(args, VALUE_OPTIONS);
+    const argv = protectOptionValues(renameAliases(args), VALUE_OPTIONS);
     const cli = buildCli(holder, commandWord(argv));
     cli.parse(["luoctl", "luoctl", ...argv], { run: false });
     const opts = cli.options as Record<string, unknown>;

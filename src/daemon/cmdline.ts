@@ -28,31 +28,8 @@ const STRIPPED = new Set(["BOOT_IMAGE", "initrd"]);
  */
 const REPEATABLE = new Set(["console", "memmap", "hugepagesz", "hugepages", "ip", "crashkernel"]);
 
-/** Split a command line into tokens like the kernel's next_arg (quotes kept in the token). */
-export function splitCmdline(raw: string): string[] {
-  const out: string[] = [];
-  let cur = "";
-  let inQuote = false;
-  let started = false;
-  for (const ch of raw) {
-    if (!inQuote && isSpace(ch)) {
-      if (started) out.push(cur);
-      cur = "";
-      started = false;
-      continue;
-    }
-    if (ch === '"') inQuote = !inQuote;
-    cur += ch;
-    started = true;
-  }
-  if (started) out.push(cur);
-  return out;
-}
-
-function isSpace(ch: string): boolean {
-  // C isspace(): space, \t, \n, \v, \f, \r
-  return ch === " " || ch === "\t" || ch === "\n" || ch === "\v" || ch === "\f" || ch === "\r";
-}
+export { splitCmdline } from "../cmdline-split";
+import { splitCmdline } from "../cmdline-split";
 
 interface Param {
   /** Name as written (leading quote removed). */

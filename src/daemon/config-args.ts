@@ -18,7 +18,7 @@ export function parseArgs(args: readonly string[]): ParsedArgs {
   const cli = cac("luod");
   cli.option("--config <file>", "config file");
   for (const o of OPTIONS) cli.option(o.arg ? `--${o.flag} <${o.arg}>` : `--${o.flag}`, o.help, o.arg ? { type: [String] } : undefined);
-  cli.option("-h, --help", "this help").option("-v, --version", "the version");
+  cli.option("-h, --help", "this help").option("-v, --version", "the version").option("-V", "the version (as kexec-tools and systemctl spell it)");
   const valueFlags = new Set(["config", ...OPTIONS.filter((o) => o.arg).map((o) => o.flag)]);
   // `--verbose=no`: mri would read the switch as set and "no" as an argument; check it here
   const switches = new Map(OPTIONS.filter((o) => !o.arg).map((o) => [o.flag, o]));
@@ -36,10 +36,10 @@ export function parseArgs(args: readonly string[]): ParsedArgs {
   }
   const o = parsed.options as Record<string, unknown>;
   if (o.help) return { kind: "help" };
-  if (o.version) return { kind: "version" };
+  if (o.version || o.V) return { kind: "version" };
   if (parsed.args.length) throw new ConfigError(`unexpected argument ${JSON.stringify(unmark(String(parsed.args[0])))} (see luod --help)`);
   // without subcommands cac accepts any option: refuse the unknown ones (a typo must not be ignored)
-  const known = new Set(["--", "config", "help", "h", "version", "v", ...OPTIONS.map((x) => camelCase(x.flag))]);
+  const known = new Set(["--", "config", "help", "h", "version", "v", "V", ...OPTIONS.map((x) => camelCase(x.flag))]);
   const unknown = Object.keys(o).find((k) => !known.has(k));
   if (unknown) throw new ConfigError(`unknown option ${unknown.length > 1 ? "--" : "-"}${kebabCase(unknown)} (see luod --help)`);
 
@@ -77,7 +77,7 @@ export function helpText(version: string): string {
     ["--config FILE", `config file of key = value lines (default ${DEFAULT_CONFIG_FILE}, may be absent)`],
     ...OPTIONS.map((o): [string, string] => [`--${o.flag}${o.arg ? ` ${o.arg}` : ""}`, o.help]),
     ["-h, --help", "this help"],
-    ["-v, --version", "the version"],
+    ["-v, -V, --version", "the version"],
   ];
   const width = Math.max(...rows.map((r) => r[0].length));
   return [

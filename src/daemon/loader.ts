@@ -175,7 +175,7 @@ export class KernelLoader {
     beforeLoad();
     const cmdline = normalizeCmdline(req.cmdline);
     const { errors, warnings } = analyzeCmdline(cmdline, { force: req.force, maxLength: image.maxCmdlineLength, khoOnByDefault: this.khoOnByDefault() });
-    if (errors.length) throw new ProtocolError("EINVAL", errors.join("; "));
+    if (errors.length) throw new ProtocolError("EINVAL", `${errors.join("; ")} (the command line judged: ${judged(cmdline)})`);
     // dup first: a failing dup (EMFILE) must not leave a kernel loaded that luod cannot reload
     const held = { kernelFd: dupFd(req.kernelFd), initrdFd: req.initrdFd === null ? null : dupFd(req.initrdFd) };
     try {
@@ -328,7 +328,7 @@ export class KernelLoader {
       checks.push({ name: "kernel", ok: true, detail: `${image.version} (${image.fileSize} bytes, sha256 ${v.sha256.slice(0, 16)}…, ${v.compression}): checked, not loaded` });
       checks.push(abiCheck(v.abi, v.problems));
       const { errors, warnings } = analyzeCmdline(cmdline, { force: false, maxLength: image.maxCmdlineLength, khoOnByDefault: this.khoOnByDefault() });
-      checks.push({ name: "cmdline", ok: errors.length === 0, detail: [...errors, ...warnings].join("; ") || cmdline });
+      checks.push({ name: "cmdline", ok: errors.length === 0, detail: [...errors, ...warnings].length ? `${[...errors, ...warnings].join("; ")} (the command line judged: ${judged(cmdline)})` : cmdline });
       const next = { abi: v.abi, version: image.version, cmdline, initSize: image.initSize, placement: image.placement, size: image.fileSize, initrdSize: image.initrdSize };
       return { ready: checks.every((c) => c.ok), checks, abi: { running: running.abi, next: v.abi }, next };
     });
@@ -495,4 +495,9 @@ function hint(code: string): string {
     case "ENOSYS": return " (this kernel has no CONFIG_KEXEC_FILE)";
     default: return "";
   }
+}
+
+/** A command line quoted for an error message, cut at 512 characters (the client escapes it for its terminal). */
+function judged(cmdline: string): string {
+  return JSON.stringify(cmdline.length > 512 ? `${cmdline.slice(0, 512)}…` : cmdline);
 }

@@ -180,6 +180,20 @@ describe("load", () => {
     }
   });
 
+  test("kexec-tools' spellings --ramdisk and --command-line (and their =VALUE forms) are luoctl's --initrd and --cmdline", async () => {
+    const seen: { msg?: Record<string, unknown>; files?: string[] } = {};
+    loadHandler(seen);
+    writeFileSync(join(dir, "k"), "K");
+    writeFileSync(join(dir, "r"), "R");
+    const r = await luoctl(["load", join(dir, "k"), "--ramdisk", join(dir, "r"), "--command-line", "root=/dev/vda liveupdate=on"]);
+    expect(r.code).toBe(0);
+    expect(seen.msg).toEqual({ cmd: "LOAD", cmdline: "root=/dev/vda liveupdate=on", initrd: true, fds: 2 });
+    expect(seen.files).toEqual(["K", "R"]);
+    const eq = await luoctl(["load", join(dir, "k"), `--ramdisk=${join(dir, "r")}`, "--command-line=0123"]);
+    expect(eq.code).toBe(0);
+    expect(seen.msg).toEqual({ cmd: "LOAD", cmdline: "0123", initrd: true, fds: 2 });
+  });
+
   test("--force and --sha256 are passed on; no initrd: initrd false, one fd", async () => {
     const seen: { msg?: Record<string, unknown>; files?: string[] } = {};
     loadHandler(seen);

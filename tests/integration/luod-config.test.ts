@@ -70,4 +70,5 @@ test("luod --help lists every option with its default; --version names luod", as
     expect(help.stdout).toContain(flag);
   }
   expect((await run("luod", ["--version"])).stdout).toMatch(/^luod \d/);
+  expect((await run("luod", ["-V"])).stdout).toMatch(/^luod \d/); // kexec-tools' and systemctl's spelling
 });

@@ -73,6 +73,12 @@ describe("buildCmdline", () => {
     expect(buildCmdline({ append: ["liveupdate=on"], reuse: false }, proc)).toBe("liveupdate=on");
     expect(buildCmdline({ cmdline: "", reuse: false, append: [] }, proc)).toBe("");
   });
+  test("--append goes before a ' -- ' (what follows it is init's, not the kernel's), as kexec-tools does", () => {
+    const withInit = () => "BOOT_IMAGE=/vmlinuz root=/dev/vda ro -- single splash\n";
+    expect(buildCmdline({ reuse: true, append: ["liveupdate=on"] }, withInit)).toBe("BOOT_IMAGE=/vmlinuz root=/dev/vda ro liveupdate=on -- single splash");
+    expect(buildCmdline({ cmdline: 'a "x -- y" -- b', reuse: false, append: ["c"] }, proc)).toBe('a "x -- y" c -- b'); // a quoted -- is not one
+    expect(buildCmdline({ cmdline: "a --", reuse: false, append: ["c", "d"] }, proc)).toBe("a c d --");
+  });
   test("mutually exclusive, and one is required", () => {
     expect(() => buildCmdline({ cmdline: "x", reuse: true, append: [] }, proc)).toThrow("exclude each other");
     expect(() => buildCmdline({ reuse: false, append: [] }, proc)).toThrow("needs a command line");

@@ -87,6 +87,17 @@ describe("LOAD", () => {
     expect(files.read<{ abi: LuoAbi }>("loaded")?.abi).toEqual(V5);
   });
 
+  test("a command line without liveupdate=on is refused, and the refusal shows the command line luod judged", async () => {
+    const loader = new KernelLoader(kernel, files, log(), gate());
+    const fd = imageFd();
+    const e = await refusal(loader.load({ kernelFd: fd, initrdFd: null, cmdline: "BOOT_IMAGE=/v root=/dev/vda -- liveupdate=on", force: false, sha256: null }));
+    closeSync(fd);
+    expect(e.code).toBe("EINVAL");
+    // liveupdate=on after " -- " is init's: the message shows what luod looked at
+    expect(e.message).toBe('the command line has no liveupdate=on: the new kernel would not restore any session (the command line judged: "root=/dev/vda -- liveupdate=on")');
+    expect(kernel.loaded).toBe(false);
+  });
+
   test("an image with another LUO ABI is refused with both strings named, and nothing is loaded", async () => {
     image = V6;
     const loader = new KernelLoader(kernel, files, log(), gate());
