@@ -30,7 +30,7 @@ export const GLOBAL_OPTIONS: [string, string][] = [
     "how long to wait for luod's reply (default 15s; load: 2m; kexec: its --timeout plus 1m)",
   ],
   ["-h, --help", "show help (for a command: luoctl COMMAND --help)"],
-  ["-v, --version", "show the version"],
+  ["-v, --version", "show the version, and the version of the luod it reaches"],
 ];
 
 export const SPECS: readonly Spec[] = [

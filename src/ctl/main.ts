@@ -31,7 +31,8 @@ import { VERSION } from "../version";
 import { DEFAULT_SOCKET } from "../wire/limits";
 import { UsageError, lastValue, parseDuration, protectOptionValues, unmark } from "./args";
 import { GLOBAL_OPTIONS, SPECS, VALUE_OPTIONS, commandName, renameAliases } from "./commands";
-import { EXIT_OK, type Ctx } from "./context";
+import { EXIT_OK, withClient, type Ctx } from "./context";
+import { escapeControl } from "../wire/escape";
 import { helpCommand, helpText } from "./help";
 import { defaultIo, type CtlIo } from "./io";
 import { report } from "./report";
@@ -60,6 +61,16 @@ export async function luoctlMain(args: string[], ioOverrides: Partial<CtlIo> = {
     }
     if (opts.version) {
       io.stdout(`luoctl ${VERSION}\n`);
+      // and the luod it would talk to, when one answers within 2 s (the binaries may differ after an upgrade)
+      const socket = lastValue(opts.socket, "socket") ?? io.env.LUOD_SOCKET ?? DEFAULT_SOCKET;
+      const versionCtx: Ctx = { io, json: false, socket, style: { color: false }, replyTimeoutMs: 2000 };
+      try {
+        const status = await withClient(versionCtx, (c) => c.status({ timeoutMs: 2000 }));
+        const luod = (status as { luod?: { version?: unknown } }).luod;
+        io.stdout(`luod ${escapeControl(String(luod?.version ?? "(version not said)"))} (${escapeControl(socket)})\n`);
+      } catch (e) {
+        io.stdout(`luod not reachable at ${escapeControl(socket)} (${escapeControl(e instanceof Error && "code" in e ? String(e.code) : "error")})\n`);
+      }
       return EXIT_OK;
     }
     if (!command) {

@@ -9,6 +9,7 @@ import { FakeLuod, FakeLuodError } from "../../src/client/fake-luod";
 import { fileSize, readFull } from "../../src/client";
 import { luoctlMain } from "../../src/ctl/main";
 import type { CtlIo } from "../../src/ctl/io";
+import { VERSION } from "../../src/version";
 
 let fake: FakeLuod;
 let dir: string;
@@ -61,6 +62,16 @@ function readAll(fd: number): string {
 }
 
 describe("status / list", () => {
+  test("--version names luoctl's version and the version of the luod it reaches, or says it reaches none", async () => {
+    fake.handle("STATUS", () => STATUS);
+    const r = await luoctl(["--version"]);
+    expect(r.code).toBe(0);
+    expect(r.out).toBe(`luoctl ${VERSION}\nluod 0.1.0 (${fake.path})\n`);
+    const none = await luoctl(["--version", "--socket", join(dir, "no.sock")]);
+    expect(none.code).toBe(0);
+    expect(none.out).toBe(`luoctl ${VERSION}\nluod not reachable at ${join(dir, "no.sock")} (ENOENT)\n`);
+  });
+
   test("status prints the phase and restored sessions", async () => {
     fake.handle("STATUS", () => STATUS);
     const r = await luoctl(["status"]);

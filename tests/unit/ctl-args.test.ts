@@ -149,11 +149,11 @@ describe("help and version exit 0", () => {
     const r = await run(["load", "--help"]);
     for (const o of ["--initrd FILE", "--cmdline STRING", "--reuse-cmdline", "--append STRING", "--force", "--sha256 HEX"]) expect(r.out).toContain(o);
   });
-  test("--version / -v", async () => {
+  test("--version / -v: luoctl's version first, then the luod it reaches (none here)", async () => {
     for (const args of [["--version"], ["-v"], ["status", "--version"]]) {
-      const r = await run(args);
+      const r = await run([...args, "--socket", "/nonexistent/luod.sock"]);
       expect(r.code).toBe(0);
-      expect(r.out).toBe("luoctl 0.1.0\n");
+      expect(r.out).toBe("luoctl 0.1.0\nluod not reachable at /nonexistent/luod.sock (ENOENT)\n");
     }
   });
 });
