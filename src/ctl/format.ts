@@ -111,7 +111,7 @@ export function formatProgress(p: Obj): string {
 
 // ---- commands -----------------------------------------------------------------------------------
 
-/** `luoctl status`. Reads: phase, update, device, boot, kernel, clients, restored[], previous_update, luod. */
+/** `luoctl status`. Reads: phase, update, device, boot, kexec_mode, kernel, clients, restored[], previous_update, luod. */
 export function formatStatus(r: Obj, now = Date.now(), style: Style = PLAIN): string {
   const pairs: [string, string][] = [];
   pairs.push(["phase", str(r.phase)]);
@@ -121,6 +121,7 @@ export function formatStatus(r: Obj, now = Date.now(), style: Style = PLAIN): st
   }
   if (r.device !== undefined) pairs.push(["device", describeDevice(r.device)]);
   if (r.boot !== undefined) pairs.push(["boot", describeBoot(r.boot)]);
+  if (isObj(r.kexec_mode)) pairs.push(["kexec mode", `${str(r.kexec_mode.mode)} (${str(r.kexec_mode.why)})`]);
   if (isObj(r.previous_update)) {
     const p = r.previous_update;
     pairs.push(["last update", `#${str(p.attempt)} from ${str(p.from)} at ${str(p.createdAt ?? p.created_at)}`]);

@@ -140,11 +140,14 @@ export async function runDaemon(config: DaemonConfig, log: Logger, kernel: Kerne
     maxConnections: config.maxConnections,
     maxConnectionsPerUid: config.maxConnectionsPerUid,
     firstRequestTimeoutMs: config.firstRequestTimeoutMs,
-    statusExtra: () => ({ boot, device: kernel.devicePresent() ? "present" : "absent" }),
+    statusExtra: () => ({ boot, device: kernel.devicePresent() ? "present" : "absent", kexec_mode: { mode: systemd.mode, why: systemd.why } }),
     // what the connected clients hold in memfds is what the update will preserve; the expected
     // ones that are away (or carried by the fd store) cannot be looked into
-    preflight: (next: CheckResult["next"]) => preflightChecks(next,
-      broker.list().filter((c) => c.connected).map((c) => c.pid), broker.missing().length + systemd.counts().carried),
+    preflight: (next: CheckResult["next"]) => [
+      ...preflightChecks(next, broker.list().filter((c) => c.connected).map((c) => c.pid), broker.missing().length + systemd.counts().carried),
+      // how the jump will go: luod's own reboot(KEXEC), or systemctl kexec (docs/systemd.md)
+      { name: "kexec-mode", ok: true, detail: `${systemd.mode}: ${systemd.why}` },
+    ],
   };
   const server = new Server(serverOptions);
   // the server and the broker read these options when they use them: a reload changes them in place

@@ -66,6 +66,16 @@ describe("luod without a LUO kernel", () => {
     expect(JSON.parse(status.stdout).phase).toBe("idle");
   });
 
+  test("luoctl status and check say how the jump would go (kexec mode) and why", async () => {
+    const status = await run("luoctl", ["--socket", luod.socket, "status", "--json"]);
+    expect(JSON.parse(status.stdout).kexec_mode).toEqual({ mode: "direct", why: expect.stringContaining("not started by systemd") });
+    const human = await run("luoctl", ["--socket", luod.socket, "status"]);
+    expect(human.stdout).toMatch(/kexec mode: +direct \(not started by systemd/);
+    const check = await run("luoctl", ["--socket", luod.socket, "check", "--json"]);
+    const line = (JSON.parse(check.stdout).checks as { name: string; ok: boolean; detail: string }[]).find((c) => c.name === "kexec-mode");
+    expect(line).toEqual({ name: "kexec-mode", ok: true, detail: expect.stringMatching(/^direct: not started by systemd/) });
+  });
+
   test("luoctl against a missing socket exits 3 with one line", async () => {
     const r = await run("luoctl", ["--socket", `${luod.dir}/nope.sock`, "status"]);
     expect(r.code).toBe(3);
