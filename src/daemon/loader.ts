@@ -343,11 +343,16 @@ export class KernelLoader {
       ok: device,
       detail: device ? "/dev/liveupdate present" : "/dev/liveupdate missing: boot a kernel with CONFIG_LIVEUPDATE and liveupdate=on",
     });
+    // no such sysctl: the running kernel was built without kexec (docs/kernel.md#loading-the-next-kernel)
     const sysctl = readText("/proc/sys/kernel/kexec_load_disabled");
     checks.push({
       name: "kexec_load_disabled",
-      ok: sysctl !== "1",
-      detail: sysctl === "1" ? "kernel.kexec_load_disabled=1: no kernel can be loaded until reboot" : `kernel.kexec_load_disabled=${sysctl ?? "unknown"}`,
+      ok: sysctl === "0",
+      detail: sysctl === "1"
+        ? "kernel.kexec_load_disabled=1: no kernel can be loaded until reboot"
+        : sysctl === null
+          ? "this kernel cannot kexec at all: no /proc/sys/kernel/kexec_load_disabled (built without CONFIG_KEXEC_CORE / CONFIG_KEXEC_FILE)"
+          : `kernel.kexec_load_disabled=${sysctl}`,
     });
     const lockdown = readText("/sys/kernel/security/lockdown");
     const locked = !!lockdown && !lockdown.includes("[none]");

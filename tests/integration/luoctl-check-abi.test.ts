@@ -2,6 +2,7 @@
 // still answers clearly (what is missing, and how to make the running ABI known), and a real
 // kernel image from the VM harness is read (its ABI shown) but refused for LOAD and CHECK: with
 // the running kernel's LUO ABI unknown, luod fails closed.
+import { existsSync } from "node:fs";
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { startDaemon, run, requireBinary, type Daemon } from "../support/binary";
 import { cachedKernel } from "../support/kernels";
@@ -36,8 +37,12 @@ test("luoctl check on a host without LUO answers clearly: exit 1, the device, th
   const json = JSON.parse((await run("luoctl", ["--socket", luod.socket, "check", "--json"])).stdout);
   expect(json.abi.running).toMatchObject({ luo: null });
   expect(json.checks.map((c: { name: string }) => c.name)).toEqual(
-    ["device", "kexec_load_disabled", "lockdown", "running-abi", "kernel", "memory", "clients"],
+    ["device", "kexec_load_disabled", "lockdown", "running-abi", "kernel", "memory", "kexec-mode", "clients"],
   );
+  // a host kernel built without kexec is named as such, not "unknown" (this CI machine's is one)
+  const kexec = json.checks.find((c: { name: string }) => c.name === "kexec_load_disabled");
+  if (existsSync("/proc/sys/kernel/kexec_load_disabled")) expect(kexec.detail).toMatch(/^kernel\.kexec_load_disabled=[01]/);
+  else expect(kexec).toEqual({ name: "kexec_load_disabled", ok: false, detail: expect.stringContaining("this kernel cannot kexec at all") });
 });
 
 test.skipIf(kernelA === null)("a real image: check --kernel shows its ABI and fails closed; load refuses it with the same reason", async () => {
