@@ -80,7 +80,8 @@ export async function luoctlMain(args: string[], ioOverrides: Partial<CtlIo> = {
     }
     ctx = {
       io,
-      json: opts.json === true,
+      // given twice (`luoctl --json status --json`), cac hands over [true, true]
+      json: opts.json === true || (Array.isArray(opts.json) && opts.json.includes(true)),
       socket: lastValue(opts.socket, "socket") ?? io.env.LUOD_SOCKET ?? DEFAULT_SOCKET,
       style: { color: io.stdoutIsTTY && io.env.NO_COLOR === undefined },
     };

@@ -72,6 +72,15 @@ describe("status / list", () => {
     expect(none.out).toBe(`luoctl ${VERSION}\nluod not reachable at ${join(dir, "no.sock")} (ENOENT)\n`);
   });
 
+  test("--json before the command, after it, or both: one JSON document", async () => {
+    fake.handle("STATUS", () => STATUS);
+    for (const args of [["--json", "status"], ["status", "--json", "--json"], ["--json", "status", "--json"]]) {
+      const r = await luoctl(args);
+      expect(r.code).toBe(0);
+      expect(JSON.parse(r.out)).toMatchObject({ ok: true, phase: "idle" });
+    }
+  });
+
   test("status prints the phase and restored sessions", async () => {
     fake.handle("STATUS", () => STATUS);
     const r = await luoctl(["status"]);
