@@ -167,10 +167,6 @@ export const SPECS: readonly Spec[] = [
 ];
 
 /**
- * The long names of the options that take a value ("--kernel <file>" → "kernel"), global ones
- * included: their values are protected from mri (args.ts). Derived, so a new option is never missed.
- */
-/**
  * kexec-tools' spellings of luoctl's options, so the hands of an operator who knows `kexec -l`
  * work: rewritten to luoctl's own names before parsing (cac's aliases would split the value).
  */
@@ -189,6 +185,10 @@ export function renameAliases(argv: readonly string[]): string[] {
   return out;
 }
 
+/**
+ * The long names of the options that take a value ("--kernel <file>" → "kernel"), global ones
+ * included: their values are protected from mri (args.ts). Derived, so a new option is never missed.
+ */
 export const VALUE_OPTIONS: ReadonlySet<string> = new Set(
   [...GLOBAL_OPTIONS, ...SPECS.flatMap((s) => s.options)].filter(([raw]) => raw.includes("<")).map(([raw]) => raw.slice(2, raw.indexOf(" "))),
 );

@@ -16,6 +16,10 @@
 //  * KHO's default comes from CONFIG_KEXEC_HANDOVER_ENABLE_DEFAULT, which we cannot see from
 //    userspace for the *next* kernel, so a missing `kho=` is only a warning.
 
+import { splitCmdline } from "../cmdline-split";
+
+export { splitCmdline }; // luod's code and tests take it from here
+
 /** Parameters removed by normalizeCmdline: meaningless after a kexec (kexec passes the initrd as
  *  a segment; BOOT_IMAGE is a boot-loader annotation). Compared like parameq. */
 const STRIPPED = new Set(["BOOT_IMAGE", "initrd"]);
@@ -27,9 +31,6 @@ const STRIPPED = new Set(["BOOT_IMAGE", "initrd"]);
  * duplicate tokens are collapsed (keeping the last position).
  */
 const REPEATABLE = new Set(["console", "memmap", "hugepagesz", "hugepages", "ip", "crashkernel"]);
-
-export { splitCmdline } from "../cmdline-split";
-import { splitCmdline } from "../cmdline-split";
 
 interface Param {
   /** Name as written (leading quote removed). */
