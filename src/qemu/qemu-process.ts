@@ -1,5 +1,6 @@
 // Finding out what a QEMU binary offers, and running one with the guest's memfds inherited.
 import { existsSync, readFileSync } from "node:fs";
+import { constants } from "node:os";
 import { isAbsolute, join } from "node:path";
 import { closeFd, dupFd } from "../client/memfd";
 import { parseMachineHelp, parseQemuVersion, RAM_FD, STATE_FD } from "./vm-config";
@@ -13,10 +14,11 @@ export interface QemuProbe {
 }
 
 /** `qemu-system-x86_64` looked up in PATH the way a shell does; an absolute or relative path as is. */
+const { signals } = constants;
+
 export function findQemu(name: string, pathEnv = process.env.PATH ?? "/usr/bin:/bin"): string | null {
   if (name.includes("/")) return existsSync(name) ? (isAbsolute(name) ? name : join(process.cwd(), name)) : null;
-  for (const dir of pathEnv.split(":")) if (dir && existsSync(join(dir, name))) return join(dir, name);
-  return null;
+  return Bun.which(name, { PATH: pathEnv });
 }
 
 /** Runs `qemu -version` and `qemu -machine help` (at once: each is a QEMU start). Throws one line when the binary is unusable. */
@@ -78,7 +80,7 @@ export function spawnQemu(argv: readonly string[], ramFd: number, stateFd?: numb
   let done = false;
   const exited = proc.exited.then((code) => {
     done = true;
-    return proc.signalCode ? 128 + (signalNumber(String(proc.signalCode)) ?? 0) : code;
+    return proc.signalCode ? 128 + (signals[proc.signalCode as keyof typeof signals] ?? 0) : code;
   });
   return {
     pid: proc.pid,
@@ -88,8 +90,4 @@ export function spawnQemu(argv: readonly string[], ramFd: number, stateFd?: numb
       if (!done) proc.kill(signal);
     },
   };
-}
-
-function signalNumber(name: string): number | undefined {
-  return ({ SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGABRT: 6, SIGKILL: 9, SIGSEGV: 11, SIGPIPE: 13, SIGTERM: 15 } as Record<string, number>)[name];
 }

@@ -282,6 +282,7 @@ export class VmSupervisor {
     this.qmp = await Qmp.connect(join(this.o.runDir, "qmp.sock"), 10_000, alive);
     this.qemu = adoptedQemu(pid, this.qmp, alive);
     this.qemuStartTime = start_time;
+    // a reopen of QEMU's memfd: the same inode, which LUO preserves as that memfd (docs/kernel.md#what-can-be-preserved)
     this.ramFd = openFile(`/proc/${pid}/fd/${RAM_FD}`, O_RDWR | O_CLOEXEC);
     if (fileSize(this.ramFd) !== state.memory_bytes)
       throw new Error(`QEMU ${pid}'s fd ${RAM_FD} is ${fileSize(this.ramFd)} bytes, not the guest's ${state.memory_bytes}`);
