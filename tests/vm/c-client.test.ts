@@ -1,6 +1,8 @@
 // The C reference client (examples/c), compiled here with gcc -Werror, keeps a 16 MiB memfd
 // across a real kexec on the LUO kernel: PRESERVE_FD → READY, kexec, CLAIM → RETRIEVE_FD →
-// every byte verified → FINISH → FINISHED, and luod holds nothing unclaimed afterwards.
+// every byte verified → FINISH → FINISHED, and luod holds nothing unclaimed afterwards. It runs
+// through examples/try-client/job.sh, the job the README gives client authors, so that job is
+// proven too.
 import { afterAll, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -19,10 +21,15 @@ test.skipIf(!vmAvailable())(
     const built = compileCClient(exe);
     expect(built.stderr).toBe("");
     expect(built.code).toBe(0);
-    const { rc, log } = await runJobWith(join(import.meta.dir, "jobs/c-client.sh"), ["-p", exe, "-e", "MIB=16"]);
+    const job = join(import.meta.dir, "../../examples/try-client/job.sh");
+    const { rc, log } = await runJobWith(job, [
+      "-p", exe,
+      "-e", "CLIENT_BOOT1=/mnt/share/payload/luo_example preserve vm-c 16",
+      "-e", "CLIENT_BOOT2=/mnt/share/payload/luo_example claim vm-c 16",
+    ]);
     expect(logLines(log, /^READY vm-c 16777216 bytes preserved$/)).toHaveLength(1);
     expect(logLines(log, /^VERIFIED vm-c 16777216 bytes$/)).toHaveLength(1);
-    expect(logLines(log, "JOB: the C client's claim exited 0")).toHaveLength(1);
+    expect(logLines(log, "JOB: the client in boot 2 exited 0")).toHaveLength(1);
     expect(logLines(log, "JOB: PASS")).toHaveLength(1);
     expect(rc).toBe(0);
   },
