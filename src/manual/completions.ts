@@ -85,6 +85,30 @@ export function luodModel(): CompOption[] {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The ids of discard and evict, in shell that bash and zsh share: luoctl --json (STATUS's
+// restored[] and LIST's clients[], docs/protocol.md), one object per line, each one's "id"
+
+const IDS_COMMENT = [
+  "# _luoctl_ids restored|clients: the unclaimed restored sessions' or the subscribed clients' ids,",
+  "# from the luod that luoctl reaches (the --socket on the line, if any); nothing when it does not answer",
+];
+
+/** luoctl asked quietly, at the socket of the array variable `socketVar`, within 2 s. */
+const askLuoctl = (socketVar: string, command: string) => `command luoctl "\${${socketVar}[@]}" --json --reply-timeout 2s ${command} 2>/dev/null`;
+
+/** $json set to the objects of STATUS's restored[] (none: return `status`). */
+const restoredOnly = (socketVar: string, status: string) => [
+  `    json=$(${askLuoctl(socketVar, "status")}) || return ${status}`,
+  `    [[ $json == *'"restored":['* ]] || return ${status}`,
+  `    json=\${json#*'"restored":['}`,
+  "    json=${json%%\\]*}",
+];
+
+const ID_OF_EACH_LINE = `sed -n 's/.*"id":"\\([^"]*\\)".*/\\1/p'`;
+const ALL_IDS = `tr '{' '\\n' | ${ID_OF_EACH_LINE}`;
+const UNCLAIMED_IDS = `tr '{' '\\n' | grep '"state":"unclaimed"' | ${ID_OF_EACH_LINE}`;
+
+// ---------------------------------------------------------------------------------------------
 // bash
 
 const GENERATED = (what: string, version: string) =>
@@ -148,8 +172,7 @@ export function bashLuoctl(version: string): string {
     "",
     ...bashPrologue("_luoctl"),
     "",
-    "# _luoctl_ids restored|clients: the unclaimed restored sessions' or the subscribed clients' ids,",
-    "# from the luod that luoctl reaches (the --socket on the line, if any); nothing when it does not answer",
+    ...IDS_COMMENT,
     "_luoctl_ids() {",
     "  local i json socket=()",
     "  for ((i = 1; i < ${#COMP_WORDS[@]}; i++)); do",
@@ -158,14 +181,11 @@ export function bashLuoctl(version: string): string {
     "    fi",
     "  done",
     "  if [[ $1 == restored ]]; then",
-    '    json=$(command luoctl "${socket[@]}" --json --reply-timeout 2s status 2>/dev/null) || return 0',
-    `    [[ $json == *'"restored":['* ]] || return 0`,
-    `    json=\${json#*'"restored":['}`,
-    "    json=${json%%\\]*}",
-    `    printf '%s\\n' "$json" | tr '{' '\\n' | grep '"state":"unclaimed"' | sed -n 's/.*"id":"\\([^"]*\\)".*/\\1/p'`,
+    ...restoredOnly("socket", "0"),
+    `    printf '%s\\n' "$json" | ${UNCLAIMED_IDS}`,
     "  else",
-    '    json=$(command luoctl "${socket[@]}" --json --reply-timeout 2s list 2>/dev/null) || return 0',
-    `    printf '%s\\n' "$json" | tr '{' '\\n' | sed -n 's/.*"id":"\\([^"]*\\)".*/\\1/p'`,
+    `    json=$(${askLuoctl("socket", "list")}) || return 0`,
+    `    printf '%s\\n' "$json" | ${ALL_IDS}`,
     "  fi",
     "}",
     "",
@@ -258,20 +278,16 @@ export function zshLuoctl(version: string): string {
     "#compdef luoctl",
     ...GENERATED("zsh completion for luoctl", version),
     "",
-    "# _luoctl_ids restored|clients: the unclaimed restored sessions' or the subscribed clients' ids,",
-    "# from the luod that luoctl reaches (the --socket on the line, if any); nothing when it does not answer",
+    ...IDS_COMMENT,
     "_luoctl_ids() {",
     "  local json expl",
     "  local -a ids",
     "  if [[ $1 == restored ]]; then",
-    '    json=$(command luoctl "${luoctl_socket[@]}" --json --reply-timeout 2s status 2>/dev/null) || return 1',
-    `    [[ $json == *'"restored":['* ]] || return 1`,
-    `    json=\${json#*'"restored":['}`,
-    "    json=${json%%\\]*}",
-    `    ids=(\${(f)"$(print -r -- "$json" | tr '{' '\\n' | grep '"state":"unclaimed"' | sed -n 's/.*"id":"\\([^"]*\\)".*/\\1/p')"})`,
+    ...restoredOnly("luoctl_socket", "1"),
+    `    ids=(\${(f)"$(print -r -- "$json" | ${UNCLAIMED_IDS})"})`,
     "  else",
-    '    json=$(command luoctl "${luoctl_socket[@]}" --json --reply-timeout 2s list 2>/dev/null) || return 1',
-    `    ids=(\${(f)"$(print -r -- "$json" | tr '{' '\\n' | sed -n 's/.*"id":"\\([^"]*\\)".*/\\1/p')"})`,
+    `    json=$(${askLuoctl("luoctl_socket", "list")}) || return 1`,
+    `    ids=(\${(f)"$(print -r -- "$json" | ${ALL_IDS})"})`,
     "  fi",
     '  _wanted ids expl "$1 id" compadd -a ids',
     "}",
