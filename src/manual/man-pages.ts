@@ -7,7 +7,7 @@ import { ENVIRONMENT, EXIT_STATUS as CTL_EXIT_STATUS, GLOBAL_OPTIONS, OPTION_ALI
 import { usageOf } from "../ctl/help";
 import { DEFAULT_CONFIG_FILE, EXIT_STATUS as LUOD_EXIT_STATUS, PURPOSE as LUOD_PURPOSE, optionRows } from "../daemon/config-args";
 import { DEFAULTS, OPTIONS as SETTINGS } from "../daemon/settings";
-import { DESCRIPTION as QEMU_DESCRIPTION, EXIT_STATUS as QEMU_EXIT_STATUS, OPTIONS as QEMU_OPTIONS, PURPOSE as QEMU_PURPOSE, USAGE as QEMU_USAGE } from "../qemu/main";
+import { DESCRIPTION as QEMU_DESCRIPTION, EXIT_STATUS as QEMU_EXIT_STATUS, OPTIONS as QEMU_OPTIONS, PURPOSE as QEMU_PURPOSE, optionLabel, USAGE as QEMU_USAGE } from "../qemu/main";
 import { bold, entry, example, italic, literal, macro, optionTag, text } from "./roff";
 
 /** What every page's header says: the package's version and the pages' date (YYYY-MM-DD). */
@@ -187,7 +187,6 @@ export function luodConfPage(meta: PageMeta): string {
 }
 
 export function luoQemuPage(meta: PageMeta): string {
-  const tag = (o: (typeof QEMU_OPTIONS)[number]) => optionTag(`${o.short ? `-${o.short}, ` : ""}--${o.flag}${o.arg ? ` ${o.arg}` : ""}`);
   const [cmd, ...rest] = QEMU_USAGE.split(" ");
   const lines = [
     ...header("luo-qemu", "8", meta, "src/qemu/main.ts"),
@@ -197,7 +196,7 @@ export function luoQemuPage(meta: PageMeta): string {
     ".SH DESCRIPTION",
     ...QEMU_DESCRIPTION.flatMap((p, i) => [...(i ? [".PP"] : []), text(p)]),
     ".SH OPTIONS",
-    ...QEMU_OPTIONS.map((o) => entry(tag(o), o.help)),
+    ...QEMU_OPTIONS.map((o) => entry(optionTag(optionLabel(o)), o.help)),
     ...exitStatus(QEMU_EXIT_STATUS),
     ".SH ENVIRONMENT",
     entry(bold("LUOD_SOCKET"), "luod's socket when --socket is not given"),

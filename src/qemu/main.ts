@@ -68,7 +68,8 @@ const KNOWN = new Set([
   ...OPTIONS.flatMap((o) => [o.flag.replace(/^no-/, "").replace(/-([a-z])/g, (_, c: string) => c.toUpperCase()), ...(o.short ? [o.short] : [])]),
 ]);
 
-const optionLabel = (o: (typeof OPTIONS)[number]) => `${o.short ? `-${o.short}, ` : ""}--${o.flag}${o.arg ? ` ${o.arg}` : ""}`;
+/** An option as --help shows it: "-h, --help", "--memory SIZE". */
+export const optionLabel = (o: (typeof OPTIONS)[number]) => `${o.short ? `-${o.short}, ` : ""}--${o.flag}${o.arg ? ` ${o.arg}` : ""}`;
 
 export const HELP = [
   `usage: ${USAGE}`,
