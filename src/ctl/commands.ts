@@ -1,7 +1,8 @@
 // luoctl's commands and options, in --help order: each command's usage, help texts, options and
-// handler (the handlers are in cmd-*.ts). main.ts parses against this table, help.ts prints it.
+// handler (the handlers are in cmd-*.ts); its exit codes and environment. main.ts parses against
+// this table, help.ts prints it, src/manual/ makes luoctl(8) and the shell completions of it.
 import { DEFAULT_SOCKET } from "../wire/limits";
-import type { Ctx } from "./context";
+import { EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, type Ctx } from "./context";
 import { cmdDiscard, cmdList, cmdStatus } from "./cmd-status";
 import { cmdCheck, cmdLoad, cmdUnload } from "./cmd-load";
 import { cmdAbort, cmdKexec } from "./cmd-kexec";
@@ -21,6 +22,9 @@ export interface Spec {
 export function commandName(spec: Spec): string {
   return spec.raw.split(" ")[0]!;
 }
+
+/** What luoctl is: the first line of --help, the NAME of luoctl(8). */
+export const PURPOSE = "control luod, the Linux Live Update (LUO) broker";
 
 export const GLOBAL_OPTIONS: [string, string][] = [
   ["--socket <path>", `luod's socket (default: $LUOD_SOCKET or ${DEFAULT_SOCKET})`],
@@ -164,6 +168,23 @@ export const SPECS: readonly Spec[] = [
     examples: ['luoctl evict vm-7 --reason "supervisor hung"'],
     run: cmdEvict,
   },
+];
+
+/** luoctl's exit codes (context.ts) and what each means. */
+export const EXIT_STATUS: readonly [number, string][] = [
+  [EXIT_OK, "success"],
+  [EXIT_FAILED, "the operation failed (luod refused, the update was aborted, check: not ready)"],
+  [EXIT_USAGE, "usage error (unknown command or option, bad or missing argument)"],
+  [
+    EXIT_UNREACHABLE,
+    "cannot reach luod (no socket, connection refused, permission denied, connection lost, no reply within --reply-timeout, or an invalid reply)",
+  ],
+];
+
+/** The environment variables luoctl reads. */
+export const ENVIRONMENT: readonly [string, string][] = [
+  ["LUOD_SOCKET", "socket path when --socket is not given"],
+  ["NO_COLOR", "when set, no colours (luoctl colours its output only on a terminal)"],
 ];
 
 /**

@@ -3,19 +3,18 @@
 import type { Command } from "cac";
 import { VERSION } from "../version";
 import { unmark } from "./args";
-import { GLOBAL_OPTIONS, SPECS, commandName, type Spec } from "./commands";
+import { columns } from "../help-format";
+import { ENVIRONMENT, EXIT_STATUS, GLOBAL_OPTIONS, PURPOSE, SPECS, commandName, type Spec } from "./commands";
 import { EXIT_OK, EXIT_USAGE } from "./context";
 import type { CtlIo } from "./io";
 
-const EPILOG = `Exit status:
-  0  success
-  1  the operation failed (luod refused, the update was aborted, check: not ready)
-  2  usage error (unknown command or option, bad or missing argument)
-  3  cannot reach luod (no socket, connection refused, permission denied, connection lost,
-     no reply within --reply-timeout, or an invalid reply)
-
-Environment:
-  LUOD_SOCKET  socket path when --socket is not given`;
+const EPILOG = [
+  "Exit status:",
+  columns(EXIT_STATUS.map(([code, meaning]) => [String(code), meaning]), 100),
+  "",
+  "Environment:",
+  columns(ENVIRONMENT),
+].join("\n");
 
 export function helpCommand(io: CtlIo, rest: unknown[]): number {
   const name = rest[0] === undefined ? null : unmark(String(rest[0]));
@@ -40,7 +39,7 @@ export function helpText(command: Command | null): string {
   const w = Math.max(...SPECS.map((s) => usageOf(s).length));
   const cmds = SPECS.map((s) => `  ${usageOf(s).padEnd(w)}  ${s.summary}`).join("\n");
   return [
-    `luoctl ${VERSION} — control luod, the Linux Live Update (LUO) broker`,
+    `luoctl ${VERSION} — ${PURPOSE}`,
     "",
     "Usage: luoctl [OPTIONS] COMMAND [ARGS]",
     "",
@@ -56,7 +55,8 @@ export function helpText(command: Command | null): string {
   ].join("\n");
 }
 
-function usageOf(s: Spec): string {
+/** A command's usage as help shows it: "load KERNEL" of "load <kernel>". */
+export function usageOf(s: Spec): string {
   const [name, ...rest] = s.raw.split(" ");
   return [name, ...rest.map((a) => a.replace(/[<>[\]]/g, "").toUpperCase())].join(" ");
 }
@@ -77,7 +77,5 @@ function specHelp(s: Spec): string {
 }
 
 function optionLines(opts: [string, string][]): string {
-  const show = (raw: string) => raw.replace(/<([^>]+)>/, (_m, v: string) => v.toUpperCase());
-  const w = Math.max(...opts.map(([r]) => show(r).length));
-  return opts.map(([r, d]) => `  ${show(r).padEnd(w)}  ${d}`).join("\n");
+  return columns(opts.map(([raw, d]) => [raw.replace(/<([^>]+)>/, (_m, v: string) => v.toUpperCase()), d]));
 }

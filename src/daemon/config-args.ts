@@ -1,6 +1,7 @@
 // luod's command line (getopt_long style, through cac) and its --help text.
 import cac from "cac";
 import { protectOptionValues, lastValue, unmark } from "../cli-options";
+import { columns } from "../help-format";
 import { ConfigError, OPTIONS, checkValue, type SettingKey, type Settings } from "./settings";
 
 export const DEFAULT_CONFIG_FILE = "/etc/luod.conf";
@@ -72,22 +73,38 @@ function valueOf(raw: unknown, flag: string, what: string): string | undefined {
 const camelCase = (flag: string) => flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
 const kebabCase = (key: string) => key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
 
-export function helpText(version: string): string {
-  const rows: [string, string][] = [
+/** What luod is: the first line of --help, the NAME of luod(8). */
+export const PURPOSE = "the Linux Live Update broker; keeps applications' memfds across a kexec (LUO)";
+
+/** luod's exit codes (luodMain returns them) and what each means. */
+export const EXIT = { OK: 0, FAILED: 1, CONFIG: 2 } as const;
+export const EXIT_STATUS: readonly [number, string][] = [
+  [EXIT.OK, "stopped by SIGTERM or SIGINT"],
+  [EXIT.FAILED, "a runtime error (the socket is taken, something other than a socket is at its path, a directory others can change, …)"],
+  [EXIT.CONFIG, "bad options or config"],
+];
+
+/** Every option of luod with what it does, in --help order: --config, the settings, help and version. */
+export function optionRows(): [string, string][] {
+  return [
     ["--config FILE", `config file of key = value lines (default ${DEFAULT_CONFIG_FILE}, may be absent)`],
     ...OPTIONS.map((o): [string, string] => [`--${o.flag}${o.arg ? ` ${o.arg}` : ""}`, o.help]),
     ["-h, --help", "this help"],
     ["-v, -V, --version", "the version"],
   ];
-  const width = Math.max(...rows.map((r) => r[0].length));
+}
+
+export function helpText(version: string): string {
   return [
-    `luod ${version}: the Linux Live Update broker; keeps applications' memfds across a kexec (LUO).`,
+    `luod ${version}: ${PURPOSE}.`,
     "",
     "usage: luod [options]",
     "",
-    ...rows.map(([a, b]) => `  ${a.padEnd(width)}  ${b}`),
+    columns(optionRows()),
     "",
-    "Flags override the config file. Exit codes: 0 stopped by SIGTERM/SIGINT, 1 runtime error, 2 bad",
-    "options or config.",
+    "Flags override the config file.",
+    "",
+    "Exit status:",
+    columns(EXIT_STATUS.map(([code, meaning]) => [String(code), meaning]), 100),
   ].join("\n");
 }

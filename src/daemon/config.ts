@@ -10,7 +10,7 @@
 export { DEFAULT_SOCKET } from "../wire/limits";
 export { ConfigError, DEFAULTS, OPTIONS, mergeSettings, type OptionSpec, type SettingKey, type Settings } from "./settings";
 export { parseConfigText, readConfigFile } from "./config-file";
-export { DEFAULT_CONFIG_FILE, helpText, parseArgs, type ParsedArgs } from "./config-args";
+export { DEFAULT_CONFIG_FILE, EXIT, helpText, parseArgs, type ParsedArgs } from "./config-args";
 export { resolveGroup } from "./groups";
 
 import type { KexecMode } from "./kexec-mode";

@@ -23,7 +23,7 @@ import { SysError } from "../kernel/libc";
 import { sdNotify } from "../kernel/sdnotify";
 import { oneLine } from "../wire/errors";
 import { escapeControl } from "../wire/escape";
-import { parseArgs, readConfigFile, mergeSettings, helpText, resolveGroup, type Settings } from "./config";
+import { parseArgs, readConfigFile, mergeSettings, helpText, resolveGroup, EXIT, type Settings } from "./config";
 import { SystemdHandoff } from "./systemd-handoff";
 import { ensureTrustedDir, fileKind } from "./trusted-dirs";
 import type { DaemonConfig } from "./config";
@@ -40,11 +40,11 @@ export async function luodMain(args: string[]): Promise<number> {
     const parsed = parseArgs(args);
     if (parsed.kind === "help") {
       console.log(helpText(VERSION));
-      return 0;
+      return EXIT.OK;
     }
     if (parsed.kind === "version") {
       console.log(`luod ${VERSION}`);
-      return 0;
+      return EXIT.OK;
     }
     // SIGHUP reads the same file again, with the same flags on top
     reloadConfig = () => toConfig(mergeSettings(readConfigFile(parsed.configFile, parsed.explicitConfig), parsed.flags));
@@ -53,7 +53,7 @@ export async function luodMain(args: string[]): Promise<number> {
     // a bad flag or config file: one line, exit 2 (ConfigError), or whatever else failed there
     // (escaped: a config file's bytes may be quoted in it, and it goes to a terminal or the journal)
     console.error(`luod: ${escapeControl(oneLine((e as Error).message))}`);
-    return 2;
+    return EXIT.CONFIG;
   }
   const logOpts = { verbose: config.verbose };
   const log = createLogger(logOpts);
@@ -61,7 +61,7 @@ export async function luodMain(args: string[]): Promise<number> {
     return await runDaemon(config, log, realKernel(config.device), { reloadConfig, setVerbose: (v) => (logOpts.verbose = v) });
   } catch (e) {
     log.error(`luod: ${(e as Error).message}`);
-    return 1;
+    return EXIT.FAILED;
   }
 }
 

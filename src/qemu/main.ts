@@ -10,6 +10,7 @@
 import cac from "cac";
 import { VERSION } from "../version";
 import { UsageError, lastValue, protectOptionValues, unmark } from "../cli-options";
+import { columns, paragraph } from "../help-format";
 import { parseDurationMs } from "../duration";
 import { DEFAULT_SOCKET } from "../wire/limits";
 import { isValidId } from "../wire/ids";
@@ -18,33 +19,70 @@ import { kernelHasSeccomp, probeQemu } from "./qemu-process";
 import { MIN_QEMU, parseMemorySize, refusals, resolveMachine, versionAtLeast } from "./vm-config";
 import { EXIT, VmSupervisor } from "./supervisor";
 
-const VALUE_OPTIONS = new Set(["memory", "machine", "qemu", "socket", "run-dir", "shutdown-timeout", "connect-timeout"]);
-const KNOWN = new Set(["--", "memory", "machine", "qemu", "socket", "runDir", "shutdownTimeout", "connectTimeout", "sandbox", "help", "h", "version", "v"]);
+/** What luo-qemu is: the NAME of luo-qemu(8). */
+export const PURPOSE = "run a QEMU VM whose RAM survives a live update (kexec) through luod";
 
-export const HELP = `usage: luo-qemu run ID --memory SIZE [options] -- QEMU-ARGS…
+/** The usage line of --help and the SYNOPSIS of luo-qemu(8). */
+export const USAGE = "luo-qemu run ID --memory SIZE [options] -- QEMU-ARGS…";
 
-Runs QEMU with the guest's RAM in a memfd that luod keeps across a live update (kexec): the guest
-is paused for the jump and resumes where it stopped. On a cold boot the command starts the VM;
-after a live-update boot, when luod holds the VM's session, it resumes it.
+/** luo-qemu's options, in --help order: `arg` names the value of one that takes a value. */
+export const OPTIONS: readonly { flag: string; short?: string; arg?: string; help: string }[] = [
+  { flag: "memory", arg: "SIZE", help: "guest RAM: 512M, 4G (whole MiB; required)" },
+  {
+    flag: "machine",
+    arg: "TYPE[,PROPS]",
+    help: "machine type (default pc); an alias such as pc is resolved to the versioned type (pc-i440fx-7.2) that is recorded with the saved state",
+  },
+  { flag: "qemu", arg: "PATH", help: "the QEMU binary (default qemu-system-x86_64 from PATH)" },
+  { flag: "socket", arg: "PATH", help: `luod's socket (default $LUOD_SOCKET, else ${DEFAULT_SOCKET})` },
+  { flag: "run-dir", arg: "DIR", help: "QMP and migration sockets (default /run/luo-qemu/ID)" },
+  { flag: "shutdown-timeout", arg: "DUR", help: "on SIGTERM: time for the guest to power off before quit (default 30s)" },
+  { flag: "connect-timeout", arg: "DUR", help: "time to wait for luod at start (default 60s)" },
+  { flag: "no-sandbox", help: "do not add QEMU's -sandbox (added when the kernel has seccomp)" },
+  { flag: "help", short: "h", help: "this help" },
+  { flag: "version", short: "v", help: "the version" },
+];
 
-  --memory SIZE            guest RAM: 512M, 4G (whole MiB; required)
-  --machine TYPE[,PROPS]   machine type (default pc); an alias such as pc is resolved to the
-                           versioned type (pc-i440fx-7.2) that is recorded with the saved state
-  --qemu PATH              the QEMU binary (default qemu-system-x86_64 from PATH)
-  --socket PATH            luod's socket (default $LUOD_SOCKET, else ${DEFAULT_SOCKET})
-  --run-dir DIR            QMP and migration sockets (default /run/luo-qemu/ID)
-  --shutdown-timeout DUR   on SIGTERM: time for the guest to power off before quit (default 30s)
-  --connect-timeout DUR    time to wait for luod at start (default 60s)
-  --no-sandbox             do not add QEMU's -sandbox (added when the kernel has seccomp)
-  -h, --help               this help
-  -v, --version            the version
+/** luo-qemu's exit codes (EXIT in supervisor.ts) and what each means. */
+export const EXIT_STATUS: readonly [number, string][] = [
+  [EXIT.OK, "stopped (or left paused for the kexec)"],
+  [EXIT.FAILED, "failed (or another luo-qemu runs this VM)"],
+  [EXIT.USAGE, "usage error, refused VM or refused by luod"],
+  [EXIT.NO_LUOD, "luod not reachable at start (or an update still runs)"],
+  [EXIT.CANNOT_RESUME, "a preserved guest could not be resumed (its session is kept)"],
+];
 
-Not carried, refused at start: tap/bridge/vhost networking, VFIO, vhost devices, balloon and
-memory hot-plug devices, -snapshot, extra memory backends. Disk images are reopened.
+/** What luo-qemu does, in --help and luo-qemu(8). */
+export const DESCRIPTION = [
+  "Runs QEMU with the guest's RAM in a memfd that luod keeps across a live update (kexec): the guest " +
+    "is paused for the jump and resumes where it stopped. On a cold boot the command starts the VM; " +
+    "after a live-update boot, when luod holds the VM's session, it resumes it.",
+  "Not carried, refused at start: tap/bridge/vhost networking, VFIO, vhost devices, balloon and " +
+    "memory hot-plug devices, -snapshot, extra memory backends. Disk images are reopened.",
+];
 
-Exit codes: 0 stopped (or left paused for the kexec), 1 failed (or another luo-qemu runs this VM),
-2 usage error, refused VM or refused by luod, 3 luod not reachable at start (or an update still
-runs), 4 a preserved guest could not be resumed (its session is kept).`;
+const VALUE_OPTIONS = new Set(OPTIONS.filter((o) => o.arg).map((o) => o.flag));
+// cac's names: camelCase, and --no-sandbox is the negation of "sandbox"
+const KNOWN = new Set([
+  "--",
+  ...OPTIONS.flatMap((o) => [o.flag.replace(/^no-/, "").replace(/-([a-z])/g, (_, c: string) => c.toUpperCase()), ...(o.short ? [o.short] : [])]),
+]);
+
+/** An option as --help shows it: "-h, --help", "--memory SIZE". */
+export const optionLabel = (o: (typeof OPTIONS)[number]) => `${o.short ? `-${o.short}, ` : ""}--${o.flag}${o.arg ? ` ${o.arg}` : ""}`;
+
+export const HELP = [
+  `usage: ${USAGE}`,
+  "",
+  paragraph(DESCRIPTION[0]!, 100),
+  "",
+  columns(OPTIONS.map((o) => [optionLabel(o), o.help]), 100),
+  "",
+  paragraph(DESCRIPTION[1]!, 100),
+  "",
+  "Exit status:",
+  columns(EXIT_STATUS.map(([code, meaning]) => [String(code), meaning]), 100),
+].join("\n");
 
 export async function luoQemuMain(args: string[], env: Record<string, string | undefined> = process.env): Promise<number> {
   const say = (line: string) => process.stderr.write(`${line}\n`);
@@ -118,8 +156,7 @@ function parse(argv: readonly string[], env: Record<string, string | undefined>)
   const mine = dashes < 0 ? argv : argv.slice(0, dashes);
   const qemuArgs = dashes < 0 ? [] : argv.slice(dashes + 1);
   const cli = cac("luo-qemu");
-  for (const o of VALUE_OPTIONS) cli.option(`--${o} <value>`, "", { type: [String] });
-  cli.option("--no-sandbox", "").option("-h, --help", "").option("-v, --version", "");
+  for (const o of OPTIONS) cli.option(`${o.short ? `-${o.short}, ` : ""}--${o.flag}${o.arg ? " <value>" : ""}`, "", o.arg ? { type: [String] } : undefined);
   let parsed: ReturnType<typeof cli.parse>;
   try {
     parsed = cli.parse(["luo-qemu", "luo-qemu", ...protectOptionValues(mine, VALUE_OPTIONS)], { run: false });
