@@ -12,7 +12,8 @@
 // Output: human text on stdout (progress and errors on stderr). With --json, stdout carries
 // exactly one JSON document per command: the reply of luod without its `reply`/`tag` fields
 // (`{"ok":true,...}`), or `{"ok":false,"error":{"code","message"}}` on failure (usage errors:
-// code "EUSAGE"; connection errors: the errno name). `kexec --json` is the exception: JSON lines,
+// code "EUSAGE"; connection errors: the errno name); every document has `json_version`, and its
+// fields are listed in docs/protocol.md, "luoctl --json outputs". `kexec --json` is the exception: JSON lines,
 // one per PROGRESS event, then one REBOOTING line (`"ok":true`) or the final reply; when reboot()
 // returns after REBOOTING, an `"ok":false` line follows. The last line is always the verdict.
 //
