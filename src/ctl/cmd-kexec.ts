@@ -2,7 +2,7 @@
 import { LuoConnectError, LuoConnectionClosed, LuoError, LuoProtocolError } from "../client/errors";
 import { KEXEC_TIMEOUT_DEFAULT_MS, KEXEC_TIMEOUT_MAX_MS, KEXEC_TIMEOUT_MIN_MS } from "../wire/limits";
 import { UsageError, lastValue, parseDuration } from "./args";
-import { EXIT_FAILED, EXIT_OK, QUICK_REPLY_TIMEOUT_MS, emit, jsonText, oneLine, replyTimeout, stripReply, withClient, type Ctx } from "./context";
+import { EXIT_FAILED, EXIT_OK, QUICK_REPLY_TIMEOUT_MS, emit, jsonDoc, oneLine, replyTimeout, stripReply, withClient, type Ctx } from "./context";
 import { formatDuration, formatKexecDone, formatProgress, formatTimings } from "./format";
 
 /** KEXEC replies by the READY deadline at the latest; this margin covers commit + abort. */
@@ -31,7 +31,7 @@ export async function cmdKexec(ctx: Ctx, _args: string[], opts: Record<string, u
   const onProgress = (ev: Record<string, unknown>) => {
     started = true;
     if (ctx.json) {
-      io.stdout(jsonText(ev) + "\n");
+      io.stdout(jsonDoc(ev) + "\n");
       return;
     }
     const text = formatProgress(ev);
@@ -51,7 +51,7 @@ export async function cmdKexec(ctx: Ctx, _args: string[], opts: Record<string, u
   };
   const onRebooting = (ev: Record<string, unknown>) => {
     clearLive();
-    if (ctx.json) io.stdout(jsonText({ ok: true, ...ev }) + "\n");
+    if (ctx.json) io.stdout(jsonDoc({ ok: true, ...ev }) + "\n");
     else io.stdout(formatKexecDone(ev) + "\n");
   };
 
@@ -88,7 +88,7 @@ export async function cmdKexec(ctx: Ctx, _args: string[], opts: Record<string, u
     });
     clearLive();
     if (result.rebooting) return EXIT_OK; // the verdict was printed at REBOOTING
-    if (ctx.json) io.stdout(jsonText(stripReply(result.reply)) + "\n");
+    if (ctx.json) io.stdout(jsonDoc(stripReply(result.reply)) + "\n");
     else {
       io.stdout(formatKexecDone(result.reply) + "\n");
       const t = formatTimings(result.timings);
@@ -99,7 +99,7 @@ export async function cmdKexec(ctx: Ctx, _args: string[], opts: Record<string, u
     clearLive();
     const transport = e instanceof LuoConnectionClosed || e instanceof LuoConnectError || e instanceof LuoProtocolError;
     if (e instanceof LuoError && !transport) {
-      if (ctx.json) io.stdout(jsonText(e.reply ? stripReply(e.reply) : { ok: false, error: { code: e.code, message: e.message } }) + "\n");
+      if (ctx.json) io.stdout(jsonDoc(e.reply ? stripReply(e.reply) : { ok: false, error: { code: e.code, message: e.message } }) + "\n");
       const what = rebooting ? "the jump failed" : started ? "update aborted" : "cannot start the update";
       io.stderr(`luoctl: ${what}: ${oneLine(e.message)}${e.message.includes(e.code) ? "" : ` (${e.code})`}\n`);
       return EXIT_FAILED;

@@ -37,6 +37,17 @@ export class LocalError extends Error {
   }
 }
 
+/**
+ * The version of luoctl's --json documents, in every one as `json_version`: within it, fields
+ * are only added; a removal or a change of meaning makes it 2 (docs/protocol.md#compatibility).
+ */
+export const JSON_VERSION = 1;
+
+/** One --json document (a line of stdout, without the newline): `doc` and its `json_version`. */
+export function jsonDoc(doc: Record<string, unknown>): string {
+  return jsonText({ ...doc, json_version: JSON_VERSION });
+}
+
 /** The reply as luoctl prints it with --json: without the transport fields. */
 export function stripReply(r: Record<string, unknown>): Record<string, unknown> {
   const { reply: _reply, tag: _tag, fds: _fds, ...rest } = r;
@@ -44,7 +55,7 @@ export function stripReply(r: Record<string, unknown>): Record<string, unknown> 
 }
 
 export function emit(ctx: Ctx, reply: Record<string, unknown>, human: () => string): void {
-  if (ctx.json) ctx.io.stdout(jsonText(stripReply(reply)) + "\n");
+  if (ctx.json) ctx.io.stdout(jsonDoc(stripReply(reply)) + "\n");
   else ctx.io.stdout(human() + "\n");
 }
 

@@ -4,6 +4,7 @@
 // Every string from a reply goes through str() or esc(): escapeControl makes control characters
 // visible (\x1b), so a client's id or FAIL reason cannot act on the operator's terminal.
 import { escapeControl } from "../wire/escape";
+import { previousUpdateCreatedAt } from "../wire/replies";
 
 type Obj = Record<string, unknown>;
 
@@ -124,7 +125,7 @@ export function formatStatus(r: Obj, now = Date.now(), style: Style = PLAIN): st
   if (isObj(r.kexec_mode)) pairs.push(["kexec mode", `${str(r.kexec_mode.mode)} (${str(r.kexec_mode.why)})`]);
   if (isObj(r.previous_update)) {
     const p = r.previous_update;
-    pairs.push(["last update", `#${str(p.attempt)} from ${str(p.from)} at ${str(p.createdAt ?? p.created_at)}`]);
+    pairs.push(["last update", `#${str(p.attempt)} from ${str(p.from)} at ${str(previousUpdateCreatedAt(p))}`]);
     // the barrier's timings, as luod recorded them before the jump (ms since the KEXEC request)
     if (isObj(p.timings)) {
       const t = Object.entries(p.timings).map(([k, v]) => `${esc(k.replace(/_ms$/, ""))} ${str(v)} ms`);

@@ -12,7 +12,8 @@
 // Output: human text on stdout (progress and errors on stderr). With --json, stdout carries
 // exactly one JSON document per command: the reply of luod without its `reply`/`tag` fields
 // (`{"ok":true,...}`), or `{"ok":false,"error":{"code","message"}}` on failure (usage errors:
-// code "EUSAGE"; connection errors: the errno name). `kexec --json` is the exception: JSON lines,
+// code "EUSAGE"; connection errors: the errno name); every document has `json_version`, and its
+// fields are listed in docs/protocol.md, "luoctl --json outputs". `kexec --json` is the exception: JSON lines,
 // one per PROGRESS event, then one REBOOTING line (`"ok":true`) or the final reply; when reboot()
 // returns after REBOOTING, an `"ok":false` line follows. The last line is always the verdict.
 //
@@ -31,7 +32,8 @@ import { VERSION } from "../version";
 import { DEFAULT_SOCKET } from "../wire/limits";
 import { UsageError, lastValue, parseDuration, protectOptionValues, unmark } from "./args";
 import { GLOBAL_OPTIONS, SPECS, VALUE_OPTIONS, commandName, renameAliases } from "./commands";
-import { EXIT_OK, withClient, type Ctx } from "./context";
+import { EXIT_OK, jsonDoc, withClient, type Ctx } from "./context";
+import { isPlainObject } from "../wire/replies";
 import { escapeControl } from "../wire/escape";
 import { helpCommand, helpText } from "./help";
 import { defaultIo, type CtlIo } from "./io";
@@ -59,20 +61,7 @@ export async function luoctlMain(args: string[], ioOverrides: Partial<CtlIo> = {
       io.stdout(helpText(command ?? null) + "\n");
       return EXIT_OK;
     }
-    if (opts.version) {
-      io.stdout(`luoctl ${VERSION}\n`);
-      // and the luod it would talk to, when one answers within 2 s (the binaries may differ after an upgrade)
-      const socket = lastValue(opts.socket, "socket") ?? io.env.LUOD_SOCKET ?? DEFAULT_SOCKET;
-      const versionCtx: Ctx = { io, json: false, socket, style: { color: false }, replyTimeoutMs: 2000 };
-      try {
-        const status = await withClient(versionCtx, (c) => c.status({ timeoutMs: 2000 }));
-        const luod = (status as { luod?: { version?: unknown } }).luod;
-        io.stdout(`luod ${escapeControl(String(luod?.version ?? "(version not said)"))} (${escapeControl(socket)})\n`);
-      } catch (e) {
-        io.stdout(`luod not reachable at ${escapeControl(socket)} (${escapeControl(e instanceof Error && "code" in e ? String(e.code) : "error")})\n`);
-      }
-      return EXIT_OK;
-    }
+    if (opts.version) return await showVersions(io, wantJson, lastValue(opts.socket, "socket") ?? io.env.LUOD_SOCKET ?? DEFAULT_SOCKET);
     if (!command) {
       const first = cli.args[0];
       if (first === "help") return helpCommand(io, cli.args.slice(1));
@@ -94,6 +83,35 @@ export async function luoctlMain(args: string[], ioOverrides: Partial<CtlIo> = {
   } catch (e) {
     return report(ctx, e, helpHint);
   }
+}
+
+/**
+ * `luoctl --version`: luoctl's version, and that of the luod it would talk to when one answers
+ * within 2 s (the binaries may differ after an upgrade), with its protocol version. With --json:
+ * `{ok, luoctl, socket, luod: {version, protocol} | null, luod_error?}`.
+ */
+async function showVersions(io: CtlIo, json: boolean, socket: string): Promise<number> {
+  const versionCtx: Ctx = { io, json: false, socket, style: { color: false }, replyTimeoutMs: 2000 };
+  let luod: { version: unknown; protocol: unknown } | null = null;
+  let failure = "";
+  try {
+    const status = await withClient(versionCtx, (c) => c.status({ timeoutMs: 2000 }));
+    const said = isPlainObject(status.luod) ? status.luod : {};
+    luod = { version: said.version ?? null, protocol: said.protocol ?? null };
+  } catch (e) {
+    failure = e instanceof Error && "code" in e ? String(e.code) : "error";
+  }
+  if (json) {
+    io.stdout(jsonDoc({ ok: true, luoctl: VERSION, socket, luod, ...(luod ? {} : { luod_error: failure }) }) + "\n");
+  } else {
+    io.stdout(`luoctl ${VERSION}\n`);
+    if (!luod) io.stdout(`luod not reachable at ${escapeControl(socket)} (${escapeControl(failure)})\n`);
+    else {
+      const protocol = typeof luod.protocol === "number" ? `, protocol ${luod.protocol}` : "";
+      io.stdout(`luod ${escapeControl(String(luod.version ?? "(version not said)"))} (${escapeControl(socket)}${protocol})\n`);
+    }
+  }
+  return EXIT_OK;
 }
 
 /**

@@ -4,7 +4,7 @@
 // v1 (LuoProtocolError: "luod gave an invalid reply: …") count as unreachable: exit 3.
 import { LuoConnectError, LuoConnectionClosed, LuoError, LuoProtocolError, LuoTimeoutError } from "../client/errors";
 import { UsageError } from "./args";
-import { EXIT_FAILED, EXIT_UNREACHABLE, EXIT_USAGE, LocalError, jsonText, oneLine, stripReply, type Ctx } from "./context";
+import { EXIT_FAILED, EXIT_UNREACHABLE, EXIT_USAGE, LocalError, jsonDoc, oneLine, stripReply, type Ctx } from "./context";
 
 export function report(ctx: Ctx, e: unknown, helpHint: string): number {
   let code: string;
@@ -37,7 +37,7 @@ export function report(ctx: Ctx, e: unknown, helpHint: string): number {
     message = `internal error: ${e instanceof Error ? e.message : String(e)}`;
     exit = EXIT_FAILED;
   }
-  if (ctx.json) ctx.io.stdout(jsonText(doc ?? { ok: false, error: { code, message: e instanceof Error ? e.message : message } }) + "\n");
+  if (ctx.json) ctx.io.stdout(jsonDoc(doc ?? { ok: false, error: { code, message: e instanceof Error ? e.message : message } }) + "\n");
   ctx.io.stderr(`luoctl: ${oneLine(message)}\n`);
   return exit;
 }

@@ -14,7 +14,7 @@ import { ProtocolError, errorCodeOf } from "../wire/errors";
 import type { Broker, Peer } from "./broker";
 import type { Check, CheckResult, KernelLoader } from "./loader";
 import { runningAbiJson } from "./abi-gate";
-import type { RestoredSessions } from "./restored";
+import { previousUpdateJson, type RestoredSessions } from "./restored";
 import { ownsRestored, type Roles } from "./access";
 import type { Logger } from "./log";
 import { closeQuietly as closeFds } from "../kernel/fd";
@@ -172,7 +172,7 @@ export class Dispatcher {
         id: s.id, session: s.session, state: s.state, uid: s.uid, unit: s.unit,
         age_s: Math.round((now - Date.parse(s.restoredAt)) / 1000),
       })),
-      previous_update: restored.previous,
+      previous_update: previousUpdateJson(restored.previous),
       ...this.o.statusExtra(),
     };
   }

@@ -8,6 +8,7 @@
 import type { Manifest, ManifestEntry } from "./manifest";
 import { type KernelPort, type RetrievedSession } from "./kernel-port";
 import { ProtocolError, errorCodeOf } from "../wire/errors";
+import type { PreviousUpdateInfo } from "../wire/replies";
 import { ThrottledWrite, type StateFiles } from "./state-files";
 import type { Logger } from "./log";
 
@@ -28,7 +29,12 @@ export interface RestoredSession {
   claimedByPid: number | null;
 }
 
-/** What the previous kernel's luod recorded about the update that brought us here. */
+/**
+ * What the previous kernel's luod recorded about the update that brought us here. restored.json
+ * keeps it in this (camelCase) spelling, as every luod so far wrote it, so that a luod of the
+ * previous version restarted in this boot still reads the file; `created_at` is read too, for a
+ * later luod that writes the wire's spelling (docs/protocol.md#compatibility).
+ */
 export interface PreviousUpdate {
   attempt: number;
   createdAt: string;
@@ -39,6 +45,14 @@ export interface PreviousUpdate {
 interface RestoredFile {
   previous: PreviousUpdate | null;
   sessions: RestoredSession[];
+}
+
+/** restored.json's `previous` as read: either spelling of the time (state-files.ts checks one is there). */
+type SavedPrevious = Omit<PreviousUpdate, "createdAt"> & { createdAt?: string; created_at?: string };
+
+/** STATUS's `previous_update`: snake_case, and the deprecated `createdAt` kept within protocol 1. */
+export function previousUpdateJson(p: PreviousUpdate | null): PreviousUpdateInfo | null {
+  return p && { attempt: p.attempt, created_at: p.createdAt, from: p.from, timings: { ...p.timings }, createdAt: p.createdAt };
 }
 
 export class RestoredSessions {
@@ -61,9 +75,10 @@ export class RestoredSessions {
    * may die and CLAIM again. Without that copy, the client holds the only one.
    */
   loadFromState(): boolean {
-    const saved = this.files.read<RestoredFile>("restored");
+    const saved = this.files.read<Omit<RestoredFile, "previous"> & { previous: SavedPrevious | null }>("restored");
     if (!saved) return false;
-    this.previous = saved.previous;
+    const p = saved.previous;
+    this.previous = p && { attempt: p.attempt, createdAt: (p.createdAt ?? p.created_at)!, from: p.from, timings: p.timings };
     for (const s of saved.sessions) this.sessions.set(s.id, s);
     for (const s of saved.sessions) if (s.state === "claimed") this.takeBack(s);
     return true;

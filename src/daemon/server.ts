@@ -28,7 +28,7 @@ import { EventLoop, EPOLLIN } from "../kernel/epoll";
 import { Connection } from "../wire/connection";
 import { MAX_REPLY_BYTES } from "../wire/framing";
 import { parseRequest, expectedFds } from "../wire/requests";
-import { errorReply } from "../wire/replies";
+import { PROTOCOL_VERSION, errorReply } from "../wire/replies";
 import { ProtocolError, errorCodeOf, type ErrorCode } from "../wire/errors";
 import type { Broker } from "./broker";
 import type { KernelLoader } from "./loader";
@@ -85,7 +85,7 @@ export class Server {
   constructor(private readonly o: ServerOptions) {
     this.dispatcher = new Dispatcher({
       broker: o.broker, loader: o.loader, restored: o.restored, log: o.log, statusExtra: o.statusExtra, preflight: o.preflight,
-      luodStatus: (admin) => ({ version: VERSION, pid: process.pid, connections: this.peers.size, ...(admin ? { stats: this.liveStats() } : {}) }),
+      luodStatus: (admin) => ({ version: VERSION, protocol: PROTOCOL_VERSION, pid: process.pid, connections: this.peers.size, ...(admin ? { stats: this.liveStats() } : {}) }),
     });
     o.loop.watch(o.listenFd, EPOLLIN, () => this.acceptAll());
   }

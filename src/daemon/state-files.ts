@@ -2,6 +2,11 @@
 // a luod restart within one boot, never across boots. Each record carries the kernel's boot_id,
 // so a record left by an earlier boot (a state dir that is not on tmpfs) is ignored.
 //
+// Each record says the version of its format (`version` next to `bootId`; a record without one is
+// version 1, as luod wrote them up to a93c5de). A luod reads its own version and every earlier one,
+// and tolerates fields it does not know (a newer luod added them); a record of a newer version is
+// set aside like a bad one, never guessed at (docs/protocol.md#compatibility).
+//
 // Every record is checked against its schema when read. One that cannot be read or does not fit
 // (a crash mid-write on a disk that is not tmpfs, a hand edit, a bug) is reported in one warning
 // line and set aside as `<name>.json.bad-<time>`: never deleted, never fatal
@@ -28,7 +33,11 @@ export const STATE_SCHEMAS = {
     version: Text, sha256: Text, cmdline: Text, size: v.number(), initrdSize: v.nullable(v.number()), loadedAt: Text,
   }),
   restored: v.looseObject({
-    previous: v.nullable(v.looseObject({ attempt: v.number(), createdAt: Text, from: Text, timings: v.record(v.string(), v.number()) })),
+    // the time in either spelling: createdAt, as luod writes it, or created_at (restored.ts)
+    previous: v.nullable(v.pipe(
+      v.looseObject({ attempt: v.number(), createdAt: v.optional(Text), created_at: v.optional(Text), from: Text, timings: v.record(v.string(), v.number()) }),
+      v.check((p) => p.createdAt !== undefined || p.created_at !== undefined, "createdAt is missing"),
+    )),
     sessions: v.array(v.looseObject({
       id: Text, session: Text, uid: v.number(), gid: v.number(), unit: v.nullable(Text),
       state: v.picklist(["unclaimed", "claimed", "finished", "discarded"]),
@@ -55,6 +64,15 @@ export const STATE_SCHEMAS = {
 } as const;
 export type StateName = keyof typeof STATE_SCHEMAS;
 
+/**
+ * The version of each record's format that this luod writes, and the newest it reads. Raise one
+ * only for a change of meaning or a removed field (an added field needs none), and keep reading
+ * the versions before it.
+ */
+export const STATE_VERSIONS: Readonly<Record<StateName, number>> = {
+  attempt: 1, loaded: 1, restored: 1, subscriptions: 1, "running-abi": 1, fdstore: 1,
+};
+
 /** What a read found: a record of this boot, none (absent, or of another boot), or a bad one (set aside). */
 export type StateRead<T> = { kind: "ok"; data: T } | { kind: "absent" } | { kind: "invalid"; problem: string };
 
@@ -66,7 +84,8 @@ function currentBootId(): string {
   }
 }
 
-const Envelope = v.object({ bootId: v.string(), data: v.unknown() });
+// version: absent in the records of luod up to a93c5de, which are version 1
+const Envelope = v.object({ bootId: v.string(), version: v.optional(v.pipe(v.number(), v.safeInteger(), v.minValue(1)), 1), data: v.unknown() });
 
 export class StateFiles {
   private readonly bootId = currentBootId();
@@ -103,6 +122,8 @@ export class StateFiles {
     const env = v.safeParse(Envelope, raw);
     if (!env.success) return this.setAside(name, `not a state record (${describe(env.issues)})`);
     if (env.output.bootId !== this.bootId) return { kind: "absent" }; // another boot's: ignored
+    if (env.output.version > STATE_VERSIONS[name])
+      return this.setAside(name, `it is version ${env.output.version}, newer than this luod reads (${STATE_VERSIONS[name]}): written by a newer luod`);
     const data = v.safeParse(STATE_SCHEMAS[name], env.output.data);
     if (!data.success) return this.setAside(name, describe(data.issues));
     return { kind: "ok", data: data.output as T };
@@ -110,7 +131,7 @@ export class StateFiles {
 
   /** Atomic replace: a fresh temp file (O_EXCL|O_NOFOLLOW), then rename; a crash mid-write leaves the previous record. */
   write<T>(name: StateName, data: T): void {
-    const bytes = Buffer.from(JSON.stringify({ bootId: this.bootId, data }));
+    const bytes = Buffer.from(JSON.stringify({ bootId: this.bootId, version: STATE_VERSIONS[name], data }));
     const { fd, tmp } = this.createTemp(name);
     try {
       for (let off = 0; off < bytes.length; ) off += writeSync(fd, bytes, off, bytes.length - off);

@@ -73,7 +73,8 @@ export function processStartTime(pid: number, proc = "/proc"): string | null {
  * The QEMU a previous luo-qemu of `id` left running; null when there is none (no state file,
  * another id, a state file that is not ours, a process that is gone or is another process now);
  * `{conflict}` when that very process (pid and start time) runs another binary than the state
- * names: luo-qemu then starts nothing rather than a second guest.
+ * names, or is named by a state of a newer version (a newer luo-qemu's, which this one cannot
+ * read): luo-qemu then starts nothing rather than a second guest.
  */
 export function findRunningQemu(runDir: string, id: string, proc = "/proc"): QemuState | { conflict: string } | null {
   let raw: unknown;
@@ -82,6 +83,8 @@ export function findRunningQemu(runDir: string, id: string, proc = "/proc"): Qem
   } catch {
     return null;
   }
+  const newer = newerStateStillRunning(raw, id, proc);
+  if (newer) return { conflict: `${statePath(runDir)} is version ${newer.version}, written by a newer luo-qemu (this one reads version ${STATE_VERSION}), and names process ${newer.pid}, which still runs: use the luo-qemu that wrote it` };
   const r = v.safeParse(StateSchema, raw);
   if (!r.success || r.output.id !== id) return null;
   const { pid, qemu } = r.output;
@@ -101,4 +104,13 @@ export function findRunningQemu(runDir: string, id: string, proc = "/proc"): Qem
   }
   if (exe === binary || exe === `${binary} (deleted)` || exe === `${qemu.path} (deleted)`) return r.output;
   return { conflict: `process ${pid}, recorded as this VM's QEMU in ${statePath(runDir)}, runs ${exe === "" ? "a binary luo-qemu cannot see" : exe}, not ${qemu.path}` };
+}
+
+/** A state of this id whose version is newer than this luo-qemu reads, and whose process (pid and start time) still runs. */
+function newerStateStillRunning(raw: unknown, id: string, proc: string): { version: number; pid: number } | null {
+  if (typeof raw !== "object" || raw === null) return null;
+  const o = raw as Record<string, unknown>;
+  if (o.format !== STATE_FORMAT || typeof o.version !== "number" || o.version <= STATE_VERSION || o.id !== id) return null;
+  if (typeof o.pid !== "number" || !Number.isSafeInteger(o.pid) || o.pid < 1 || typeof o.start_time !== "string") return null;
+  return processStartTime(o.pid, proc) === o.start_time ? { version: o.version, pid: o.pid } : null;
 }

@@ -21,6 +21,7 @@ import {
 import { sdNotify } from "../kernel/sdnotify";
 import { O_CLOEXEC, O_RDONLY, O_RDWR, openFile } from "../kernel/fd";
 import { escapeControl } from "../wire/escape";
+import { previousUpdateCreatedAt } from "../wire/replies";
 import { Qmp } from "./qmp";
 import { loadDeviceState, saveDeviceState } from "./migration";
 import { spawnQemu, type QemuProbe, type RunningQemu } from "./qemu-process";
@@ -455,8 +456,9 @@ export class VmSupervisor {
   /** When the previous kernel's luod committed the update (its manifest's time), or null. */
   private async commitTime(): Promise<number | null> {
     try {
-      const previous = (await this.client!.status()).previous_update as { createdAt?: unknown } | null | undefined;
-      const t = typeof previous?.createdAt === "string" ? Date.parse(previous.createdAt) : NaN;
+      // created_at, or createdAt from a luod before it (docs/protocol.md#compatibility)
+      const at = previousUpdateCreatedAt((await this.client!.status()).previous_update);
+      const t = at === null ? NaN : Date.parse(at);
       return Number.isFinite(t) ? t : null;
     } catch {
       return null; // only the blackout's wording depends on it

@@ -4,6 +4,12 @@
 // library and luoctl load this module; only requests.ts builds schemas).
 import { type ErrorCode, oneLine } from "./errors";
 
+/**
+ * The protocol's version (docs/protocol.md#compatibility): within it, fields and events are only
+ * added. luod says it in STATUS (`luod.protocol`); a change of meaning would make it 2.
+ */
+export const PROTOCOL_VERSION = 1;
+
 /** A JSON object as it travels on the wire. */
 export type JsonObject = Record<string, unknown>;
 
@@ -126,12 +132,36 @@ export interface UpdateInfo extends JsonObject {
   remaining_ms: number;
 }
 
+/**
+ * The update that brought this boot (STATUS's `previous_update`), as the previous kernel's luod
+ * recorded it. `createdAt` is the deprecated spelling of `created_at`, still sent within protocol 1
+ * (docs/protocol.md#compatibility): readers take either.
+ */
+export interface PreviousUpdateInfo extends JsonObject {
+  attempt: number;
+  /** ISO 8601: when the previous luod committed the update (wrote its manifest). */
+  created_at: string;
+  /** @deprecated the same as created_at. */
+  createdAt: string;
+  /** The kernel release it came from. */
+  from: string;
+  timings: Record<string, number>;
+}
+
+/** When the previous update was committed, from either spelling of STATUS's `previous_update`; null when unknown. */
+export function previousUpdateCreatedAt(p: unknown): string | null {
+  if (!isPlainObject(p)) return null;
+  const at = p.created_at ?? p.createdAt;
+  return typeof at === "string" ? at : null;
+}
+
 export interface StatusReply extends JsonObject {
   phase: string;
   update: UpdateInfo | null;
   clients: { subscribed: number; ready: number } & JsonObject;
   kernel: ({ loaded: boolean; version?: string; sha256?: string; cmdline?: string; loaded_at?: string; abi?: AbiStrings | null } & JsonObject) | null;
   restored: RestoredInfo[];
+  previous_update?: PreviousUpdateInfo | null;
 }
 
 export interface ListReply extends JsonObject {

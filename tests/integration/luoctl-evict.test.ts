@@ -41,7 +41,7 @@ test("luoctl evict of an id nobody holds exits 1 with one ENOENT line; --json gi
   try {
     expect(await client.request({ cmd: "SUBSCRIBE", id: "vm-j" })).toMatchObject({ ok: true });
     const j = await luoctl("evict", "vm-j", "--json");
-    expect(JSON.parse(j.stdout)).toEqual({ ok: true, id: "vm-j", disconnected: true, aborted_update: null, released_session: null });
+    expect(JSON.parse(j.stdout)).toEqual({ ok: true, id: "vm-j", disconnected: true, aborted_update: null, released_session: null, json_version: 1 });
   } finally {
     client.close();
   }

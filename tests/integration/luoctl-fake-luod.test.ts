@@ -97,7 +97,7 @@ describe("status / list", () => {
     const r = await luoctl(["status", "--json"]);
     expect(r.code).toBe(0);
     expect(r.out.trimEnd().split("\n").length).toBe(1);
-    expect(JSON.parse(r.out)).toEqual({ ok: true, ...STATUS });
+    expect(JSON.parse(r.out)).toEqual({ ok: true, ...STATUS, json_version: 1 });
   });
 
   test("list", async () => {
@@ -153,7 +153,7 @@ describe("errors from luod: exit 1", () => {
     expect(r.err).toBe("luoctl: an update is preparing (EBUSY)\n");
     const j = await luoctl(["unload", "--json"]);
     expect(j.code).toBe(1);
-    expect(JSON.parse(j.out)).toEqual({ ok: false, error: { code: "EBUSY", message: "an update is preparing" } });
+    expect(JSON.parse(j.out)).toEqual({ ok: false, error: { code: "EBUSY", message: "an update is preparing" }, json_version: 1 });
   });
 });
 
@@ -335,7 +335,7 @@ describe("kexec", () => {
     const lines = r.out.trimEnd().split("\n").map((l) => JSON.parse(l));
     expect(lines.length).toBe(4);
     expect(lines.slice(0, 3).every((l) => l.event === "PROGRESS")).toBe(true);
-    expect(lines[3]).toEqual({ ok: false, error: { code: "ECANCELED", message: "client vm-7 sent FAIL" }, timings: {} });
+    expect(lines[3]).toEqual({ ok: false, error: { code: "ECANCELED", message: "client vm-7 sent FAIL" }, timings: {}, json_version: 1 });
     expect(fake.requests[0]!.msg).toEqual({ cmd: "KEXEC", timeout_ms: 45000 });
   });
 
@@ -351,7 +351,7 @@ describe("kexec", () => {
     const j = await luoctl(["kexec", "--json"]);
     expect(j.code).toBe(0);
     const last = JSON.parse(j.out.trimEnd().split("\n").at(-1)!);
-    expect(last).toEqual({ ok: true, event: "REBOOTING", update: 5, timings: { all_ready_ms: 2100 } });
+    expect(last).toEqual({ ok: true, event: "REBOOTING", update: 5, timings: { all_ready_ms: 2100 }, json_version: 1 });
   });
 
   test("REBOOTING then reboot() fails: exit 1", async () => {

@@ -116,7 +116,7 @@ describe("usage errors exit 2 with one line on stderr", () => {
   test("with --json the usage error is also one JSON document on stdout", async () => {
     const r = await run(["frob", "--json"]);
     expect(r.code).toBe(2);
-    expect(JSON.parse(r.out)).toEqual({ ok: false, error: { code: "EUSAGE", message: expect.stringContaining("frob") } });
+    expect(JSON.parse(r.out)).toEqual({ ok: false, error: { code: "EUSAGE", message: expect.stringContaining("frob") }, json_version: 1 });
   });
   test("the usage hint names the command", async () => {
     expect((await run(["load"])).err).toContain('see "luoctl load --help"');

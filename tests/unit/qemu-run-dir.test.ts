@@ -53,9 +53,16 @@ describe("luo-qemu's run directory", () => {
     fakeProcess(4242, "987654", "/bin/true"); // the very process, running another program: start nothing
     expect(findRunningQemu(dir, "vm-1", proc)).toEqual({ conflict: expect.stringContaining("runs /usr/bin/true, not /bin/sh") });
     fakeProcess(4242, "987654");
-    writeFileSync(join(dir, "qemu.json"), JSON.stringify({ ...state(), version: 2 }));
-    expect(findRunningQemu(dir, "vm-1", proc)).toBeNull();
     writeFileSync(join(dir, "qemu.json"), "not json");
+    expect(findRunningQemu(dir, "vm-1", proc)).toBeNull();
+  });
+
+  test("a state of a newer version (a newer luo-qemu's) whose process still runs: start nothing; once it is gone: start", () => {
+    fakeProcess(4242, "987654");
+    writeFileSync(join(dir, "qemu.json"), JSON.stringify({ ...state(), version: 2, added_later: true }));
+    expect(findRunningQemu(dir, "vm-1", proc)).toEqual({ conflict: expect.stringContaining("is version 2, written by a newer luo-qemu (this one reads version 1), and names process 4242, which still runs") });
+    expect(findRunningQemu(dir, "vm-2", proc)).toBeNull(); // another VM's
+    fakeProcess(4242, "111"); // the pid is another process now
     expect(findRunningQemu(dir, "vm-1", proc)).toBeNull();
   });
 
