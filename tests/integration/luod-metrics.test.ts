@@ -12,6 +12,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { REPO, run, startDaemon, type Daemon } from "../support/binary";
 import { RawPeer } from "./raw-peer";
+import { samples } from "../support/metrics-text";
 
 const dir = mkdtempSync(join(tmpdir(), "luod-metrics-it-"));
 let promtool: { path: string | null; problem: string };
@@ -33,17 +34,6 @@ async function runPromtool(args: string[], stdin?: string): Promise<{ code: numb
 
 function bootId(): string {
   return readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim();
-}
-
-/** "name{labels}" → value, from the file. */
-function samples(text: string): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const line of text.split("\n")) {
-    if (line === "" || line.startsWith("#")) continue;
-    const i = line.lastIndexOf(" ");
-    out.set(line.slice(0, i), Number(line.slice(i + 1)));
-  }
-  return out;
 }
 
 /** Waits until the file's samples satisfy `want` (luod writes within a few hundred ms). */

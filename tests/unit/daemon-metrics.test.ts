@@ -14,6 +14,7 @@ import { FakeKernel } from "../../src/daemon/fake-kernel";
 import { createLogger } from "../../src/daemon/log";
 import { COMMANDS } from "../../src/wire/requests";
 import { RecordingPeer } from "../support/fake-peer";
+import { samples } from "../support/metrics-text";
 
 const dir = mkdtempSync(join(tmpdir(), "luod-metrics-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -26,17 +27,6 @@ function state(over: Partial<MetricsState> = {}): MetricsState {
     phase: "idle", clients: { subscribed: 0, disconnected: 0, prepared: 0, ready: 0 }, restored: [], previous: null,
     connections: { open: 0, accepted: 0, refused: 0 }, ...over,
   };
-}
-
-/** The samples of a metrics text: "name{labels}" → value. */
-function samples(text: string): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const line of text.split("\n")) {
-    if (line === "" || line.startsWith("#")) continue;
-    const i = line.lastIndexOf(" ");
-    out.set(line.slice(0, i), Number(line.slice(i + 1)));
-  }
-  return out;
 }
 
 describe("the text format", () => {
