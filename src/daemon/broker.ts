@@ -146,7 +146,7 @@ export class Broker {
   fail(peer: Peer, reason: string | undefined): void {
     const c = this.subscribers.requireClient(peer);
     if (!this.updates.inProgress) throw new ProtocolError("EBUSY", "no update is in progress");
-    this.updates.abort("ECANCELED", `client ${c.id} sent FAIL${reason ? `: ${reason}` : ""}`, { about: [c], anonymous: "another client sent FAIL" });
+    this.updates.abort("client_failed", "ECANCELED", `client ${c.id} sent FAIL${reason ? `: ${reason}` : ""}`, { about: [c], anonymous: "another client sent FAIL" });
   }
 
   unsubscribe(peer: Peer): void {
@@ -171,7 +171,7 @@ export class Broker {
       return;
     }
     if (this.updates.inProgress)
-      this.updates.abort("ECANCELED", `client ${c.id} disconnected before READY`, { about: [c], anonymous: "another client disconnected before READY" });
+      this.updates.abort("client_disconnected", "ECANCELED", `client ${c.id} disconnected before READY`, { about: [c], anonymous: "another client disconnected before READY" });
     this.subscribers.detach(c);
     this.subscribers.dropSession(c);
     c.state = "subscribed";
@@ -252,7 +252,7 @@ export class Broker {
     const why = `client ${id} evicted by an administrator (${who})${opts.reason ? `: ${opts.reason}` : ""}`;
     const running = this.updates.running(c);
     const abortedUpdate = running?.participant ? running.attempt : null;
-    if (abortedUpdate !== null) this.updates.abort("ECANCELED", why, { about: [c], anonymous: `a client was evicted by an administrator (${who})` });
+    if (abortedUpdate !== null) this.updates.abort("client_evicted", "ECANCELED", why, { about: [c], anonymous: `a client was evicted by an administrator (${who})` });
     const released = cost ? c.session!.name : null;
     const peer = c.peer;
     this.subscribers.forget(c);
@@ -263,7 +263,7 @@ export class Broker {
   }
 
   shutdown(): void {
-    if (this.updates.inProgress) this.updates.abort("ECANCELED", "luod is stopping");
+    if (this.updates.inProgress) this.updates.abort("luod_stopping", "ECANCELED", "luod is stopping");
     this.flushExpected();
   }
 

@@ -36,5 +36,7 @@ export interface DaemonConfig {
   kexecMode?: KexecMode;
   /** The running kernel's image (--running-image), tried before the distribution's paths. */
   runningImage?: string | null;
+  /** Where the Prometheus metrics go (--metrics-file); null/absent: nowhere. */
+  metricsFile?: string | null;
   verbose: boolean;
 }

@@ -3,7 +3,7 @@
 // reply, built with src/wire's builders in the shapes src/wire/replies.ts declares. A refusal is
 // thrown (ProtocolError, or a SysError from the kernel layer); server.ts turns it into the error
 // reply, and closes the request's fds after dispatch() returns.
-import { type Request } from "../wire/requests";
+import { type Command, type Request } from "../wire/requests";
 import {
   okReply, errorReply, type AbortReply, type CheckReply, type EvictReply, type ListReply, type LoadReply, type PrepareReply, type StatusReply,
   type SubscribeReply,
@@ -35,6 +35,8 @@ export interface DispatcherOptions {
   statusExtra: () => Record<string, unknown>;
   /** CHECK's checks that need more than the loader: memory, KHO scratch, panic= (preflight.ts). */
   preflight?: (next: CheckResult["next"]) => Check[];
+  /** A request answered with an error after dispatch() returned (LOAD, CHECK, KEXEC refused): the metrics count it. */
+  onRefused?: (cmd: Command) => void;
 }
 
 
@@ -101,6 +103,7 @@ export class Dispatcher {
           } satisfies LoadReply),
           (e) => {
             if (!(e instanceof ProtocolError)) this.o.log.error(`LOAD from pid ${peer.cred.pid}: ${(e as Error).stack ?? e}`);
+            this.o.onRefused?.("LOAD");
             peer.send(errorReply("LOAD", errorCodeOf(e, "EIO"), (e as Error).message, req.tag));
           },
         ).catch((e) => this.o.log.error(`replying to LOAD: ${(e as Error).message}`)).finally(() => closeFds(own));
@@ -125,6 +128,7 @@ export class Dispatcher {
         const own = fds.splice(0);
         checking.then(answer, (e) => {
           if (!(e instanceof ProtocolError)) this.o.log.error(`CHECK from pid ${peer.cred.pid}: ${(e as Error).stack ?? e}`);
+          this.o.onRefused?.("CHECK");
           peer.send(errorReply("CHECK", errorCodeOf(e, "EIO"), (e as Error).message, req.tag));
         }).catch((e) => this.o.log.error(`replying to CHECK: ${(e as Error).message}`)).finally(() => closeFds(own));
         return;
@@ -137,6 +141,7 @@ export class Dispatcher {
             else peer.send({ ...errorReply("KEXEC", o.code, o.message, req.tag), timings: o.timings });
           },
           (e) => {
+            this.o.onRefused?.("KEXEC");
             peer.send(errorReply("KEXEC", errorCodeOf(e, "EIO"), (e as Error).message, req.tag));
           },
         ).catch((e) => this.o.log.error(`replying to KEXEC: ${(e as Error).message}`)); // never an unhandled rejection

@@ -6,6 +6,7 @@ import { createLogger, type Logger } from "./log";
 import { StateFiles } from "./state-files";
 import { realKernel, type KernelPort } from "./kernel-port";
 import { Broker } from "./broker";
+import type { UpdateEvent } from "./update";
 import { KernelLoader, type CheckResult } from "./loader";
 import { preflightChecks } from "./preflight";
 import { RunningAbiSource } from "./abi-gate";
@@ -28,6 +29,8 @@ import { SystemdHandoff } from "./systemd-handoff";
 import { ensureTrustedDir, fileKind } from "./trusted-dirs";
 import type { DaemonConfig } from "./config";
 import { Reloader } from "./reload";
+import { LuodMetrics, formatMetrics } from "./metrics";
+import { MetricsFile, checkMetricsPath } from "./metrics-file";
 
 export { DEFAULT_SOCKET } from "./config";
 
@@ -36,6 +39,7 @@ export type { DaemonConfig } from "./config";
 export async function luodMain(args: string[]): Promise<number> {
   let config: DaemonConfig;
   let reloadConfig: () => DaemonConfig;
+  let metricsWarning: string | null = null;
   try {
     const parsed = parseArgs(args);
     if (parsed.kind === "help") {
@@ -49,6 +53,7 @@ export async function luodMain(args: string[]): Promise<number> {
     // SIGHUP reads the same file again, with the same flags on top
     reloadConfig = () => toConfig(mergeSettings(readConfigFile(parsed.configFile, parsed.explicitConfig), parsed.flags));
     config = reloadConfig();
+    metricsWarning = config.metricsFile ? checkMetricsPath(config.metricsFile) : null;
   } catch (e) {
     // a bad flag or config file: one line, exit 2 (ConfigError), or whatever else failed there
     // (escaped: a config file's bytes may be quoted in it, and it goes to a terminal or the journal)
@@ -57,6 +62,7 @@ export async function luodMain(args: string[]): Promise<number> {
   }
   const logOpts = { verbose: config.verbose };
   const log = createLogger(logOpts);
+  if (metricsWarning) log.warning(metricsWarning);
   try {
     return await runDaemon(config, log, realKernel(config.device), { reloadConfig, setVerbose: (v) => (logOpts.verbose = v) });
   } catch (e) {
@@ -80,6 +86,7 @@ export function toConfig(s: Settings, groups: (g: string) => number = (g) => res
     commitDelayMs: s.commitDelayMs,
     kexecMode: s.kexecMode,
     runningImage: s.runningImage,
+    metricsFile: s.metricsFile,
     verbose: s.verbose,
   };
 }
@@ -119,11 +126,14 @@ export async function runDaemon(config: DaemonConfig, log: Logger, kernel: Kerne
   const boot = restore(kernel, restored, runningAbi, log);
   runningAbi.get().catch((e) => log.warning(`reading the running kernel's ABI failed: ${oneLine((e as Error).message)}`));
   const loader = new KernelLoader(kernel, files, log, { readImage: (fd, image) => readImageAbi(fd, image), running: runningAbi });
+  // --metrics-file: counted from here, written once the server exists (docs/daemon.md, "Metrics")
+  const metrics = config.metricsFile ? new LuodMetrics({ version: VERSION, startedAtMs: Date.now() }) : null;
   const brokerOptions = { kernel, log, nextKernel: () => loader.loaded(), reloadKernel: (stillWanted: () => void) => loader.reload(stillWanted),
     commitDelayMs: config.commitDelayMs,
     nextAttempt: attemptCounter(files),
     onReady: (id: string) => systemd.clientReady(id),
     onAbort: (dryRun: boolean) => systemd.aborted(dryRun),
+    onEvent: metrics ? (e: UpdateEvent) => metrics.update(e) : undefined,
     // subscriptions outlive a disconnect and a restart: luod knows whom an update must carry
     files, maxSubscriptionsPerUid: config.maxConnectionsPerUid ?? perUidDefault(config.maxConnections), carried: (id: string) => systemd.carries(id),
   };
@@ -148,8 +158,21 @@ export async function runDaemon(config: DaemonConfig, log: Logger, kernel: Kerne
       // how the jump will go: luod's own reboot(KEXEC), or systemctl kexec (docs/systemd.md)
       { name: "kexec-mode", ok: true, detail: `${systemd.mode}: ${systemd.why}` },
     ],
+    observer: metrics ?? undefined,
   };
   const server = new Server(serverOptions);
+  const metricsFile = metrics && config.metricsFile ? new MetricsFile({
+    path: config.metricsFile, log,
+    render: (stopped) => formatMetrics(metrics.families({
+      phase: stopped ? "stopped" : broker.phase,
+      clients: broker.summary().clients,
+      restored: restored.list(),
+      previous: restored.previous,
+      connections: { open: server.connections, accepted: server.stats.accepted, refused: server.stats.refused },
+    })),
+  }) : null;
+  if (metrics && metricsFile) metrics.onChange = (urgent) => metricsFile.changed(urgent);
+  metricsFile?.start();
   // the server and the broker read these options when they use them: a reload changes them in place
   const reloader = new Reloader({
     current: config, log, busy: () => broker.phase !== "idle", notify: (state) => notify(log, state),
@@ -190,7 +213,8 @@ export async function runDaemon(config: DaemonConfig, log: Logger, kernel: Kerne
       reloader.cancel();
       process.off("uncaughtException", onBug);
       process.off("unhandledRejection", onBug);
-      resolve(0);
+      // the file's last word: "stopped" (a stale file without it means a luod that died)
+      void (metricsFile?.close() ?? Promise.resolve()).then(() => resolve(0));
     };
     const onTerm = () => stop("SIGTERM");
     const onInt = () => stop("SIGINT");

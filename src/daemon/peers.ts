@@ -4,6 +4,7 @@
 import type { Connection } from "../wire/connection";
 import { unitOf, type Roles } from "./access";
 import type { Requester } from "./dispatch";
+import type { Command } from "../wire/requests";
 
 /** Connections admins may open beyond the limits, for admin requests only (luoctl during a flood). */
 export const ADMIN_RESERVE = 8;
@@ -83,4 +84,16 @@ export interface ServerStats {
   sockets_refused: number;
   /** Connections closed because their process had exited while the socket stayed open. */
   dead_peers: number;
+}
+
+/**
+ * Who is told about each request and connection (metrics.ts counts them). A well-formed request
+ * is `received`, and `refused` too when its answer is an error; `invalid`: not well-formed (`cmd`
+ * is whatever the line said). `changed`: a connection opened, was refused or closed. Never throws.
+ */
+export interface RequestObserver {
+  received(cmd: Command): void;
+  refused(cmd: Command): void;
+  invalid(cmd: unknown): void;
+  changed(): void;
 }

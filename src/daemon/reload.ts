@@ -28,12 +28,13 @@ const RESTART_ONLY = {
   socketMode: "socket-mode",
   kexecMode: "kexec-mode",
   runningImage: "running-image",
+  metricsFile: "metrics-file",
 } as const satisfies Partial<Record<keyof DaemonConfig, string>>;
 
 export type ReloadableSettings = Pick<DaemonConfig, keyof typeof RELOADABLE>;
 
 function show(key: keyof DaemonConfig, v: unknown): string {
-  if (v === null || v === undefined) return key === "adminGid" || key === "clientGid" || key === "socketGid" ? "none (root only)" : "default";
+  if (v === null || v === undefined) return key === "adminGid" || key === "clientGid" || key === "socketGid" ? "none (root only)" : key === "metricsFile" ? "none" : "default";
   if (key === "socketMode" && typeof v === "number") return `0${v.toString(8)}`;
   if (key === "firstRequestTimeoutMs" || key === "commitDelayMs") return `${v as number} ms`;
   return String(v);

@@ -35,7 +35,7 @@ import type { KernelLoader } from "./loader";
 import type { RestoredSessions } from "./restored";
 import { groupsOfPeer, permits, REQUIRED_ROLE, rolesOf, whyRefused, type AccessPolicy, type Roles } from "./access";
 import { Dispatcher, type DispatcherOptions } from "./dispatch";
-import { ADMIN_RESERVE, ClientPeer, MAX_STRANGERS, perUidDefault, RESERVE_FIRST_REQUEST_TIMEOUT_MS, STALLED_OUTPUT_MS, type ServerStats } from "./peers";
+import { ADMIN_RESERVE, ClientPeer, MAX_STRANGERS, perUidDefault, RESERVE_FIRST_REQUEST_TIMEOUT_MS, STALLED_OUTPUT_MS, type RequestObserver, type ServerStats } from "./peers";
 import type { Logger } from "./log";
 import { VERSION } from "../version";
 
@@ -60,6 +60,8 @@ export interface ServerOptions {
   statusExtra: () => Record<string, unknown>;
   /** CHECK's checks beyond the loader's (dispatch.ts). */
   preflight?: DispatcherOptions["preflight"];
+  /** Told of every request and connection (the metrics, metrics.ts). */
+  observer?: RequestObserver;
 }
 
 export class Server {
@@ -85,6 +87,7 @@ export class Server {
   constructor(private readonly o: ServerOptions) {
     this.dispatcher = new Dispatcher({
       broker: o.broker, loader: o.loader, restored: o.restored, log: o.log, statusExtra: o.statusExtra, preflight: o.preflight,
+      onRefused: (cmd) => o.observer?.refused(cmd),
       luodStatus: (admin) => ({ version: VERSION, protocol: PROTOCOL_VERSION, pid: process.pid, connections: this.peers.size, ...(admin ? { stats: this.liveStats() } : {}) }),
     });
     o.loop.watch(o.listenFd, EPOLLIN, () => this.acceptAll());
@@ -122,6 +125,7 @@ export class Server {
       }
       if (fd === null) break;
       this.adopt(fd);
+      this.o.observer?.changed();
     }
     this.rearmListener();
   }
@@ -272,11 +276,13 @@ export class Server {
     } catch (e) {
       this.o.log.error(`while handling the close of connection ${peer.serial}: ${(e as Error).message}`);
     }
+    this.o.observer?.changed();
   }
 
   private onInvalid(peer: ClientPeer, code: ErrorCode, message: string, echo: { cmd?: string; tag?: string | number }): void {
     this.stats.invalid++;
     this.stats.errors++;
+    this.o.observer?.invalid(echo.cmd);
     peer.send(errorReply(echo.cmd, code, message, echo.tag));
   }
 
@@ -286,6 +292,7 @@ export class Server {
     if (!parsed.ok) {
       closeQuietly(fds.splice(0));
       this.stats.errors++;
+      this.o.observer?.invalid(parsed.cmd);
       peer.send(errorReply(parsed.cmd, parsed.code, parsed.message, parsed.tag));
       return;
     }
@@ -294,13 +301,16 @@ export class Server {
     if (fds.length !== want) {
       closeQuietly(fds.splice(0));
       this.stats.errors++;
+      this.o.observer?.invalid(req.cmd);
       peer.send(errorReply(req.cmd, "EBADMSG", `${req.cmd} carries ${want} fd(s), got ${fds.length}`, req.tag));
       return;
     }
+    this.o.observer?.received(req.cmd);
     if (!permits(peer.roles, req.cmd)) {
       closeQuietly(fds.splice(0));
       this.stats.errors++;
       this.stats.denied++;
+      this.o.observer?.refused(req.cmd);
       peer.send(errorReply(req.cmd, "EPERM", whyRefused(peer.cred, req.cmd, this.o.access), req.tag));
       return;
     }
@@ -308,6 +318,7 @@ export class Server {
       // the slot is the administrator's way in while the table is full: never a client's session
       closeQuietly(fds.splice(0));
       this.stats.errors++;
+      this.o.observer?.refused(req.cmd);
       peer.send(errorReply(req.cmd, "EBUSY", "luod's connection table is full (or your uid's share of it); this connection took a slot kept for admin requests", req.tag));
       peer.conn.close(`${req.cmd} on a slot kept for admin requests`);
       return;
@@ -321,6 +332,7 @@ export class Server {
       this.dispatcher.dispatch(peer, req, fds);
     } catch (e) {
       this.stats.errors++;
+      this.o.observer?.refused(req.cmd);
       if (!(e instanceof ProtocolError)) this.o.log.error(`${req.cmd} from pid ${peer.cred.pid}: ${(e as Error).stack ?? e}`);
       peer.send(errorReply(req.cmd, errorCodeOf(e, "EIO"), (e as Error).message, req.tag));
     } finally {

@@ -32,6 +32,8 @@ export interface Settings {
   kexecMode: "auto" | "direct" | "systemd";
   /** The running kernel's image, when it is not where distributions put it (abi-gate.ts); null: look there only. */
   runningImage: string | null;
+  /** Prometheus metrics for node_exporter's textfile collector are written here (metrics-file.ts); null: none. */
+  metricsFile: string | null;
   verbose: boolean;
 }
 
@@ -101,6 +103,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: "commitDelayMs", flag: "commit-delay", arg: "MS", schema: MillisecondsValue, help: "wait between every client READY and the commit, for fault drills (default 0)" },
   { key: "kexecMode", flag: "kexec-mode", arg: "MODE", schema: v.picklist(["auto", "direct", "systemd"], "must be auto, direct or systemd"), help: "direct: luod calls reboot(KEXEC); systemd: the fd store and `systemctl kexec`; auto: systemd when run by systemd >= 261 with an fd store (default auto)" },
   { key: "runningImage", flag: "running-image", arg: "PATH", schema: PathValue, help: "the running kernel's image, if not at /boot/vmlinuz-$(uname -r) or /usr/lib/modules/$(uname -r)/vmlinuz: read for its LUO ABI, used only if its banner is /proc/version" },
+  { key: "metricsFile", flag: "metrics-file", arg: "PATH", schema: PathValue, help: "write Prometheus metrics to this file at start, on changes and at stop, for node_exporter's textfile collector, e.g. /var/lib/prometheus/node-exporter/luod.prom; its directory must exist (default: none)" },
   { key: "verbose", flag: "verbose", schema: FlagValue, help: "log debug messages" },
 ];
 
@@ -118,6 +121,7 @@ export const DEFAULTS: Readonly<Settings> = {
   commitDelayMs: 0,
   kexecMode: "auto",
   runningImage: null,
+  metricsFile: null,
   verbose: false,
 };
 

@@ -28,9 +28,30 @@ export interface NextKernel {
   abi?: AbiStrings;
 }
 
+/**
+ * Why an update was aborted, from a fixed set (never a client's text): the metrics count
+ * aborts by it (metrics.ts; docs/daemon.md, "Metrics").
+ */
+export const ABORT_REASONS = [
+  "client_failed", "client_disconnected", "client_evicted", "deadline", "admin", "luod_stopping",
+  "sessions_failed", "manifest_failed", "jump_failed",
+] as const;
+export type AbortReason = (typeof ABORT_REASONS)[number];
+
 export type KexecOutcome =
   | { ok: true; dryRun: boolean; timings: Record<string, number> }
-  | { ok: false; code: ErrorCode; message: string; timings: Record<string, number> };
+  | { ok: false; reason: AbortReason; code: ErrorCode; message: string; timings: Record<string, number> };
+
+/**
+ * What the runner tells an observer (metrics.ts): an update started, every client was READY
+ * (after `barrierMs` from KEXEC), it completed (a dry run, or the jump handed over: a direct
+ * jump that works never returns), or it was aborted.
+ */
+export type UpdateEvent =
+  | { kind: "started"; attempt: number; dryRun: boolean }
+  | { kind: "all-ready"; attempt: number; barrierMs: number }
+  | { kind: "completed"; attempt: number; dryRun: boolean }
+  | { kind: "aborted"; attempt: number; reason: AbortReason };
 
 interface Update {
   attempt: number;
@@ -69,6 +90,8 @@ export interface UpdateOptions {
   onReady?: (id: string) => void;
   /** An update ended without a jump, a finished dry run included (systemd-handoff.ts empties its fd store of it, and unloads the kernel after a real one). */
   onAbort?: (dryRun: boolean) => void;
+  /** Each step of an update (metrics.ts counts them); must not throw. */
+  onEvent?: (e: UpdateEvent) => void;
 }
 
 /** What the runner shares with the broker that owns it. */
@@ -194,6 +217,7 @@ export class UpdateRunner {
         done: resolve,
       };
       this.update = u;
+      this.opts.onEvent?.({ kind: "started", attempt, dryRun: opts.dryRun });
       this.log.notice(`update ${attempt} started${opts.dryRun ? " (dry run)" : ""}: ${participants.length} client(s), READY due in ${opts.timeoutMs} ms`);
       if (missing.length)
         this.log.warning(`update ${attempt}: forced: ${missing.length} subscribed client(s) not connected are left out of it, their sessions will not be carried: ${names(missing)}`);
@@ -229,7 +253,7 @@ export class UpdateRunner {
       return true;
     }
     if (this.committing) throw new ProtocolError("EBUSY", "the update is committing: too late to abort");
-    this.abort("ECANCELED", `aborted by an administrator${reason ? `: ${reason}` : ""}`);
+    this.abort("admin", "ECANCELED", `aborted by an administrator${reason ? `: ${reason}` : ""}`);
     return true;
   }
 
@@ -244,10 +268,10 @@ export class UpdateRunner {
    * a participant of another uid gets `anonymous` in its ABORTED instead: a tenant does not learn
    * the others' ids or reasons (the admin's reply and the log keep the whole message).
    */
-  abort(code: ErrorCode, message: string, names?: { about: readonly Client[]; anonymous: string }): void {
+  abort(reason: AbortReason, code: ErrorCode, message: string, names?: { about: readonly Client[]; anonymous: string }): void {
     const u = this.update;
     if (!u) return;
-    this.finish(u, { ok: false, code, message, timings: { ...u.timings } }, message, names);
+    this.finish(u, { ok: false, reason, code, message, timings: { ...u.timings } }, message, names);
   }
 
   private createSessions(u: Update): void {
@@ -258,7 +282,7 @@ export class UpdateRunner {
       fds = names.length ? this.kernel.createSessions(names) : [];
     } catch (e) {
       const code = errorCodeOf(e, "EIO");
-      this.abort(code, `creating sessions failed: ${(e as Error).message}`, { about: fresh, anonymous: `creating sessions failed (${code})` });
+      this.abort("sessions_failed", code, `creating sessions failed: ${(e as Error).message}`, { about: fresh, anonymous: `creating sessions failed (${code})` });
       return;
     }
     u.timings.sessions_created_ms = this.now() - u.t0;
@@ -287,6 +311,7 @@ export class UpdateRunner {
     if (!u || this.committing || u.readyCount < u.participants.length) return;
     this.committing = true;
     u.timings.all_ready_ms = this.now() - u.t0;
+    this.opts.onEvent?.({ kind: "all-ready", attempt: u.attempt, barrierMs: u.timings.all_ready_ms });
     if (u.progressTimer) clearTimeout(u.progressTimer);
     u.progressTimer = null;
     this.progress(); // the operator sees "n/n ready" before the jump
@@ -319,7 +344,7 @@ export class UpdateRunner {
       manifest.timings = { ...u.timings };
       u.internalFd = this.kernel.preserveBlob(INTERNAL_SESSION, MANIFEST_TOKEN, encodeManifest(manifest));
     } catch (e) {
-      this.abort(errorCodeOf(e, "EIO"), `preserving the manifest failed: ${(e as Error).message}`);
+      this.abort("manifest_failed", errorCodeOf(e, "EIO"), `preserving the manifest failed: ${(e as Error).message}`);
       return;
     }
     u.timings.manifest_preserved_ms = this.now() - u.t0;
@@ -337,8 +362,10 @@ export class UpdateRunner {
     } catch (e) {
       // The freeze runs inside reboot(); on failure the kernel rolled everything back
       // (docs/kernel.md#the-freeze-and-its-rollback): report it and keep the host running. Never fall back to a cold reboot.
-      this.abort(errorCodeOf(e, "EIO"), `${(e as Error).message}; the host keeps running`);
+      this.abort("jump_failed", errorCodeOf(e, "EIO"), `${(e as Error).message}; the host keeps running`);
+      return;
     }
+    this.opts.onEvent?.({ kind: "completed", attempt: u.attempt, dryRun: false });
   }
 
   private onDeadline(): void {
@@ -346,7 +373,7 @@ export class UpdateRunner {
     if (!u || this.committing) return;
     const late = u.participants.filter((c) => c.state !== "ready").map((c) => c.id);
     const lateClients = u.participants.filter((c) => c.state !== "ready");
-    this.abort("ETIMEDOUT", `READY deadline of ${u.timeoutMs} ms passed; not ready: ${late.join(", ")}`, {
+    this.abort("deadline", "ETIMEDOUT", `READY deadline of ${u.timeoutMs} ms passed; not ready: ${late.join(", ")}`, {
       about: lateClients, anonymous: `READY deadline of ${u.timeoutMs} ms passed; not every client was READY`,
     });
   }
@@ -376,6 +403,7 @@ export class UpdateRunner {
     if (outcome.ok) this.log.notice(`update ${u.attempt}: ${reason}`);
     else this.log.warning(`update ${u.attempt} aborted: ${reason}`);
     u.done(outcome);
+    this.opts.onEvent?.(outcome.ok ? { kind: "completed", attempt: u.attempt, dryRun: outcome.dryRun } : { kind: "aborted", attempt: u.attempt, reason: outcome.reason });
     this.opts.onAbort?.(u.dryRun);
   }
 
