@@ -61,12 +61,14 @@ ID_RESTORED=4680465ffa10415bb81f776c715e306e
 ID_CLAIMED=b6e75f82de5d4d878c2821a365a2a1ea
 ID_AUDIT=74d708179eb04cc1b7b26565d6249021
 
-# luod_entry BOOT FIELD=VALUE...: luod logged, in boot BOOT, an entry with every one of these fields
-# (VALUE may be empty: the field is there with any value); the first such entry, as JSON, on stdout
+# snapshot_journal BOOT: luod's journal of boot BOOT (0, -1) as JSON lines into $LUOD_JSON, read once
+# for several checks (journalctl takes a second or two under TCG)
+snapshot_journal() { LUOD_JSON=$(luod_journal_json "$1"); }
+
+# luod_entry FIELD=VALUE...: the first entry of the snapshot with every one of these fields, as JSON
+# (an empty VALUE: the field is there, with any value); fails when there is none
 luod_entry() {
-    local boot=$1 lines kv
-    shift
-    lines=$(luod_journal_json "$boot")
+    local lines=$LUOD_JSON kv
     for kv in "$@"; do
         if [ -n "${kv#*=}" ]; then lines=$(printf '%s\n' "$lines" | grep -F "\"${kv%%=*}\":\"${kv#*=}\"")
         else lines=$(printf '%s\n' "$lines" | grep -F "\"${kv%%=*}\":\""); fi
@@ -74,6 +76,8 @@ luod_entry() {
     [ -n "$lines" ] && printf '%s\n' "$lines" | head -n 1
 }
 has_entry() { luod_entry "$@" >/dev/null; }
+# has_entry_now BOOT FIELD=VALUE...: a fresh snapshot has such an entry (for until_ok)
+has_entry_now() { snapshot_journal "$1" && shift && has_entry "$@"; }
 
 # boot 1: luod and the clients as services, the kernel loaded
 setup_stage1() {
