@@ -7,9 +7,10 @@
 // heavy pinning leaves the barrier; START_PRESERVATION then only asks it to quiesce. A prepared
 // session outlives aborted updates and ends with the subscription.
 import type { KernelPort } from "./kernel-port";
-import type { Logger } from "./log";
+import type { Logger, LogFields } from "./log";
+import { MESSAGE_ID } from "./message-ids";
 import { Subscribers, names, type Client, type Peer } from "./subscribers";
-import { UpdateRunner, type KexecOutcome, type Phase, type UpdateOptions } from "./update";
+import { UpdateRunner, type KexecOptions, type KexecOutcome, type Phase, type UpdateOptions } from "./update";
 import { ExpectedRecord, type ExpectedEntry } from "./expected";
 import type { StateFiles } from "./state-files";
 import { ProtocolError } from "../wire/errors";
@@ -100,7 +101,7 @@ export class Broker {
       this.subscribers.attach(existing, peer);
       existing.owner = { uid, gid: peer.cred.gid, pid: peer.cred.pid, unit };
       this.expected?.save();
-      this.log.info(`client ${id} is back (pid ${peer.cred.pid}, uid ${uid})`);
+      this.log.info(`client ${id} is back (pid ${peer.cred.pid}, uid ${uid})`, clientFields(existing));
       return { id };
     }
     const limit = this.opts.maxSubscriptionsPerUid;
@@ -112,7 +113,7 @@ export class Broker {
     };
     this.subscribers.add(client);
     this.expected?.save();
-    this.log.info(`client ${id} subscribed (pid ${peer.cred.pid}, uid ${uid})`);
+    this.log.info(`client ${id} subscribed (pid ${peer.cred.pid}, uid ${uid})`, clientFields(client));
     return { id };
   }
 
@@ -132,7 +133,7 @@ export class Broker {
       c.session = { name, fd: fd! };
       c.prepared = true;
       c.state = "prepared";
-      this.log.info(`client ${c.id} prepared session ${name}`);
+      this.log.info(`client ${c.id} prepared session ${name}`, clientFields(c));
     }
     return { id: c.id, session: c.session.name, fd: c.session.fd };
   }
@@ -154,7 +155,7 @@ export class Broker {
     if (this.updates.inProgress) throw new ProtocolError("EBUSY", "an update is in progress; send FAIL to stop it");
     this.subscribers.forget(c);
     this.expected?.save();
-    this.log.info(`client ${c.id} unsubscribed`);
+    this.log.info(`client ${c.id} unsubscribed`, clientFields(c));
   }
 
   /**
@@ -167,7 +168,7 @@ export class Broker {
     if (!c) return;
     if (this.updates.inProgress && c.state === "ready") {
       this.subscribers.detach(c);
-      this.log.info(`client ${c.id} disconnected after READY; luod holds its session`);
+      this.log.info(`client ${c.id} disconnected after READY; luod holds its session`, clientFields(c));
       return;
     }
     if (this.updates.inProgress)
@@ -175,7 +176,7 @@ export class Broker {
     this.subscribers.detach(c);
     this.subscribers.dropSession(c);
     c.state = "subscribed";
-    this.log.info(`client ${c.id} disconnected; its subscription is expected back (luoctl evict ${c.id} forgets it)`);
+    this.log.info(`client ${c.id} disconnected; its subscription is expected back (luoctl evict ${c.id} forgets it)`, clientFields(c));
   }
 
   /**
@@ -225,7 +226,7 @@ export class Broker {
   }
 
   /** Runs one update. Resolves when it is aborted, finished as a dry run, or reboot() returned. */
-  kexec(admin: Peer | null, opts: { timeoutMs: number; dryRun: boolean; force?: boolean }): Promise<KexecOutcome> {
+  kexec(admin: Peer | null, opts: KexecOptions): Promise<KexecOutcome> {
     return this.updates.kexec(admin, opts);
   }
 
@@ -258,7 +259,9 @@ export class Broker {
     this.subscribers.forget(c);
     this.expected?.save();
     peer?.close?.(why);
-    this.log.notice(`${why}${peer ? ` (pid ${c.owner.pid} disconnected)` : ""}${abortedUpdate !== null ? `; update ${abortedUpdate} aborted` : ""}${cost ? `; ${cost}` : ""}`);
+    this.log.notice(`${why}${peer ? ` (pid ${c.owner.pid} disconnected)` : ""}${abortedUpdate !== null ? `; update ${abortedUpdate} aborted` : ""}${cost ? `; ${cost}` : ""}`, {
+      MESSAGE_ID: MESSAGE_ID.clientEvicted, ...clientFields(c), LUO_UPDATE: abortedUpdate,
+    });
     return { id, disconnected: peer !== null, aborted_update: abortedUpdate, released_session: released };
   }
 
@@ -293,4 +296,9 @@ function idTaken(id: string, detail = ""): ProtocolError {
 function validDate(text: string, fallback: number): Date {
   const t = Date.parse(text);
   return new Date(Number.isFinite(t) ? t : fallback);
+}
+
+/** The journal fields of a message about client `c` (docs/daemon.md#logs-and-the-audit-trail). */
+function clientFields(c: Client): LogFields {
+  return { LUO_CLIENT: c.id, LUO_UID: c.owner.uid, LUO_PID: c.owner.pid, LUO_UNIT: c.owner.unit };
 }

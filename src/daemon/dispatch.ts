@@ -17,6 +17,7 @@ import { runningAbiJson } from "./abi-gate";
 import { previousUpdateJson, type RestoredSessions } from "./restored";
 import { ownsRestored, type Roles } from "./access";
 import type { Logger } from "./log";
+import { AUDITED, audit, refusal, type AuditOutcome } from "./audit";
 import { closeQuietly as closeFds } from "../kernel/fd";
 
 /** A connection as dispatch() needs it: the broker's Peer, and the roles found at accept. */
@@ -43,8 +44,29 @@ export interface DispatcherOptions {
 export class Dispatcher {
   constructor(private readonly o: DispatcherOptions) {}
 
-  /** Serves `req` (`fds`: the ones it carried, closed by the caller afterwards). Throws a refusal. */
+  /**
+   * Serves `req` (`fds`: the ones it carried, closed by the caller afterwards). Throws a refusal.
+   * A request that changes something leaves an audit record (audit.ts) with its outcome: here
+   * when it is answered at once, when its answer is known for LOAD and KEXEC.
+   */
   dispatch(peer: Requester, req: Request, fds: number[]): void {
+    if (!AUDITED.has(req.cmd)) return void this.serve(peer, req, fds);
+    let done: ReturnType<Dispatcher["serve"]>;
+    try {
+      done = this.serve(peer, req, fds);
+    } catch (e) {
+      this.audit(peer, req, refusal(e));
+      throw e;
+    }
+    if (done !== "later") this.audit(peer, req, done ?? { ok: true });
+  }
+
+  private audit(peer: Requester, req: Request, outcome: AuditOutcome): void {
+    audit(this.o.log, req.cmd, peer, outcome, req.cmd === "EVICT" || req.cmd === "DISCARD" ? req.id : undefined);
+  }
+
+  /** One request: "later" when its reply (and audit record) comes when something finishes. */
+  private serve(peer: Requester, req: Request, fds: number[]): AuditOutcome | "later" | void {
     const { broker, loader, restored } = this.o;
     const reply = (fields: Record<string, unknown> = {}) => peer.send(okReply(req.cmd, fields, req.tag));
     switch (req.cmd) {
@@ -95,24 +117,29 @@ export class Dispatcher {
         }, idle);
         const own = fds.splice(0);
         loading.then(
-          (k) => reply({
-            kernel: { version: k.version, size: k.size, sha256: k.sha256 },
-            initrd: k.initrdSize === null ? null : { size: k.initrdSize },
-            cmdline: k.cmdline,
-            warnings: k.warnings,
-          } satisfies LoadReply),
+          (k) => {
+            this.audit(peer, req, { ok: true, detail: `kernel ${k.version}` });
+            reply({
+              kernel: { version: k.version, size: k.size, sha256: k.sha256 },
+              initrd: k.initrdSize === null ? null : { size: k.initrdSize },
+              cmdline: k.cmdline,
+              warnings: k.warnings,
+            } satisfies LoadReply);
+          },
           (e) => {
             if (!(e instanceof ProtocolError)) this.o.log.error(`LOAD from pid ${peer.cred.pid}: ${(e as Error).stack ?? e}`);
             this.o.onRefused?.("LOAD");
+            this.audit(peer, req, refusal(e));
             peer.send(errorReply("LOAD", errorCodeOf(e, "EIO"), (e as Error).message, req.tag));
           },
         ).catch((e) => this.o.log.error(`replying to LOAD: ${(e as Error).message}`)).finally(() => closeFds(own));
-        return;
+        return "later";
       }
       case "UNLOAD":
         if (broker.phase !== "idle") throw new ProtocolError("EBUSY", `an update is ${broker.phase}`);
         loader.unload();
-        return void reply();
+        reply();
+        return { ok: true };
       case "CHECK": {
         const answer = (c: CheckResult) => {
           const checks = [...c.checks, ...(this.o.preflight?.(c.next) ?? []), broker.clientsCheck()];
@@ -135,25 +162,40 @@ export class Dispatcher {
       }
       case "KEXEC": {
         const timeoutMs = req.timeout_ms ?? KEXEC_TIMEOUT_DEFAULT_MS;
-        broker.kexec(peer, { timeoutMs, dryRun: req.dry_run ?? false, force: req.force ?? false }).then(
+        const dryRun = req.dry_run ?? false;
+        // audited when the update starts: it may end in the jump, with nothing logged after that
+        let started = false;
+        const onStart = (attempt: number) => {
+          started = true;
+          this.audit(peer, req, { ok: true, detail: `update ${attempt} started${dryRun ? " (dry run)" : ""}`, update: attempt });
+        };
+        broker.kexec(peer, { timeoutMs, dryRun, force: req.force ?? false, onStart }).then(
           (o) => {
             if (o.ok) peer.send(okReply("KEXEC", { dry_run: o.dryRun, timings: o.timings }, req.tag));
             else peer.send({ ...errorReply("KEXEC", o.code, o.message, req.tag), timings: o.timings });
           },
           (e) => {
             this.o.onRefused?.("KEXEC");
+            if (!started) this.audit(peer, req, refusal(e));
             peer.send(errorReply("KEXEC", errorCodeOf(e, "EIO"), (e as Error).message, req.tag));
           },
         ).catch((e) => this.o.log.error(`replying to KEXEC: ${(e as Error).message}`)); // never an unhandled rejection
-        return;
+        return "later";
       }
-      case "ABORT":
-        return void reply({ aborted: broker.abortByAdmin(req.reason) } satisfies AbortReply);
+      case "ABORT": {
+        const aborted = broker.abortByAdmin(req.reason);
+        reply({ aborted } satisfies AbortReply);
+        return { ok: true, detail: aborted ? "the update was aborted" : "no update was running" };
+      }
       case "DISCARD":
         restored.discard(req.id);
-        return void reply({ id: req.id });
-      case "EVICT":
-        return void reply(broker.evict(peer, req.id, { force: req.force, reason: req.reason }) satisfies EvictReply);
+        reply({ id: req.id });
+        return { ok: true };
+      case "EVICT": {
+        const evicted = broker.evict(peer, req.id, { force: req.force, reason: req.reason });
+        reply(evicted satisfies EvictReply);
+        return { ok: true, update: evicted.aborted_update, detail: evicted.aborted_update !== null ? `update ${evicted.aborted_update} aborted` : undefined };
+      }
     }
   }
 

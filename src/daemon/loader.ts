@@ -7,6 +7,7 @@ import type { KernelPort } from "./kernel-port";
 import type { StateFiles } from "./state-files";
 import type { NextKernel } from "./broker";
 import type { Logger } from "./log";
+import { MESSAGE_ID } from "./message-ids";
 import { normalizeCmdline, analyzeCmdline, checkCmdline } from "./cmdline";
 import { inspectKernelImage, KERNEL_HEAD_BYTES } from "./bzimage";
 import { closeQuietly, dupFd, fileSize, readFull } from "../kernel/fd";
@@ -193,7 +194,7 @@ export class KernelLoader {
       loadedAt: new Date().toISOString(),
     };
     this.files.write("loaded", this.current);
-    this.log.notice(`loaded kernel ${image.version} (${image.fileSize} bytes, sha256 ${v.sha256.slice(0, 16)}…, ABI ${formatAbi(v.abi)}) cmdline: ${cmdline}`);
+    this.log.notice(`loaded kernel ${image.version} (${image.fileSize} bytes, sha256 ${v.sha256.slice(0, 16)}…, ABI ${formatAbi(v.abi)}) cmdline: ${cmdline}`, { MESSAGE_ID: MESSAGE_ID.kernelLoaded });
     for (const w of warnings) this.log.warning(`load: ${w}`);
     return { ...this.current, warnings };
   }
@@ -236,7 +237,7 @@ export class KernelLoader {
       throw e;
     }
     this.forget();
-    this.log.notice("kernel unloaded");
+    this.log.notice("kernel unloaded", { MESSAGE_ID: MESSAGE_ID.kernelUnloaded });
   }
 
   /**
@@ -260,7 +261,7 @@ export class KernelLoader {
     try {
       this.kernel.unloadKernel();
       this.forget();
-      this.log.notice(`unloaded the next kernel (${why}): while one is loaded every \`systemctl reboot\` is a kexec; \`luoctl load\` again to update`);
+      this.log.notice(`unloaded the next kernel (${why}): while one is loaded every \`systemctl reboot\` is a kexec; \`luoctl load\` again to update`, { MESSAGE_ID: MESSAGE_ID.kernelUnloaded });
     } catch (e) {
       this.log.warning(`unloading the next kernel (${why}) failed: ${(e as Error).message}`);
     }

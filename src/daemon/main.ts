@@ -2,7 +2,8 @@
 import { chmodSync, chownSync, closeSync, constants, linkSync, openSync, readFileSync, lstatSync, mkdtempSync, rmSync, unlinkSync, type Stats } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { VERSION } from "../version";
-import { createLogger, type Logger } from "./log";
+import { createLogger, journalFromEnvironment, type Logger } from "./log";
+import { MESSAGE_ID } from "./message-ids";
 import { StateFiles } from "./state-files";
 import { realKernel, type KernelPort } from "./kernel-port";
 import { Broker } from "./broker";
@@ -60,7 +61,8 @@ export async function luodMain(args: string[]): Promise<number> {
     console.error(`luod: ${escapeControl(oneLine((e as Error).message))}`);
     return EXIT.CONFIG;
   }
-  const logOpts = { verbose: config.verbose };
+  // under systemd, native journal entries with fields (docs/daemon.md#logs-and-the-audit-trail)
+  const logOpts = { verbose: config.verbose, journal: journalFromEnvironment() };
   const log = createLogger(logOpts);
   if (metricsWarning) log.warning(metricsWarning);
   try {
@@ -231,7 +233,7 @@ export async function runDaemon(config: DaemonConfig, log: Logger, kernel: Kerne
     process.on("unhandledRejection", onBug);
     // only now: a SIGTERM sent the moment luod says it is ready (systemd, a test) must find the
     // handlers installed, or its default action ends luod with 143 and nothing unloaded
-    log.notice(`luod ${VERSION} listening on ${config.socket}; ${boot.kind}${unclaimed ? `, ${unclaimed} session(s) to claim` : ""}; kexec mode ${systemd.mode} (${systemd.why})`);
+    log.notice(`luod ${VERSION} listening on ${config.socket}; ${boot.kind}${unclaimed ? `, ${unclaimed} session(s) to claim` : ""}; kexec mode ${systemd.mode} (${systemd.why})`, { MESSAGE_ID: MESSAGE_ID.started });
     notify(log, `READY=1\nSTATUS=listening; ${boot.kind}${unclaimed ? `; ${unclaimed} unclaimed` : ""}\nMAINPID=${process.pid}`);
   });
 }
@@ -255,7 +257,9 @@ function restore(kernel: KernelPort, restored: RestoredSessions, runningAbi: Run
     const manifest = decodeManifest(blob.data);
     restored.adoptManifest(manifest);
     runningAbi.recordFromManifest(manifest.kernel.next, manifest.attempt);
-    log.notice(`live-update boot: update ${manifest.attempt} from ${manifest.kernel.from} brought ${manifest.entries.length} session(s)`);
+    log.notice(`live-update boot: update ${manifest.attempt} from ${manifest.kernel.from} brought ${manifest.entries.length} session(s)`, {
+      MESSAGE_ID: MESSAGE_ID.restored, LUO_UPDATE: manifest.attempt,
+    });
     return { kind: "live-update boot" };
   } catch (e) {
     // Never crash on a bad manifest or a busy device: luod must still serve; STATUS shows the error.

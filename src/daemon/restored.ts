@@ -11,6 +11,7 @@ import { ProtocolError, errorCodeOf } from "../wire/errors";
 import type { PreviousUpdateInfo } from "../wire/replies";
 import { ThrottledWrite, type StateFiles } from "./state-files";
 import type { Logger } from "./log";
+import { MESSAGE_ID } from "./message-ids";
 
 /** The state file is rewritten whole; under a burst of CLAIMs, at most this often. */
 export const SAVE_INTERVAL_MS = 100;
@@ -170,18 +171,22 @@ export class RestoredSessions {
     this.transition(s, "claimed");
     s.claimedByPid = cred.pid;
     this.save();
-    this.log.info(`restored session ${s.session} claimed by pid ${cred.pid} (uid ${cred.uid})`);
+    this.log.info(`restored session ${s.session} claimed by pid ${cred.pid} (uid ${cred.uid})`, {
+      MESSAGE_ID: MESSAGE_ID.sessionClaimed, LUO_CLIENT: id, LUO_UID: cred.uid, LUO_PID: cred.pid, LUO_UNIT: s.unit,
+    });
     return { session: s.session, fd };
   }
 
-  finished(id: string, cred: { uid: number }): void {
+  finished(id: string, cred: { uid: number; pid?: number }): void {
     const s = this.sessions.get(id);
     // another uid's session: the same answer as for an id that has none
     if (!s || s.state !== "claimed" || (cred.uid !== 0 && cred.uid !== s.uid)) throw new ProtocolError("ENOENT", `${id} is not claimed`);
     this.dropHeld(id);
     this.transition(s, "finished");
     this.save();
-    this.log.info(`restored session ${s.session} finished`);
+    this.log.info(`restored session ${s.session} finished`, {
+      MESSAGE_ID: MESSAGE_ID.sessionFinished, LUO_CLIENT: id, LUO_UID: cred.uid, LUO_PID: cred.pid, LUO_UNIT: s.unit,
+    });
   }
 
   /** Frees an unclaimed session: retrieve, FINISH (drops unretrieved memfds), close. */
@@ -209,7 +214,9 @@ export class RestoredSessions {
     // absent: the kernel no longer has it (finished elsewhere); the record goes either way
     this.transition(s, "discarded");
     this.save();
-    this.log.notice(`restored session ${s.session} discarded by an administrator`);
+    this.log.notice(`restored session ${s.session} discarded by an administrator`, {
+      MESSAGE_ID: MESSAGE_ID.sessionDiscarded, LUO_CLIENT: id, LUO_UID: s.uid, LUO_UNIT: s.unit,
+    });
   }
 
   closeAll(): void {

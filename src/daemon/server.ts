@@ -37,6 +37,7 @@ import { groupsOfPeer, permits, REQUIRED_ROLE, rolesOf, whyRefused, type AccessP
 import { Dispatcher, type DispatcherOptions } from "./dispatch";
 import { ADMIN_RESERVE, ClientPeer, MAX_STRANGERS, perUidDefault, RESERVE_FIRST_REQUEST_TIMEOUT_MS, STALLED_OUTPUT_MS, type RequestObserver, type ServerStats } from "./peers";
 import type { Logger } from "./log";
+import { audit } from "./audit";
 import { VERSION } from "../version";
 
 export const DEFAULT_FIRST_REQUEST_TIMEOUT_MS = 10_000;
@@ -291,27 +292,24 @@ export class Server {
     const parsed = parseRequest(msg);
     if (!parsed.ok) {
       closeQuietly(fds.splice(0));
-      this.stats.errors++;
       this.o.observer?.invalid(parsed.cmd);
-      peer.send(errorReply(parsed.cmd, parsed.code, parsed.message, parsed.tag));
+      this.refuse(peer, parsed.cmd, parsed.code, parsed.message, parsed.tag);
       return;
     }
     const req = parsed.request;
     const want = expectedFds(req);
     if (fds.length !== want) {
       closeQuietly(fds.splice(0));
-      this.stats.errors++;
       this.o.observer?.invalid(req.cmd);
-      peer.send(errorReply(req.cmd, "EBADMSG", `${req.cmd} carries ${want} fd(s), got ${fds.length}`, req.tag));
+      this.refuse(peer, req.cmd, "EBADMSG", `${req.cmd} carries ${want} fd(s), got ${fds.length}`, req.tag);
       return;
     }
     this.o.observer?.received(req.cmd);
     if (!permits(peer.roles, req.cmd)) {
       closeQuietly(fds.splice(0));
-      this.stats.errors++;
       this.stats.denied++;
       this.o.observer?.refused(req.cmd);
-      peer.send(errorReply(req.cmd, "EPERM", whyRefused(peer.cred, req.cmd, this.o.access), req.tag));
+      this.refuse(peer, req.cmd, "EPERM", whyRefused(peer.cred, req.cmd, this.o.access), req.tag);
       return;
     }
     if (peer.reserved && REQUIRED_ROLE[req.cmd] === "client") {
@@ -338,6 +336,16 @@ export class Server {
     } finally {
       closeQuietly(fds.splice(0)); // received fds are ours; the kernel keeps its own references where it needs them
     }
+  }
+
+  /**
+   * A request refused before dispatch (invalid, wrong fds, not permitted): the error reply, and an
+   * audit record when it is an admin request that would change something (audit.ts).
+   */
+  private refuse(peer: ClientPeer, cmd: string | undefined, code: ErrorCode, message: string, tag: string | number | undefined): void {
+    this.stats.errors++;
+    if (cmd !== undefined) audit(this.o.log, cmd, peer, { ok: false, code, reason: message });
+    peer.send(errorReply(cmd, code, message, tag));
   }
 
   /** The counters, with the stray fds of connections still open. */

@@ -13,6 +13,7 @@
 // an update that did not jump into the next one (fd-store.ts).
 import type { KernelPort } from "./kernel-port";
 import type { Logger } from "./log";
+import { MESSAGE_ID } from "./message-ids";
 import type { Broker, NextKernel } from "./broker";
 import type { RestoredSession } from "./restored";
 import { manifestEntry } from "./manifest";
@@ -331,7 +332,7 @@ export class SystemdHandoff {
     this.jumping = true;
     this.jumpStatus = `kexec requested from systemd: ${total} session(s) in the fd store; waiting to be stopped`;
     this.status.set(this.jumpStatus);
-    this.log.notice("systemd accepted the kexec: luod waits to be stopped, the fd store carries the sessions");
+    this.log.notice("systemd accepted the kexec: luod waits to be stopped, the fd store carries the sessions", { MESSAGE_ID: MESSAGE_ID.kexecAccepted });
   }
 
   // ---- helpers ------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@
 // with its last fd (docs/kernel.md#session-lifetimes), so a client may exit after READY and lose nothing.
 import type { KernelPort } from "./kernel-port";
 import type { Logger } from "./log";
+import { MESSAGE_ID } from "./message-ids";
 import type { AbiStrings } from "./image-abi";
 import { encodeManifest, manifestEntry, MANIFEST_TOKEN, MANIFEST_VERSION, MANIFEST_FORMAT, type Manifest } from "./manifest";
 import { closeQuietly, names, type Client, type Peer, type Subscribers } from "./subscribers";
@@ -37,6 +38,15 @@ export const ABORT_REASONS = [
   "sessions_failed", "manifest_failed", "jump_failed",
 ] as const;
 export type AbortReason = (typeof ABORT_REASONS)[number];
+
+export interface KexecOptions {
+  timeoutMs: number;
+  dryRun: boolean;
+  /** Leave out the expected clients that are not connected. */
+  force?: boolean;
+  /** Called once the update has started (its attempt number): past every refusal. */
+  onStart?: (attempt: number) => void;
+}
 
 export type KexecOutcome =
   | { ok: true; dryRun: boolean; timings: Record<string, number> }
@@ -161,7 +171,7 @@ export class UpdateRunner {
    * An expected client that is not connected would be left behind: refused (ENOTCONN, naming
    * them) before anything else, unless `force`, which leaves them out and logs it.
    */
-  async kexec(admin: Peer | null, opts: { timeoutMs: number; dryRun: boolean; force?: boolean }): Promise<KexecOutcome> {
+  async kexec(admin: Peer | null, opts: KexecOptions): Promise<KexecOutcome> {
     if (this.starting) throw new ProtocolError("EBUSY", "another KEXEC is re-verifying the loaded kernel");
     let missing = this.preconditions(opts);
     if (!opts.dryRun && this.opts.reloadKernel) {
@@ -204,7 +214,7 @@ export class UpdateRunner {
     return missing;
   }
 
-  private begin(admin: Peer | null, opts: { timeoutMs: number; dryRun: boolean }, missing: Client[]): Promise<KexecOutcome> {
+  private begin(admin: Peer | null, opts: KexecOptions, missing: Client[]): Promise<KexecOutcome> {
     const t0 = this.now();
     const attempt = this.nextAttempt();
     const participants = this.subscribers.all().filter((c) => c.peer !== null);
@@ -218,7 +228,10 @@ export class UpdateRunner {
       };
       this.update = u;
       this.opts.onEvent?.({ kind: "started", attempt, dryRun: opts.dryRun });
-      this.log.notice(`update ${attempt} started${opts.dryRun ? " (dry run)" : ""}: ${participants.length} client(s), READY due in ${opts.timeoutMs} ms`);
+      this.log.notice(`update ${attempt} started${opts.dryRun ? " (dry run)" : ""}: ${participants.length} client(s), READY due in ${opts.timeoutMs} ms`, {
+        MESSAGE_ID: MESSAGE_ID.updateStarted, LUO_UPDATE: attempt, LUO_UID: admin?.cred.uid, LUO_PID: admin?.cred.pid, LUO_UNIT: admin?.unit,
+      });
+      opts.onStart?.(attempt);
       if (missing.length)
         this.log.warning(`update ${attempt}: forced: ${missing.length} subscribed client(s) not connected are left out of it, their sessions will not be carried: ${names(missing)}`);
       if (!opts.dryRun) {
@@ -353,7 +366,9 @@ export class UpdateRunner {
       return;
     }
     u.timings.reboot_called_ms = this.now() - u.t0;
-    this.log.notice(`update ${u.attempt}: all ${u.participants.length} client(s) READY, manifest preserved; jumping into the loaded kernel`);
+    this.log.notice(`update ${u.attempt}: all ${u.participants.length} client(s) READY, manifest preserved; jumping into the loaded kernel`, {
+      MESSAGE_ID: MESSAGE_ID.jumping, LUO_UPDATE: u.attempt,
+    });
     u.admin?.send(rebootingEvent(u.attempt, { ...u.timings }));
     try {
       // Returns "delegated to systemd" (or "jumped", from a fake kernel): the update stays
@@ -400,8 +415,11 @@ export class UpdateRunner {
       c.peer.send(abortedEvent(u.attempt, mayKnow ? reason : names.anonymous));
     }
     if (u.internalFd !== null) closeQuietly(this.kernel, this.log, u.internalFd);
-    if (outcome.ok) this.log.notice(`update ${u.attempt}: ${reason}`);
-    else this.log.warning(`update ${u.attempt} aborted: ${reason}`);
+    // the one client an abort is about (its FAIL, its disconnect, its eviction) is named in a field too
+    const client = names?.about.length === 1 ? names.about[0]! : null;
+    const fields = { LUO_UPDATE: u.attempt, LUO_CLIENT: client?.id, LUO_UID: client?.owner.uid, LUO_PID: client?.owner.pid, LUO_UNIT: client?.owner.unit };
+    if (outcome.ok) this.log.notice(`update ${u.attempt}: ${reason}`, { MESSAGE_ID: MESSAGE_ID.dryRunFinished, ...fields });
+    else this.log.warning(`update ${u.attempt} aborted: ${reason}`, { MESSAGE_ID: MESSAGE_ID.updateAborted, ...fields });
     u.done(outcome);
     this.opts.onEvent?.(outcome.ok ? { kind: "completed", attempt: u.attempt, dryRun: outcome.dryRun } : { kind: "aborted", attempt: u.attempt, reason: outcome.reason });
     this.opts.onAbort?.(u.dryRun);

@@ -164,6 +164,17 @@ export function isSocket(fd: number): boolean {
   return (st.getUint32(ST_MODE_OFFSET, true) & S_IFMT) === S_IFSOCK;
 }
 
+// x86_64 struct stat: st_dev (u64) at offset 0, st_ino (u64) at offset 8.
+const ST_DEV_OFFSET = 0;
+const ST_INO_OFFSET = 8;
+
+/** fstat's st_dev and st_ino of `fd`: which file it is (systemd's $JOURNAL_STREAM names stderr this way). */
+export function fileIdentity(fd: number): { dev: bigint; ino: bigint } {
+  const st = new DataView(new ArrayBuffer(STAT_SIZE));
+  check(`fstat(${fd})`, sys.fstat(fd, ptr(st)));
+  return { dev: st.getBigUint64(ST_DEV_OFFSET, true), ino: st.getBigUint64(ST_INO_OFFSET, true) };
+}
+
 /** The whole content of a file (a memfd) from offset 0, in a buffer of its size. */
 export function readWhole(fd: number): Uint8Array {
   const data = new Uint8Array(new ArrayBuffer(fileSize(fd)));

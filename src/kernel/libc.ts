@@ -48,6 +48,7 @@ const lib = dlopen("libc.so.6", {
   connect: { args: ["i32", "ptr", "u32"], returns: "i32" },
   shutdown: { args: ["i32", "i32"], returns: "i32" },
   getsockopt: { args: ["i32", "i32", "i32", "ptr", "ptr"], returns: "i32" },
+  setsockopt: { args: ["i32", "i32", "i32", "ptr", "u32"], returns: "i32" },
   sendmsg: { args: ["i32", "ptr", "i32"], returns: FFIType.i64_fast },
   recvmsg: { args: ["i32", "ptr", "i32"], returns: FFIType.i64_fast },
   // event loop

@@ -54,6 +54,31 @@ has_message() { luod_journal_json "$1" | grep -F "$3" | grep -q "\"PRIORITY\":\"
 
 show() { echo "\$ $*"; "$@" 2>&1 | sed 's/^/  /'; }
 
+# luod's MESSAGE_IDs (src/daemon/message-ids.ts, docs/daemon.md#logs-and-the-audit-trail)
+ID_UPDATE_STARTED=3001fb2e8c534e3dab9b621f4968c96f
+ID_JUMPING=5a824a8786fe46de9e554a6d30d7e162
+ID_RESTORED=4680465ffa10415bb81f776c715e306e
+ID_CLAIMED=b6e75f82de5d4d878c2821a365a2a1ea
+ID_AUDIT=74d708179eb04cc1b7b26565d6249021
+
+# snapshot_journal BOOT: luod's journal of boot BOOT (0, -1) as JSON lines into $LUOD_JSON, read once
+# for several checks (journalctl takes a second or two under TCG)
+snapshot_journal() { LUOD_JSON=$(luod_journal_json "$1"); }
+
+# luod_entry FIELD=VALUE...: the first entry of the snapshot with every one of these fields, as JSON
+# (an empty VALUE: the field is there, with any value); fails when there is none
+luod_entry() {
+    local lines=$LUOD_JSON kv
+    for kv in "$@"; do
+        if [ -n "${kv#*=}" ]; then lines=$(printf '%s\n' "$lines" | grep -F "\"${kv%%=*}\":\"${kv#*=}\"")
+        else lines=$(printf '%s\n' "$lines" | grep -F "\"${kv%%=*}\":\""); fi
+    done
+    [ -n "$lines" ] && printf '%s\n' "$lines" | head -n 1
+}
+has_entry() { luod_entry "$@" >/dev/null; }
+# has_entry_now BOOT FIELD=VALUE...: a fresh snapshot has such an entry (for until_ok)
+has_entry_now() { snapshot_journal "$1" && shift && has_entry "$@"; }
+
 # boot 1: luod and the clients as services, the kernel loaded
 setup_stage1() {
     step "install luod ($(du -m "$P/luo" | cut -f1) MB) and the test client; enable luod.service"
