@@ -1,8 +1,8 @@
 #!/bin/bash
 # systemd-kexec -- luod as a real service under systemd 262, through a real `systemctl kexec`.
 #
-# boot 1: install luod + luod.service, two client services with 8 MiB memfds each (Type=notify);
-#         STATUS= and the journal priorities are checked; an update that times out (a silent
+# boot 1: apt-get install the package (its postinst starts luod.service), two client services
+#         with 8 MiB memfds each (Type=notify); STATUS= and the journal priorities are checked; an update that times out (a silent
 #         client) is aborted: its staged sessions leave the fd store and the kernel is unloaded;
 #         then luoctl load + luoctl kexec: the sessions go into luod's fd store, luod asks systemd
 #         to kexec, systemd stops every unit in order and carries the fd store through the kexec.
