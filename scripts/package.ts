@@ -6,7 +6,7 @@
 // --lint runs `lintian --fail-on error,warning` on the result (scripts/vm/deps.sh package installs it).
 // env: LUO_MANUAL_DIR=DIR takes the manual from DIR (the layout build-manual.ts writes) instead of
 // running build-manual.ts. The layout and the maintainer scripts: docs/systemd.md, "The Debian package".
-import { chmodSync, copyFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, dirname, join, relative, resolve } from "node:path";
 
@@ -78,7 +78,9 @@ function put(path: string, content: string | Uint8Array, mode = 0o644): void {
   chmodSync(abs, mode);
 }
 function gzip(path: string): Uint8Array {
-  return Bun.spawnSync(["gzip", "-9nc", path]).stdout;
+  const r = Bun.spawnSync(["gzip", "-9nc", path], { stdout: "pipe", stderr: "pipe" });
+  if (r.exitCode !== 0) die(`gzip -9n ${path} failed: ${r.stderr.toString().trim()}`);
+  return r.stdout;
 }
 
 put("usr/bin/luo", readFileSync(binary), 0o755);

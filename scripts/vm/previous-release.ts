@@ -6,7 +6,7 @@
 // `npm ci --prefer-offline`, then its own scripts/build-binary.ts).
 //   node_modules/.bin/bun scripts/vm/previous-release.ts
 // The previous release is the last tag (`git describe --tags --abbrev=0`), else PINNED.
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, renameSync, rmSync, symlinkSync, writeFileSync, copyFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { join, resolve } from "node:path";
 
