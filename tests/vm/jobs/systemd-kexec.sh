@@ -30,11 +30,7 @@ if [ "$LUO_STAGE" = 1 ]; then
     step "luoctl load again, luoctl kexec through systemd"
     luoctl load "$LUO_SHARE/boot/bzImage" --reuse-cmdline || fail "luoctl load"
     show luoctl status
-    luoctl kexec --timeout 60s
-    rc=$?
-    echo "JOB: luoctl kexec exited $rc; systemd is shutting down for the kexec"
-    sleep 120
-    fail "still running 120 s after luoctl kexec: no kexec"
+    kexec_through_systemd 60s
 fi
 
 verify_stage2

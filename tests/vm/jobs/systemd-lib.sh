@@ -92,6 +92,15 @@ setup_stage1() {
     luoctl load "$LUO_SHARE/boot/bzImage" --reuse-cmdline || fail "luoctl load"
 }
 
+# kexec_through_systemd TIMEOUT: luoctl kexec; systemd then shuts down for the kexec, and the job
+# ends with this boot (a boot that goes on fails)
+kexec_through_systemd() {
+    luoctl kexec --timeout "$1"
+    echo "JOB: luoctl kexec exited $?; systemd is shutting down for the kexec"
+    sleep 120
+    fail "still running 120 s after luoctl kexec: no kexec"
+}
+
 # boot 2: the clients claim (they do it when they start); every byte must be there
 verify_stage2() {
     step "after the kexec: luod and the clients started by systemd"

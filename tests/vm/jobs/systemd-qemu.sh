@@ -141,11 +141,7 @@ EOF
 
     step "luoctl load + luoctl kexec: luod asks systemd to kexec; systemd stops $UNIT after READY"
     luoctl load "$LUO_SHARE/boot/bzImage" --reuse-cmdline || fail "luoctl load"
-    luoctl kexec --timeout 120s
-    rc=$?
-    echo "JOB: luoctl kexec exited $rc; systemd is shutting down for the kexec"
-    sleep 120
-    fail "still running 120 s after luoctl kexec: no kexec"
+    kexec_through_systemd 120s
 fi
 
 step "boot 2: systemd starts luod and $UNIT by itself; the unit resumes vm-1"

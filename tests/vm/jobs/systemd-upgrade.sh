@@ -59,11 +59,7 @@ if [ "$LUO_STAGE" = 1 ]; then
     pass "the package is installed; luod $PREV_VERSION (pid $pid) still runs with its kernel loaded"
 
     step "luoctl kexec: the old luod runs the update"
-    luoctl kexec --timeout 60s
-    rc=$?
-    echo "JOB: luoctl kexec exited $rc; systemd is shutting down for the kexec"
-    sleep 120
-    fail "still running 120 s after luoctl kexec: no kexec"
+    kexec_through_systemd 60s
 fi
 
 verify_stage2
