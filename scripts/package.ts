@@ -87,12 +87,14 @@ put("usr/bin/luo", readFileSync(binary), 0o755);
 for (const p of personalities) symlinkSync("luo", join(tree, "usr/bin", p));
 
 // the units keep /usr/local/bin for a manual installation (docs/systemd.md, "Install on a host");
-// the package's point at /usr/bin. Only ExecStart= names the binary.
+// the package's point at /usr/bin. Only ExecStart= names the binary; a second line says so.
+const PACKAGED_NOTE = "# (The luo-agent package's copy: ExecStart= in /usr/bin; the install notes are for a manual installation.)";
 for (const unit of ["luod.service", "luo-qemu@.service"]) {
   const text = readFileSync(join(root, unit), "utf8");
   const exec = text.split("\n").filter((l) => l.startsWith("ExecStart="));
   if (exec.length !== 1 || !exec[0]!.startsWith("ExecStart=/usr/local/bin/")) die(`${unit}: expected one ExecStart=/usr/local/bin/…, found ${JSON.stringify(exec)}`);
-  put(`usr/lib/systemd/system/${unit}`, text.replace(/^ExecStart=\/usr\/local\/bin\//m, "ExecStart=/usr/bin/"));
+  const [first, ...rest] = text.replace(/^ExecStart=\/usr\/local\/bin\//m, "ExecStart=/usr/bin/").split("\n");
+  put(`usr/lib/systemd/system/${unit}`, [first, PACKAGED_NOTE, ...rest].join("\n"));
 }
 
 put("etc/luod.conf", readFileSync(join(manual, "luod.conf")));

@@ -67,9 +67,12 @@ describe("the Debian package", () => {
     expect(Buffer.compare(member("usr/bin/luo"), readFileSync(join(REPO, "dist/luo")))).toBe(0);
   }, 30_000);
 
-  test("ships the repository's units with ExecStart= in /usr/bin and nothing else changed", () => {
+  test("ships the repository's units with ExecStart= in /usr/bin, a note saying so, and nothing else changed", () => {
     for (const [unit, exec] of [["luod.service", "ExecStart=/usr/bin/luod"], ["luo-qemu@.service", "ExecStart=/usr/bin/luo-qemu run %i"]] as const) {
-      const packaged = new TextDecoder().decode(member(`usr/lib/systemd/system/${unit}`)).split("\n");
+      const lines = new TextDecoder().decode(member(`usr/lib/systemd/system/${unit}`)).split("\n");
+      // the second line is the package's note; the rest is the repository's unit line by line
+      expect(lines[1]).toStartWith("# (The luo-agent package's copy: ExecStart= in /usr/bin");
+      const packaged = [lines[0]!, ...lines.slice(2)];
       const repo = readFileSync(join(REPO, unit), "utf8").split("\n");
       expect(packaged.filter((l) => l.startsWith("ExecStart="))).toHaveLength(1);
       expect(packaged.find((l) => l.startsWith("ExecStart="))).toStartWith(exec);
