@@ -11,8 +11,9 @@
 #         luoctl runs the update through the old luod and systemctl kexec.
 # boot 2: systemd starts the package's luod (/usr/bin/luod, the new version), which reads the
 #         manifest the old luod wrote; the clients claim and verify every byte. Then the package's
-#         own upgrade path (apt-get install --reinstall): with a kernel loaded the postinst leaves
-#         luod alone, once idle it restarts it; apt-get remove is refused while a kernel is loaded.
+#         own upgrade path (apt-get install --reinstall): with a kernel loaded or an update
+#         preparing the postinst leaves luod alone and apt-get remove is refused; once idle the
+#         postinst restarts luod.
 # env: PREV_VERSION, NEW_VERSION (package.json's version of each)
 . "$LUO_SHARE/payload/systemd-lib.sh"
 
@@ -85,8 +86,29 @@ systemctl is-active luod.service || fail "luod stopped"
 [ "$(cat /sys/kernel/kexec_loaded)" = 1 ] || fail "the refused removal unloaded the kernel"
 dpkg-query -W -f='${Status}\n' luo-agent | grep -qx "install ok installed" || fail "luo-agent is not installed any more: $(dpkg-query -W -f='${Status}' luo-agent)"
 
-luoctl unload || fail "luoctl unload"
+step "an update in progress (a silent client holds it in preparing): the reinstall and the removal leave luod alone"
+mkdir -p /etc/systemd/system/luo-test-client@mute.service.d
+printf '[Service]\nEnvironment=LUO_TEST_ARGS=--silent\nRestart=no\n' > /etc/systemd/system/luo-test-client@mute.service.d/silent.conf
+systemctl daemon-reload
+systemctl start luo-test-client@mute.service || fail "the silent client did not start"
+luoctl kexec --timeout 180s > /run/kexec-held.log 2>&1 &
+held=$!
+until_ok 30 "the update is preparing" sh -c "luoctl status --json | grep -q '\"phase\":\"preparing\"'"
+install_package --reinstall
+grep -q "luo-agent: not restarting luod: an update is in progress (phase preparing)" /run/luo-apt.log || fail "the postinst did not say it leaves the update alone"
+DEBIAN_FRONTEND=noninteractive apt-get remove -y -q luo-agent > /run/luo-remove.log 2>&1 && fail "apt-get remove succeeded during an update"
+grep "luo-agent: not removing" /run/luo-remove.log | sed 's/^/  apt: /'
+grep -q "luo-agent: not removing: luod is in the middle of a live update" /run/luo-remove.log || fail "the prerm did not say why"
+[ "$(luod_pid)" = "$pid" ] || fail "luod was restarted or stopped during the update"
+luoctl status --json | grep -q '"phase":"preparing"' || fail "the update is not preparing any more"
+luoctl abort || fail "luoctl abort"
+wait $held && fail "the held luoctl kexec succeeded"
+systemctl stop luo-test-client@mute.service
+luoctl evict mute || fail "luoctl evict mute"
+# an aborted update unloads the kernel (Surprise kexecs in docs/systemd.md): luod is idle now
+[ "$(cat /sys/kernel/kexec_loaded)" = 0 ] || fail "the kernel is still loaded after the abort"
+
 install_package --reinstall
 grep -q "not restarting luod" /run/luo-apt.log && fail "the postinst left an idle luod running"
 until_ok 20 "luod restarted" sh -c "[ \"\$(systemctl show -p MainPID --value luod.service)\" != $pid ] && systemctl is-active luod.service"
-pass "the postinst leaves luod alone with a kernel loaded, restarts it when idle; removal with a kernel loaded is refused"
+pass "the postinst leaves luod alone with a kernel loaded or an update running, restarts it when idle; removal is refused meanwhile"
