@@ -3,7 +3,7 @@
 # and end with one plain line "N passed, N failed[, N skipped]" taken from bun's own counts.
 # usage: npm test [-- bun-test-args…]   e.g. npm test -- tests/unit
 # env:   LUO_SKIP_VM=1 skips the VM tests (they then show up as skipped, never as passed);
-#        LUO_SKIP_SYSTEMD_VM=1 skips only the two systemd VM tests (same).
+#        LUO_SKIP_SYSTEMD_VM=1 skips only the systemd VM tests (same).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BUN=node_modules/.bin/bun
@@ -21,6 +21,10 @@ if [[ -z ${LUO_SKIP_VM:-} ]]; then
     if [[ -z ${LUO_SKIP_SYSTEMD_VM:-} ]]; then
         scripts/vm/deps.sh systemd || exit 1
         scripts/vm/systemd/mkrootfs.sh >/dev/null || exit 1
+        # the systemd VMs install luod from the Debian package (docs/systemd.md, "The VM test");
+        # lintian runs in tests/integration/package.test.ts
+        scripts/vm/deps.sh package || exit 1
+        "$BUN" scripts/package.ts || exit 1
     fi
 fi
 

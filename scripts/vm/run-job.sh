@@ -11,15 +11,15 @@
 #
 # 1. gets what it needs, each cached: packages (deps.sh), the three kernels A, B, C (build-kernel.sh;
 #    a first build of A takes ~7 min, B and C then a few minutes more, built incrementally), then the
-#    initramfs (mkinitramfs.sh) or, --systemd, the root disk (systemd/mkrootfs.sh) and dist/luo
-#    (must exist: npm run build)
+#    initramfs (mkinitramfs.sh) or, --systemd, the root disk (systemd/mkrootfs.sh) and the Debian
+#    package dist/luo-agent_<version>-*_<arch>.deb (must exist and be newer than dist/luo: npm run package)
 # 2. makes a fresh work dir: $LUO_VM_WORKDIR, default <repo>/.vm/<job name>-<pid>
 #      share/job.sh, share/job.env    the job and its settings (guest: /mnt/share/...)
 #      share/boot/bzImage, initramfs  what the guest boots and kexecs into: kernel A (plain: also
 #                                     the initramfs)
 #      share/boot/vmlinuz-<release>   the kernels A, B, C (build-kernel.sh a|b|c), each with its
 #        vmlinuz-<release>.abi.env    abi.env (LUO_ABI, MEMFD_ABI, KHO_ABI, KERNEL_RELEASE, KERNEL_VERSION)
-#      share/payload/                 the -p files; --systemd: also luo (dist/luo), luod.service
+#      share/payload/                 the -p files; --systemd: also luo-agent_….deb (dist/, the package)
 #      serial.log                     the console, with host timestamps
 #    share/boot and share/payload are deleted after the run.
 # 3. boots the VM (run-vm.sh) and exits with the job's code (124 timeout, 125 no code).
@@ -68,12 +68,16 @@ t0=$SECONDS
 if [[ -n $SYSTEMD ]]; then
     "$HERE/deps.sh" systemd
     ROOTFS=$("$HERE/systemd/mkrootfs.sh")
-    [[ -x $REPO/dist/luo ]] || { log "$REPO/dist/luo is missing: run 'npm run build' first"; exit 1; }
+    # the jobs install luod from the package, as a host would (docs/systemd.md, "The Debian package")
+    version=$(sed -nE 's/^  "version": "([^"]+)",$/\1/p' "$REPO/package.json")
+    DEB=$(ls -t "$REPO"/dist/luo-agent_"$version"-*_*.deb 2>/dev/null | head -n 1)
+    [[ -n $DEB ]] || { log "no dist/luo-agent_$version-*.deb: run 'npm run package' first"; exit 1; }
+    [[ ! $REPO/dist/luo -nt $DEB ]] || { log "$(basename "$DEB") is older than dist/luo: run 'npm run package' again"; exit 1; }
     : "${MEM:=2G}" "${TMO:=600}"
     # no initramfs; the image is opened with snapshot=on, so it never changes; no host root
     VMBOOT=(-d "$ROOTFS" -H)
     APPEND="root=/dev/vda rootfstype=ext4 rw init=/usr/lib/systemd/systemd systemd.show_status=1 systemd.log_color=0 $APPEND"
-    FILES=("$REPO/dist/luo" "$REPO/luod.service" ${FILES[@]+"${FILES[@]}"})
+    FILES=("$DEB" ${FILES[@]+"${FILES[@]}"})
 else
     INITRAMFS=$("$HERE/mkinitramfs.sh")
     : "${MEM:=1G}" "${TMO:=300}"

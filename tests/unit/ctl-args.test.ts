@@ -153,7 +153,7 @@ describe("help and version exit 0", () => {
     for (const args of [["--version"], ["-v"], ["status", "--version"]]) {
       const r = await run([...args, "--socket", "/nonexistent/luod.sock"]);
       expect(r.code).toBe(0);
-      expect(r.out).toBe("luoctl 0.1.0\nluod not reachable at /nonexistent/luod.sock (ENOENT)\n");
+      expect(r.out).toBe("luoctl 0.2.0\nluod not reachable at /nonexistent/luod.sock (ENOENT)\n");
     }
   });
 });

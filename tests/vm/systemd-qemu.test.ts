@@ -11,7 +11,6 @@ import { PATTERN_FROM, PATTERN_TO, PATTERN_XOR } from "./guest/guest-ram";
 import { logLines } from "./vm";
 import { runSystemdJob, SYSTEMD_VM_TEST_TIMEOUT_MS, systemdVmAvailable } from "./systemd-vm";
 
-const REPO = join(import.meta.dir, "../..");
 const RAM_BYTES = 16 * 1024 * 1024;
 const dir = mkdtempSync(join(tmpdir(), "systemd-qemu-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -29,7 +28,7 @@ test.skipIf(!systemdVmAvailable())(
     const guest = join(dir, "luo-guest.bin");
     buildCounterGuest(guest);
     const { rc, log } = await runSystemdJob(join(import.meta.dir, "jobs/systemd-qemu.sh"), {
-      files: [guest, join(REPO, "luo-qemu@.service")],
+      files: [guest],
       env: { PATTERN_SHA256: patternSha256() },
     });
 

@@ -29,13 +29,31 @@ until_ok() {
     done
 }
 
-# the compiled binary and the units, as an administrator would install them (docs/systemd.md)
+# the package (luod, luoctl, luo-qemu in /usr/bin, the units in /usr/lib/systemd/system), as an
+# administrator would install it (docs/systemd.md, "The Debian package"): offline, the guest has no
+# network and no apt lists, and everything it depends on is installed. --force-confold keeps an
+# /etc/luod.conf a job wrote before (systemd-crash.sh) instead of asking. Its postinst enables and
+# starts luod. Then the test client and its unit.
 install_luod() {
-    install -m 755 "$P/luo" /usr/local/bin/luo
-    ln -sf luo /usr/local/bin/luod
-    ln -sf luo /usr/local/bin/luoctl
+    install_package
+    [ "$(readlink -f "$(command -v luod)")" = /usr/bin/luo ] || fail "luod is not the packaged /usr/bin/luod"
+    install_test_client
+}
+
+# install_package [APT-GET-ARGS...]: apt-get install the payload's package; its output on ours
+# and in /run/luo-apt.log
+install_package() {
+    local deb
+    deb=$(ls "$P"/luo-agent_*.deb) || fail "no luo-agent package in the payload"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+        -o Dpkg::Options::=--force-confold "$@" "$deb" 2>&1 | tee /run/luo-apt.log | sed 's/^/  apt: /'
+    [ "${PIPESTATUS[0]}" = 0 ] || fail "apt-get install $* $(basename "$deb")"
+    hash -r
+}
+
+install_test_client() {
     install -m 755 "$P/luo-test-client" /usr/local/bin/luo-test-client
-    install -m 644 "$P/luod.service" "$P/luo-test-client@.service" /etc/systemd/system/
+    install -m 644 "$P/luo-test-client@.service" /etc/systemd/system/
     sed -i "s/^Environment=LUO_TEST_MIB=.*/Environment=LUO_TEST_MIB=$MIB/" /etc/systemd/system/luo-test-client@.service
     systemctl daemon-reload
 }
@@ -81,9 +99,11 @@ has_entry_now() { snapshot_journal "$1" && shift && has_entry "$@"; }
 
 # boot 1: luod and the clients as services, the kernel loaded
 setup_stage1() {
-    step "install luod ($(du -m "$P/luo" | cut -f1) MB) and the test client; enable luod.service"
+    step "apt-get install $(basename "$P"/luo-agent_*.deb) and the test client; the postinst starts luod.service"
     install_luod
-    systemctl enable --now luod.service || fail "luod.service did not start"
+    systemctl is-active luod.service || fail "the package's postinst did not start luod.service"
+    systemctl is-enabled luod.service || fail "the package's postinst did not enable luod.service"
+    show systemctl --no-pager show -p FragmentPath -p ExecStart luod.service
     show systemctl --no-pager show -p FileDescriptorStoreMax -p FileDescriptorStorePreserve -p NotifyAccess -p Type luod.service
     step "start the clients: $(units)"
     # Type=notify: each start returns when the client has subscribed to luod
@@ -95,6 +115,15 @@ setup_stage1() {
     pass "luod runs as a Type=notify service in systemd mode; STATUS and journal priorities are there"
     step "luoctl load (this kernel, no initramfs, this boot's command line)"
     luoctl load "$LUO_SHARE/boot/bzImage" --reuse-cmdline || fail "luoctl load"
+}
+
+# kexec_through_systemd TIMEOUT: luoctl kexec; systemd then shuts down for the kexec, and the job
+# ends with this boot (a boot that goes on fails)
+kexec_through_systemd() {
+    luoctl kexec --timeout "$1"
+    echo "JOB: luoctl kexec exited $?; systemd is shutting down for the kexec"
+    sleep 120
+    fail "still running 120 s after luoctl kexec: no kexec"
 }
 
 # boot 2: the clients claim (they do it when they start); every byte must be there
