@@ -14,6 +14,7 @@ const EXAMPLES: Partial<Record<SettingKey, string>> = {
   socketMode: "0660",
   maxConnectionsPerUid: "240",
   runningImage: "/boot/vmlinuz",
+  metricsFile: "/var/lib/prometheus/node-exporter/luod.prom",
 };
 
 /** A default as the config file spells it (durations in seconds when whole). */
