@@ -2,6 +2,7 @@
 // same bytes on every run, man pages that groff and man render without a warning, carrying every
 // option the compiled binary's --help prints; completions that bash (and zsh, when installed)
 // accept and that complete what they should.
+import { VERSION } from "../../src/version";
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -64,7 +65,7 @@ describe("build-manual.ts OUTDIR", () => {
     buildManual(join(dir, "b"));
     for (const p of CONTRACT) expect([p, readFileSync(join(dir, "b", p), "utf8") === read(p)]).toEqual([p, true]);
     buildManual(join(dir, "c"), { SOURCE_DATE_EPOCH: "1767225600" });
-    expect(readFileSync(join(dir, "c", "man/man8/luod.8"), "utf8")).toContain('"8" "2026-01-01" "luo-agent 0.1.0"');
+    expect(readFileSync(join(dir, "c", "man/man8/luod.8"), "utf8")).toContain(`"8" "2026-01-01" "luo-agent ${VERSION}"`);
   });
 });
 
