@@ -6,9 +6,11 @@
 . "$LUO_SHARE/payload/systemd-lib.sh"
 [ "$LUO_BOOT" = 1 ] || fail "boot $LUO_BOOT: systemctl reboot became a kexec"
 
-# luod's log on the console too: the VM ends with the reboot, the journal with it
+# luod's log on the console too: the VM ends with the reboot, the journal with it. Without
+# $JOURNAL_STREAM luod writes lines to stderr instead of native journal entries, which journald
+# would not copy to the console (docs/daemon.md#logs-and-the-audit-trail).
 mkdir -p /etc/systemd/system/luod.service.d
-printf '[Service]\nStandardOutput=journal+console\nStandardError=journal+console\n' > /etc/systemd/system/luod.service.d/console.conf
+printf '[Service]\nStandardOutput=journal+console\nStandardError=journal+console\nUnsetEnvironment=JOURNAL_STREAM\n' > /etc/systemd/system/luod.service.d/console.conf
 setup_stage1
 [ "$(cat /sys/kernel/kexec_loaded)" = 1 ] || fail "no kernel loaded after luoctl load"
 show luoctl status
