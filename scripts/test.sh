@@ -25,6 +25,8 @@ if [[ -z ${LUO_SKIP_VM:-} ]]; then
         # lintian runs in tests/integration/package.test.ts
         scripts/vm/deps.sh package || exit 1
         "$BUN" scripts/package.ts || exit 1
+        # the fleet test's Ansible controller: Debian sid's ansible-core and ansible-lint (docs/fleet.md)
+        scripts/vm/ansible/controller.sh >/dev/null || exit 1
     fi
 fi
 

@@ -7,6 +7,8 @@
 #   (plain)    the guest is our busybox initramfs (guest/init); host programs run through hostrun
 #   --systemd  the guest's PID 1 is systemd 262 on a Debian sid root disk (systemd/mkrootfs.sh)
 #   -e K=V     exported to the job          -p FILE  copied into share/payload/ (guest: /mnt/share/payload)
+#   -n PORT    a network card, ssh on 127.0.0.1:PORT (run-vm.sh -n); the guest gets its address
+#              from the command line (ip=10.0.2.15::10.0.2.2:255.255.255.0::eth0:off)
 #   -m -t -c -a -v as for run-vm.sh; defaults: plain 1G, 300 s; --systemd 2G, 600 s; 2 vCPUs
 #
 # 1. gets what it needs, each cached: packages (deps.sh), the three kernels A, B, C (build-kernel.sh;
@@ -42,10 +44,10 @@ set -euo pipefail
 export LC_ALL=C
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd -P)
-usage() { sed -n 2,41p "$0" >&2; exit 2; }
+usage() { sed -n 2,43p "$0" >&2; exit 2; }
 log() { echo "run-job${SYSTEMD:+(systemd)}: $*" >&2; }
 
-SYSTEMD= JOB= ENVS=() FILES=() MEM= CPUS=2 TMO= APPEND= ECHO= ROOTFS= INITRAMFS=
+SYSTEMD= JOB= ENVS=() FILES=() MEM= CPUS=2 TMO= APPEND= ECHO= ROOTFS= INITRAMFS= SSHPORT=
 while (( $# )); do
     case $1 in
     --systemd) SYSTEMD=1; shift ;;
@@ -55,6 +57,7 @@ while (( $# )); do
     -t) (( $# >= 2 )) || usage; TMO=$2; shift 2 ;;
     -c) (( $# >= 2 )) || usage; CPUS=$2; shift 2 ;;
     -a) (( $# >= 2 )) || usage; APPEND=$2; shift 2 ;;
+    -n) [[ ${2:-} =~ ^[0-9]+$ ]] || usage; SSHPORT=$2; shift 2 ;;
     -v) ECHO=1; shift ;;
     -*) usage ;;
     *) [[ -z $JOB ]] || usage; JOB=$1; shift ;;
@@ -62,6 +65,7 @@ while (( $# )); do
 done
 [[ -n $JOB && -f $JOB ]] || usage
 t0=$SECONDS
+[[ -z $SSHPORT ]] || APPEND="ip=10.0.2.15::10.0.2.2:255.255.255.0::eth0:off $APPEND"
 
 # ---- 1. what the VM boots -------------------------------------------------------------------------
 "$HERE/deps.sh" all
@@ -127,7 +131,7 @@ log "job $JOB in $W (setup $((SECONDS - t0))s)${ROOTFS:+; rootfs $ROOTFS}"
 # In the background, so that a TERM/INT for us (a test timeout) reaches run-vm.sh, which then
 # stops QEMU. TMPDIR: a root disk's snapshot writes go to a temporary file there.
 TMPDIR=$W "$HERE/run-vm.sh" -k "$W/share/boot/bzImage" "${VMBOOT[@]}" -s "$W/share" -l "$LOG" \
-    -m "$MEM" -c "$CPUS" -t "$TMO" ${APPEND:+-a "$APPEND"} ${ECHO:+-v} &
+    -m "$MEM" -c "$CPUS" -t "$TMO" ${APPEND:+-a "$APPEND"} ${SSHPORT:+-n "$SSHPORT"} ${ECHO:+-v} &
 vm=$!
 trap 'kill -TERM $vm 2>/dev/null; wait $vm; exit 143' TERM INT HUP
 rc=0

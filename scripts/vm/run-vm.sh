@@ -12,6 +12,9 @@
 #   -m MEM   guest RAM (default 1G)          -c N    vCPUs (default 2)
 #   -t SEC   hard timeout (default 300)      -a STR  extra kernel command line
 #   -H       do not share the host's / read-only as 9p tag "hostroot" (no hostrun)
+#   -n PORT  a network card (virtio-net, QEMU user networking with restrict=on: the guest reaches
+#            nothing outside QEMU) with 127.0.0.1:PORT on the host forwarded to the guest's port 22;
+#            the guest is 10.0.2.15/24 (pass ip=… with -a, as run-job.sh -n does)
 #   -v       also copy the console to stdout
 # env: ACCEL=tcg|kvm (default tcg: KVM is unusably slow on nested test hosts, see
 #      docs), CPU (default max for tcg, host for kvm), QEMU (default qemu-system-x86_64),
@@ -20,15 +23,15 @@
 #       125 when QEMU ended without a code (panic, reset, QEMU error).
 set -euo pipefail
 export LC_ALL=C
-K= I= DISK= SHARE= LOG= MEM=1G CPUS=2 TMO=300 APPEND= HOSTROOT=1 ECHO=
-while getopts "k:i:d:s:l:m:c:t:a:Hv" o; do
+K= I= DISK= SHARE= LOG= MEM=1G CPUS=2 TMO=300 APPEND= HOSTROOT=1 ECHO= SSHPORT=
+while getopts "k:i:d:s:l:m:c:t:a:Hn:v" o; do
     case $o in
     k) K=$OPTARG ;; i) I=$OPTARG ;; d) DISK=$OPTARG ;; s) SHARE=$OPTARG ;; l) LOG=$OPTARG ;; m) MEM=$OPTARG ;;
-    c) CPUS=$OPTARG ;; t) TMO=$OPTARG ;; a) APPEND=$OPTARG ;; H) HOSTROOT= ;; v) ECHO=1 ;;
-    *) sed -n 2,22p "$0" >&2; exit 2 ;;
+    c) CPUS=$OPTARG ;; t) TMO=$OPTARG ;; a) APPEND=$OPTARG ;; H) HOSTROOT= ;; n) SSHPORT=$OPTARG ;; v) ECHO=1 ;;
+    *) sed -n 2,25p "$0" >&2; exit 2 ;;
     esac
 done
-[[ -f $K && ( -f $I || -f $DISK ) && -d $SHARE && -n $LOG ]] || { sed -n 2,22p "$0" >&2; exit 2; }
+[[ -f $K && ( -f $I || -f $DISK ) && -d $SHARE && -n $LOG ]] || { sed -n 2,25p "$0" >&2; exit 2; }
 log() { echo "run-vm: $*" >&2; }
 
 CMDLINE="console=ttyS0 liveupdate=on panic=-1"
@@ -46,6 +49,11 @@ if [[ -n $DISK ]]; then
     args+=(-drive "file=$DISK,format=raw,if=virtio,snapshot=on,cache=unsafe")
 else
     args+=(-initrd "$I")
+fi
+if [[ -n $SSHPORT ]]; then
+    [[ $SSHPORT =~ ^[0-9]+$ ]] || { log "-n: not a port: $SSHPORT"; exit 2; }
+    args+=(-netdev "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:$SSHPORT-:22"
+        -device virtio-net-pci,netdev=net0)
 fi
 if [[ -n $HOSTROOT ]]; then
     args+=(-fsdev local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap

@@ -9,7 +9,7 @@
 // Needs root or passwordless sudo (debootstrap) the first time. LUO_SKIP_VM=1 skips these tests
 // like every VM test; LUO_SKIP_SYSTEMD_VM=1 skips only these.
 import { join } from "node:path";
-import { runJobWith, vmAvailable } from "./vm";
+import { runJobWith, startJobWith, vmAvailable, type RunningJob } from "./vm";
 
 const LIB = join(import.meta.dir, "jobs/systemd-lib.sh");
 const CLIENT_UNIT = join(import.meta.dir, "guest/luo-test-client@.service");
@@ -28,11 +28,32 @@ export function systemdVmAvailable(): boolean {
 }
 
 /** `files`: more payload files (guest: /mnt/share/payload/<basename>). */
-export async function runSystemdJob(jobPath: string, opts: { env?: Record<string, string>; timeoutSec?: number; files?: string[] } = {}) {
+export async function runSystemdJob(jobPath: string, opts: SystemdJobOptions = {}) {
+  return runJobWith(jobPath, systemdJobArgs(opts));
+}
+
+export interface SystemdJobOptions {
+  env?: Record<string, string>;
+  timeoutSec?: number;
+  files?: string[];
+  /** guest RAM, QEMU syntax (run-job.sh's default for --systemd: 2G) */
+  memory?: string;
+  /** a network card with the guest's ssh on 127.0.0.1:sshPort (run-job.sh -n) */
+  sshPort?: number;
+}
+
+/** Starts a systemd VM job and returns while it runs (the fleet test's hosts). */
+export function startSystemdJob(jobPath: string, opts: SystemdJobOptions = {}): RunningJob {
+  return startJobWith(jobPath, systemdJobArgs(opts));
+}
+
+function systemdJobArgs(opts: SystemdJobOptions): string[] {
   const args = ["--systemd", "-p", LIB, "-p", CLIENT_UNIT, "-p", testClient(), "-t", String(opts.timeoutSec ?? 600)];
   for (const f of opts.files ?? []) args.push("-p", f);
   for (const [k, v] of Object.entries(opts.env ?? {})) args.push("-e", `${k}=${v}`);
-  return runJobWith(jobPath, args);
+  if (opts.memory) args.push("-m", opts.memory);
+  if (opts.sshPort !== undefined) args.push("-n", String(opts.sshPort));
+  return args;
 }
 
 /** The compiled test client (built once per content, cached); its progress goes to our stderr. */

@@ -77,6 +77,18 @@ export async function runVmJob(jobPath: string, opts: VmJobOptions = {}): Promis
  * console log; when the exit code is not `expectRc`, prints the log's last lines.
  */
 export async function runJobWith(jobPath: string, args: string[], expectRc = 0): Promise<VmJobResult> {
+  return finishJob(startJobWith(jobPath, args), expectRc);
+}
+
+/** A VM started by startJobWith, still running: its console is at `${workDir}/serial.log`. */
+export interface RunningJob {
+  name: string;
+  workDir: string;
+  proc: ReturnType<typeof Bun.spawn>;
+}
+
+/** Starts run-job.sh JOB ARGS… and returns at once (the fleet test runs two VMs side by side). */
+export function startJobWith(jobPath: string, args: string[]): RunningJob {
   const name = basename(jobPath).replace(/\.sh$/, "");
   mkdirSync(join(REPO, ".vm"), { recursive: true });
   const workDir = mkdtempSync(join(REPO, ".vm", `${name}-`));
@@ -88,6 +100,11 @@ export async function runJobWith(jobPath: string, args: string[], expectRc = 0):
     stdout: "inherit",
     stderr: "inherit",
   });
+  return { name, workDir, proc };
+}
+
+/** Waits for a started VM to end; a code other than `expectRc` prints the log's tail on stderr. */
+export async function finishJob({ name, workDir, proc }: RunningJob, expectRc = 0): Promise<VmJobResult> {
   const rc = await proc.exited;
   let log = "";
   try {

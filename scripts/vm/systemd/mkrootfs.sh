@@ -29,7 +29,9 @@ SUITE=sid
 # second, newer QEMU than the plain VM's (the host's 7.2); the VM has no host root to borrow one
 # from. debootstrap installs Depends only (no GUI, no OVMF, no qemu-utils): 45 more packages, the
 # tree 158 → 291 MB, the image's used blocks 224 → 329 MB (2026-12-04; the 2 GiB file system keeps room).
-PACKAGES=systemd,systemd-sysv,dbus,libseccomp2,libbpf1,libacl1,procps,qemu-system-x86
+# openssh-server, python3 and python3-apt: the fleet test's hosts, managed by Ansible over ssh
+# (tests/vm/fleet.test.ts); sshd is not started at boot unless a job enables it.
+PACKAGES=systemd,systemd-sysv,dbus,libseccomp2,libbpf1,libacl1,procps,qemu-system-x86,openssh-server,python3,python3-apt
 RECIPE="debootstrap --variant=minbase $SUITE $PACKAGES v1"
 RKEY=$(echo "$RECIPE" | sha256sum | cut -c1-12)
 BASE=$CACHE/rootfs/base-$RKEY
@@ -94,6 +96,8 @@ R=$ST/root
              fstrim.timer systemd-tmpfiles-clean.timer; do
         ln -sf /dev/null '$R/etc/systemd/system/'\$u
     done
+    # sshd only where a job asks for it (the fleet test: systemctl enable --now ssh.service)
+    rm -f '$R/etc/systemd/system/multi-user.target.wants/ssh.service' '$R/etc/systemd/system/sockets.target.wants/ssh.socket'
 "
 # a file system of 2 GiB with room for the binaries the tests copy in (~250 MB)
 rm -f "$IMG.tmp"

@@ -15,8 +15,13 @@
 // makes the next CLAIM hold: the client takes the file away, says "HOLDING <id>" and waits with
 // the session, unverified and unfinished, until it is killed (the double-fault test). The client
 // systemd starts again finds no file and claims as usual.
-import { existsSync, renameSync } from "node:fs";
-import { pattern, verifyAndFinish } from "./pattern";
+// Like a tenant, the client holds its memfd from the start, not only during an update: the same
+// memfd goes into every update's session, and after an aborted update the client reads it back
+// and says "INTACT <id> <bytes> bytes after the aborted update" (or "MISMATCH ...").
+// While a file /var/lib/luo-test/refuse-<id> exists, the client answers every update with FAIL,
+// the file's first line as the reason, and says "REFUSED <id>: <reason>" (the fleet test).
+import { existsSync, readFileSync, renameSync } from "node:fs";
+import { holdsPattern, pattern, verifyAndFinish } from "./pattern";
 import { LuoClient, LuoConnectionClosed, LuoError, preserveMemfd } from "../../../src/client";
 import { memfdCreate } from "../../../src/kernel/memfd";
 import { closeFd, writeFull } from "../../../src/kernel/fd";
@@ -91,6 +96,19 @@ say(`SUBSCRIBED (restored: ${sub.restored === true})`);
 if (sub.restored === true && !(await claim(client))) process.exit(1);
 sdNotify(`READY=1\nSTATUS=subscribed to luod as ${id}`);
 
+// the tenant's memory, held for the client's whole life
+const memfd = memfdCreate(`luo-test-${id}`);
+writeFull(memfd, patternOf(mib << 20), 0);
+
+/** The reason in /var/lib/luo-test/refuse-<id> (its first line), or null without the file. */
+function refusal(): string | null {
+  try {
+    return readFileSync(`/var/lib/luo-test/refuse-${id}`, "utf8").split("\n")[0]!.trim() || `client ${id} refuses`;
+  } catch {
+    return null;
+  }
+}
+
 for (;;) {
   let p;
   try {
@@ -98,6 +116,8 @@ for (;;) {
   } catch (e) {
     if (e instanceof LuoError && e.code === "ECANCELED") {
       say(`ABORTED: ${e.message}`);
+      const { size, same } = holdsPattern(memfd, id, mib << 20);
+      say(same ? `INTACT ${id} ${size} bytes after the aborted update` : `MISMATCH ${id}: ${size} bytes after the aborted update`);
       status(`subscribed; last update aborted`);
       ready = false;
       continue;
@@ -116,10 +136,19 @@ for (;;) {
     closeFd(p.sessionFd);
     continue;
   }
-  const memfd = memfdCreate(`luo-test-${id}`);
-  writeFull(memfd, patternOf(mib << 20), 0);
-  preserveMemfd(p.sessionFd, memfd, TOKEN);
-  closeFd(memfd); // LUO holds its own reference after PRESERVE_FD
+  const reason = refusal();
+  if (reason !== null) {
+    closeFd(p.sessionFd);
+    say(`REFUSED ${id}: ${reason}`);
+    status(`refused update ${p.update}`);
+    try {
+      await client.fail(reason);
+    } catch (e) {
+      say(`FAIL not taken: ${(e as Error).message}`); // the update may have ended meanwhile
+    }
+    continue;
+  }
+  preserveMemfd(p.sessionFd, memfd, TOKEN); // LUO takes its own reference; ours stays the tenant's
   closeFd(p.sessionFd); // luod holds its own copy until the jump
   await client.ready();
   ready = true;

@@ -1,0 +1,195 @@
+// Fleet rollout with Ansible (docs/fleet.md): two systemd VMs, each with luod from the package and
+// a client service holding a memfd of known content, managed over ssh on ports forwarded to
+// 127.0.0.1 (QEMU user networking, restrict=on: nothing leaves the machine) by ansible-playbook
+// deploy/ansible/rollout.yml, run from Debian sid's Ansible (scripts/vm/ansible/controller.sh).
+//   1. the rollout: both hosts, one per wave, come back on kernel B with their data verified
+//   2. the same hosts again, towards kernel A, with host1's client refusing: host1's update aborts
+//      with the client's reason, host1 keeps running its kernel and its data, and host2 is never
+//      touched. Job: jobs/fleet-host.sh.
+import { afterAll, describe, expect, test } from "bun:test";
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { finishJob, kernelVariant, logLines, type RunningJob } from "./vm";
+import { startSystemdJob, systemdVmAvailable } from "./systemd-vm";
+
+const REPO = resolve(import.meta.dir, "../..");
+const CONTROLLER = join(REPO, "scripts/vm/ansible/run.sh");
+const ANSIBLE_DIR = join(REPO, "deploy/ansible");
+const HOSTS = ["host1", "host2"] as const;
+type Host = (typeof HOSTS)[number];
+const tenant = (h: Host) => `${h}-tenant`;
+const MIB = 8;
+const REFUSAL = "fleet test: host1's tenant refuses this update";
+
+interface FleetHost { name: Host; port: number; job: RunningJob; }
+const fleet: FleetHost[] = [];
+let work = "";
+
+/** A free TCP port on 127.0.0.1 (bound and released: QEMU binds it a moment later). */
+function freePort(): number {
+  const s = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+  const port = s.port;
+  s.stop(true);
+  return port;
+}
+
+/** Runs CMD with the controller's tools, the work dir visible; stdout+stderr together. */
+function controller(cmd: string[], cwd = REPO): { rc: number; out: string } {
+  const r = Bun.spawnSync([CONTROLLER, "--bind", work, ...cmd], { cwd, stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+  const out = r.stdout.toString() + r.stderr.toString();
+  return { rc: r.exitCode ?? -1, out };
+}
+
+function ssh(h: FleetHost, command: string): string {
+  const r = controller(["ssh", "-i", join(work, "fleet_key"), "-p", String(h.port), "-o", "StrictHostKeyChecking=no",
+    "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "root@127.0.0.1", command]);
+  if (r.rc !== 0) throw new Error(`ssh ${h.name} ${command}: exit ${r.rc}: ${r.out}`);
+  return r.out.trim();
+}
+
+const serial = (h: FleetHost) => (existsSync(join(h.job.workDir, "serial.log")) ? readFileSync(join(h.job.workDir, "serial.log"), "utf8") : "");
+const readyLines = (h: FleetHost) => logLines(serial(h), `JOB: fleet host ${h.name} ready:`);
+
+/** Waits until host h printed its `boot`-th ready line (or its VM ended). */
+async function waitReady(h: FleetHost, boot: number, timeoutMs: number): Promise<string> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const line = readyLines(h).find((l) => l.includes(`ready: boot ${boot},`));
+    if (line) return line;
+    if (h.job.proc.exitCode !== null) throw new Error(`${h.name}'s VM ended (exit ${h.job.proc.exitCode}) before boot ${boot} was ready`);
+    if (Date.now() > until) throw new Error(`${h.name}: not ready for boot ${boot} after ${timeoutMs / 1000}s`);
+    await Bun.sleep(1000);
+  }
+}
+
+/** ansible-playbook rollout.yml over both hosts, towards `kernel` (as the controller sees it). */
+function rollout(kernel: string, release: string): { rc: number; out: string } {
+  writeFileSync(join(work, "vars.yml"), [
+    `luo_agent_package_deb: ${JSON.stringify(packagePath())}`,
+    `luo_agent_kernel: ${JSON.stringify(kernel)}`,
+    `luo_agent_kernel_release: ${JSON.stringify(release)}`,
+    "luo_agent_kexec_timeout: 60",
+    "luo_agent_boot_timeout: 600",
+    "luo_agent_restore_timeout: 300",
+    "",
+  ].join("\n"));
+  const r = controller(["ansible-playbook", "-i", join(work, "inventory.yml"), "-e", `@${join(work, "vars.yml")}`, "rollout.yml"], ANSIBLE_DIR);
+  console.error(`---- ansible-playbook (exit ${r.rc}) ----\n${r.out}`);
+  return r;
+}
+
+function packagePath(): string {
+  const version = JSON.parse(readFileSync(join(REPO, "package.json"), "utf8")).version as string;
+  const deb = [...new Bun.Glob(`luo-agent_${version}-*_*.deb`).scanSync(join(REPO, "dist"))][0];
+  if (!deb) throw new Error("no dist/luo-agent_*.deb: npm run package");
+  return join(REPO, "dist", deb);
+}
+
+/** The id of the boot a ready line names. */
+const bootId = (line: string) => /boot_id (\S+)/.exec(line)![1]!;
+
+afterAll(async () => {
+  for (const h of fleet) writeFileSync(join(h.job.workDir, "share/stop"), "");
+  await Promise.race([Promise.all(fleet.map((h) => h.job.proc.exited)), Bun.sleep(60_000)]);
+  for (const h of fleet) h.job.proc.kill();
+});
+
+describe.skipIf(!systemdVmAvailable())("fleet rollout with Ansible (deploy/ansible/rollout.yml)", () => {
+  const a = kernelVariantOrNull("a");
+  const b = kernelVariantOrNull("b");
+
+  test("two hosts live-updated one per wave both come back on the new kernel with their data", async () => {
+    // the controller (first time: debootstrap) and a key for the hosts
+    mkdirSync(join(REPO, ".vm"), { recursive: true });
+    work = mkdtempSync(join(REPO, ".vm", "fleet-"));
+    expect(controller(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "luo-agent fleet test", "-f", join(work, "fleet_key")]).rc).toBe(0);
+    // the hosts' kernels where the controller reads them
+    for (const k of [a!, b!]) copyFileSync(k.image, join(work, `vmlinuz-${k.abi.KERNEL_RELEASE}`));
+    for (const name of HOSTS) {
+      const port = freePort();
+      const job = startSystemdJob(join(import.meta.dir, "jobs/fleet-host.sh"), {
+        env: { FLEET_HOST: name, CLIENTS: tenant(name), MIB: String(MIB) },
+        files: [keyPayload()],
+        memory: "1G",
+        timeoutSec: 2400,
+        sshPort: port,
+      });
+      fleet.push({ name, port, job });
+    }
+    for (const h of fleet) await waitReady(h, 1, 900_000);
+    writeFileSync(join(work, "inventory.yml"), inventory());
+
+    const first = rollout(join(work, `vmlinuz-${b!.abi.KERNEL_RELEASE}`), b!.abi.KERNEL_RELEASE!);
+    expect(first.rc).toBe(0);
+    // one host per wave: host1's wave ended before host2's began
+    expect(first.out.lastIndexOf("[host1]")).toBeLessThan(first.out.indexOf("[host2]"));
+    expect(first.out).toMatch(/host1\s*:.*failed=0/);
+    expect(first.out).toMatch(/host2\s*:.*failed=0/);
+    for (const h of fleet) {
+      const back = await waitReady(h, 2, 300_000);
+      expect(back).toContain(`kernel ${b!.abi.KERNEL_RELEASE},`);
+      // the client claimed its session and compared every byte (jobs/fleet-host.sh)
+      expect(logLines(serial(h), `JOB: fleet host ${h.name}: client ${tenant(h.name)}: VERIFIED ${tenant(h.name)} ${MIB << 20} bytes`)).toHaveLength(1);
+      expect(logLines(serial(h), "kexec_core: Starting new kernel")).toHaveLength(1);
+      expect(ssh(h, "uname -r")).toBe(b!.abi.KERNEL_RELEASE!);
+    }
+  }, 45 * 60_000);
+
+  test("a client that refuses aborts its host's update at once; the host keeps its kernel and data, the next host is never touched", async () => {
+    expect(fleet).toHaveLength(2);
+    const [h1, h2] = fleet as [FleetHost, FleetHost];
+    const before = { h1: bootId(await waitReady(h1, 2, 1000)), h2: bootId(await waitReady(h2, 2, 1000)) };
+    ssh(h1, `mkdir -p /var/lib/luo-test && echo ${JSON.stringify(REFUSAL)} > /var/lib/luo-test/refuse-${tenant("host1")}`);
+
+    const second = rollout(join(work, `vmlinuz-${a!.abi.KERNEL_RELEASE}`), a!.abi.KERNEL_RELEASE!);
+    expect(second.rc).not.toBe(0);
+    // host1 failed with the client's own reason, and the play stopped before host2
+    expect(second.out).toContain(REFUSAL);
+    expect(second.out).toContain(`luoctl kexec failed on host1, which keeps running ${b!.abi.KERNEL_RELEASE}`);
+    expect(second.out).toContain(`luoctl said: luoctl: update aborted: client ${tenant("host1")} sent FAIL: ${REFUSAL} (ECANCELED)"`);
+    expect(second.out).toMatch(/host1\s*:.*failed=1/);
+    expect(second.out).not.toContain("host2");
+    // host1: the same boot, the old kernel, the client still running with its memfd intact
+    expect(ssh(h1, "cat /proc/sys/kernel/random/boot_id")).toBe(before.h1);
+    expect(ssh(h1, "uname -r")).toBe(b!.abi.KERNEL_RELEASE!);
+    const client1 = ssh(h1, `journalctl -b -o cat -u luo-test-client@${tenant("host1")}.service`);
+    expect(client1).toContain(`REFUSED ${tenant("host1")}: ${REFUSAL}`);
+    expect(client1).toContain(`INTACT ${tenant("host1")} ${MIB << 20} bytes after the aborted update`);
+    expect(ssh(h1, `systemctl is-active luo-test-client@${tenant("host1")}.service`)).toBe("active");
+    expect(ssh(h1, "cat /sys/kernel/kexec_loaded")).toBe("0");
+    // host2: the same boot, and luod saw no update in it
+    expect(ssh(h2, "cat /proc/sys/kernel/random/boot_id")).toBe(before.h2);
+    expect(ssh(h2, "journalctl -b -o cat MESSAGE_ID=3001fb2e8c534e3dab9b621f4968c96f")).toBe("");
+    expect(ssh(h2, "cat /sys/kernel/kexec_loaded")).toBe("0");
+
+    for (const h of fleet) writeFileSync(join(h.job.workDir, "share/stop"), "");
+    for (const h of fleet) expect((await finishJob(h.job)).rc).toBe(0);
+  }, 20 * 60_000);
+});
+
+function kernelVariantOrNull(v: "a" | "b") {
+  return systemdVmAvailable() ? kernelVariant(v) : null;
+}
+
+/** The public key as payload file fleet_key.pub (the job installs it as authorized_keys). */
+function keyPayload(): string {
+  const dir = join(work, "payload");
+  mkdirSync(dir, { recursive: true });
+  copyFileSync(join(work, "fleet_key.pub"), join(dir, "fleet_key.pub"));
+  return join(dir, "fleet_key.pub");
+}
+
+function inventory(): string {
+  const hosts = fleet.map((h) => `    ${h.name}:\n      ansible_host: 127.0.0.1\n      ansible_port: ${h.port}\n`).join("");
+  return [
+    "luo_hosts:",
+    "  hosts:",
+    hosts.trimEnd(),
+    "  vars:",
+    "    ansible_user: root",
+    `    ansible_ssh_private_key_file: ${JSON.stringify(join(work, "fleet_key"))}`,
+    '    ansible_ssh_common_args: "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"',
+    "    ansible_python_interpreter: /usr/bin/python3",
+    "",
+  ].join("\n");
+}
