@@ -7,7 +7,7 @@
 //      with the client's reason, host1 keeps running its kernel and its data, and host2 is never
 //      touched. Job: jobs/fleet-host.sh.
 import { afterAll, describe, expect, test } from "bun:test";
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { finishJob, kernelVariant, logLines, type RunningJob } from "./vm";
 import { startSystemdJob, systemdVmAvailable } from "./systemd-vm";
@@ -25,23 +25,25 @@ interface FleetHost { name: Host; port: number; job: RunningJob; }
 const fleet: FleetHost[] = [];
 let work = "";
 
-/** A free TCP port on 127.0.0.1 (bound and released: QEMU binds it a moment later). */
+/** A free TCP port on 127.0.0.1 not given out before (bound and released: QEMU binds it a moment later). */
 function freePort(): number {
-  const s = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-  const port = s.port;
-  s.stop(true);
-  return port;
+  for (;;) {
+    const s = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+    const port = s.port;
+    s.stop(true);
+    if (!fleet.some((h) => h.port === port)) return port;
+  }
 }
 
-/** Runs CMD with the controller's tools, the work dir visible; stdout+stderr together. */
-function controller(cmd: string[], cwd = REPO): { rc: number; out: string } {
-  const r = Bun.spawnSync([CONTROLLER, "--bind", work, ...cmd], { cwd, stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+/** Runs CMD with the controller's tools, the work dir visible (killed after 2 min); stdout+stderr together. */
+function controller(cmd: string[]): { rc: number; out: string } {
+  const r = Bun.spawnSync([CONTROLLER, "--bind", work, ...cmd], { cwd: REPO, stdin: "ignore", stdout: "pipe", stderr: "pipe", timeout: 120_000 });
   const out = r.stdout.toString() + r.stderr.toString();
   return { rc: r.exitCode ?? -1, out };
 }
 
 function ssh(h: FleetHost, command: string): string {
-  const r = controller(["ssh", "-i", join(work, "fleet_key"), "-p", String(h.port), "-o", "StrictHostKeyChecking=no",
+  const r = controller(["ssh", "-i", join(work, "fleet_key"), "-p", String(h.port), "-o", "StrictHostKeyChecking=no", "-o", "ConnectTimeout=30",
     "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "root@127.0.0.1", command]);
   if (r.rc !== 0) throw new Error(`ssh ${h.name} ${command}: exit ${r.rc}: ${r.out}`);
   return r.out.trim();
@@ -62,20 +64,28 @@ async function waitReady(h: FleetHost, boot: number, timeoutMs: number): Promise
   }
 }
 
-/** ansible-playbook rollout.yml over both hosts, towards `kernel` (as the controller sees it). */
-function rollout(kernel: string, release: string): { rc: number; out: string } {
+/**
+ * ansible-playbook rollout.yml over both hosts, towards `kernel` (as the controller sees it), with
+ * the role's defaults but for the package and the kernel; `seconds`: how long the play took.
+ * Killed after 30 min (asynchronous, so that bun's test timeout can fire too).
+ */
+async function rollout(kernel: string, release: string): Promise<{ rc: number; out: string; seconds: number }> {
   writeFileSync(join(work, "vars.yml"), [
     `luo_agent_package_deb: ${JSON.stringify(packagePath())}`,
     `luo_agent_kernel: ${JSON.stringify(kernel)}`,
     `luo_agent_kernel_release: ${JSON.stringify(release)}`,
-    "luo_agent_kexec_timeout: 60",
-    "luo_agent_boot_timeout: 600",
-    "luo_agent_restore_timeout: 300",
     "",
   ].join("\n"));
-  const r = controller(["ansible-playbook", "-i", join(work, "inventory.yml"), "-e", `@${join(work, "vars.yml")}`, "rollout.yml"], ANSIBLE_DIR);
-  console.error(`---- ansible-playbook (exit ${r.rc}) ----\n${r.out}`);
-  return r;
+  const t0 = Date.now();
+  const proc = Bun.spawn([CONTROLLER, "--bind", work, "ansible-playbook", "-i", join(work, "inventory.yml"), "-e", `@${join(work, "vars.yml")}`, "rollout.yml"], {
+    cwd: ANSIBLE_DIR, stdin: "ignore", stdout: "pipe", stderr: "pipe",
+  });
+  const killer = setTimeout(() => proc.kill(), 30 * 60_000);
+  const [out, err, rc] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
+  clearTimeout(killer);
+  const seconds = (Date.now() - t0) / 1000;
+  console.error(`---- ansible-playbook (exit ${rc}, ${seconds.toFixed(0)} s) ----\n${out}${err}`);
+  return { rc, out: out + err, seconds };
 }
 
 function packagePath(): string {
@@ -88,10 +98,23 @@ function packagePath(): string {
 /** The id of the boot a ready line names. */
 const bootId = (line: string) => /boot_id (\S+)/.exec(line)![1]!;
 
-afterAll(async () => {
-  for (const h of fleet) writeFileSync(join(h.job.workDir, "share/stop"), "");
+/** Asks every host's job to end (the VM powers off), then kills what is still running. */
+async function stopFleet(): Promise<void> {
+  for (const h of fleet) {
+    try {
+      writeFileSync(join(h.job.workDir, "share/stop"), "");
+    } catch {
+      // no share yet (the VM never started): the kill below
+    }
+  }
   await Promise.race([Promise.all(fleet.map((h) => h.job.proc.exited)), Bun.sleep(60_000)]);
-  for (const h of fleet) h.job.proc.kill();
+  for (const h of fleet) if (h.job.proc.exitCode === null) h.job.proc.kill();
+}
+
+afterAll(async () => {
+  await stopFleet();
+  // the hosts' key is of no use after the run
+  if (work) for (const f of ["fleet_key", "fleet_key.pub", "payload/fleet_key.pub"]) rmSync(join(work, f), { force: true });
 });
 
 describe.skipIf(!systemdVmAvailable())("fleet rollout with Ansible (deploy/ansible/rollout.yml)", () => {
@@ -119,8 +142,13 @@ describe.skipIf(!systemdVmAvailable())("fleet rollout with Ansible (deploy/ansib
     for (const h of fleet) await waitReady(h, 1, 900_000);
     writeFileSync(join(work, "inventory.yml"), inventory());
 
-    const first = rollout(join(work, `vmlinuz-${b!.abi.KERNEL_RELEASE}`), b!.abi.KERNEL_RELEASE!);
+    const first = await rollout(join(work, `vmlinuz-${b!.abi.KERNEL_RELEASE}`), b!.abi.KERNEL_RELEASE!);
     expect(first.rc).toBe(0);
+    // the role's own verdict: a live-update boot, and the one session luod carried finished
+    for (const h of HOSTS) {
+      expect(first.out).toContain(`${h} runs ${b!.abi.KERNEL_RELEASE} (live-updated from ${a!.abi.KERNEL_RELEASE}, `);
+      expect(first.out).toMatch(new RegExp(`${h} runs [^\n]*live-update boot\): 1 restored session\(s\) finished`));
+    }
     // one host per wave: host1's wave ended before host2's began
     expect(first.out.lastIndexOf("[host1]")).toBeLessThan(first.out.indexOf("[host2]"));
     expect(first.out).toMatch(/host1\s*:.*failed=0/);
@@ -139,10 +167,16 @@ describe.skipIf(!systemdVmAvailable())("fleet rollout with Ansible (deploy/ansib
     expect(fleet).toHaveLength(2);
     const [h1, h2] = fleet as [FleetHost, FleetHost];
     const before = { h1: bootId(await waitReady(h1, 2, 1000)), h2: bootId(await waitReady(h2, 2, 1000)) };
+    const clientUnit = `luo-test-client@${tenant("host1")}.service`;
+    // the same process before and after: the client neither crashed nor was restarted
+    const clientProcess = () => ssh(h1, `systemctl show -p MainPID -p InvocationID --value ${clientUnit}`);
+    const clientBefore = clientProcess();
     ssh(h1, `mkdir -p /var/lib/luo-test && echo ${JSON.stringify(REFUSAL)} > /var/lib/luo-test/refuse-${tenant("host1")}`);
 
-    const second = rollout(join(work, `vmlinuz-${a!.abi.KERNEL_RELEASE}`), a!.abi.KERNEL_RELEASE!);
+    const second = await rollout(join(work, `vmlinuz-${a!.abi.KERNEL_RELEASE}`), a!.abi.KERNEL_RELEASE!);
     expect(second.rc).not.toBe(0);
+    // at once: well before the role's boot timeout (600 s) could have run out
+    expect(second.seconds).toBeLessThan(400);
     // host1 failed with the client's own reason, and the play stopped before host2
     expect(second.out).toContain(REFUSAL);
     expect(second.out).toContain(`luoctl kexec failed on host1, which keeps running ${b!.abi.KERNEL_RELEASE}`);
@@ -152,17 +186,19 @@ describe.skipIf(!systemdVmAvailable())("fleet rollout with Ansible (deploy/ansib
     // host1: the same boot, the old kernel, the client still running with its memfd intact
     expect(ssh(h1, "cat /proc/sys/kernel/random/boot_id")).toBe(before.h1);
     expect(ssh(h1, "uname -r")).toBe(b!.abi.KERNEL_RELEASE!);
-    const client1 = ssh(h1, `journalctl -b -o cat -u luo-test-client@${tenant("host1")}.service`);
+    // the client preserved its memfd, refused, and read the memfd back after the abort
+    const client1 = ssh(h1, `journalctl -b -o cat -u ${clientUnit}`);
     expect(client1).toContain(`REFUSED ${tenant("host1")}: ${REFUSAL}`);
     expect(client1).toContain(`INTACT ${tenant("host1")} ${MIB << 20} bytes after the aborted update`);
-    expect(ssh(h1, `systemctl is-active luo-test-client@${tenant("host1")}.service`)).toBe("active");
+    expect(ssh(h1, `systemctl is-active ${clientUnit}`)).toBe("active");
+    expect(clientProcess()).toBe(clientBefore);
     expect(ssh(h1, "cat /sys/kernel/kexec_loaded")).toBe("0");
     // host2: the same boot, and luod saw no update in it
     expect(ssh(h2, "cat /proc/sys/kernel/random/boot_id")).toBe(before.h2);
     expect(ssh(h2, "journalctl -b -o cat MESSAGE_ID=3001fb2e8c534e3dab9b621f4968c96f")).toBe("");
     expect(ssh(h2, "cat /sys/kernel/kexec_loaded")).toBe("0");
 
-    for (const h of fleet) writeFileSync(join(h.job.workDir, "share/stop"), "");
+    await stopFleet();
     for (const h of fleet) expect((await finishJob(h.job)).rc).toBe(0);
   }, 20 * 60_000);
 });

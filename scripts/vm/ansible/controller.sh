@@ -25,7 +25,9 @@ DIR=$CACHE/ansible/controller-$KEY
 if [[ -f $DIR/.done && -z ${LUO_CONTROLLER_REFRESH:-} ]]; then echo "$DIR/tree"; exit 0; fi
 [[ ${1:-} != --cached-only ]] || exit 1
 
-if (( EUID == 0 )); then SUDO=(); else SUDO=(sudo -n); fi
+if (( EUID == 0 )); then SUDO=()
+elif sudo -n true 2>/dev/null; then SUDO=(sudo -n)
+else log "needs root or passwordless sudo (debootstrap) to build the controller the first time"; exit 1; fi
 command -v debootstrap >/dev/null || { log "debootstrap is missing (scripts/vm/deps.sh systemd)"; exit 1; }
 mirror=$( { cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null || true; } |
     sed -nE 's/^URIs:[[:space:]]*([^[:space:]]+\/debian)\/?[[:space:]]*$/\1/p; s/^deb[[:space:]]+(\[[^]]*\][[:space:]]+)?([^[:space:]]+\/debian)\/?[[:space:]].*/\2/p' |
@@ -42,9 +44,10 @@ for attempt in 1 2 3; do
     if "${SUDO[@]}" debootstrap --variant=minbase --include="$PACKAGES" --components=main \
         --keyring=/usr/share/keyrings/debian-archive-keyring.gpg \
         "$SUITE" "$NEW/tree" "$mirror" > "$NEW/debootstrap.log" 2>&1; then ok=1; break; fi
-    log "debootstrap attempt $attempt failed; retrying in $((attempt * 20)) s"
-    sleep $((attempt * 20))
     "${SUDO[@]}" rm -rf "$NEW/tree"
+    (( attempt < 3 )) || break
+    log "debootstrap attempt $attempt failed (the mirror may be briefly unreachable); retrying in $((attempt * 20)) s"
+    sleep $((attempt * 20))
 done
 [[ -n $ok ]] || { tail -n 30 "$NEW/debootstrap.log" >&2; log "debootstrap failed 3 times; log: $NEW/debootstrap.log"; exit 1; }
 "${SUDO[@]}" chroot "$NEW/tree" dpkg-query -W -f '${Package}=${Version}\n' | LC_ALL=C sort > "$NEW/packages.txt"

@@ -18,11 +18,12 @@
 // Like a tenant, the client holds its memfd from the start, not only during an update: the same
 // memfd goes into every update's session, and after an aborted update the client reads it back
 // and says "INTACT <id> <bytes> bytes after the aborted update" (or "MISMATCH ...").
-// While a file /var/lib/luo-test/refuse-<id> exists, the client answers every update with FAIL,
-// the file's first line as the reason, and says "REFUSED <id>: <reason>" (the fleet test).
+// While a file /var/lib/luo-test/refuse-<id> exists, the client preserves its memfd and then
+// answers the update with FAIL, the file's first line as the reason, and says "REFUSED <id>:
+// <reason>" (the fleet test). A memfd it cannot preserve is a FAIL too, with the error.
 import { existsSync, readFileSync, renameSync } from "node:fs";
 import { holdsPattern, pattern, verifyAndFinish } from "./pattern";
-import { LuoClient, LuoConnectionClosed, LuoError, preserveMemfd } from "../../../src/client";
+import { LuoClient, LuoConnectionClosed, LuoError, preserveMemfd, SysError } from "../../../src/client";
 import { memfdCreate } from "../../../src/kernel/memfd";
 import { closeFd, writeFull } from "../../../src/kernel/fd";
 import { sdNotify } from "../../../src/kernel/sdnotify";
@@ -100,6 +101,24 @@ sdNotify(`READY=1\nSTATUS=subscribed to luod as ${id}`);
 const memfd = memfdCreate(`luo-test-${id}`);
 writeFull(memfd, patternOf(mib << 20), 0);
 
+/**
+ * PRESERVE_FD of the tenant's memfd; null when done, else why not. EBUSY while the memfd is still
+ * preserved in the previous, aborted update's session: that session goes only when its last fd
+ * does, and in systemd mode one copy sits in PID 1's fd store until systemd removes it
+ * asynchronously (docs/kernel.md#session-lifetimes), so retry for a few seconds.
+ */
+async function preserveRetrying(sessionFd: number): Promise<string | null> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      preserveMemfd(sessionFd, memfd, TOKEN);
+      return null;
+    } catch (e) {
+      if (!(e instanceof SysError && e.code === "EBUSY" && attempt < 50)) return `cannot preserve: ${(e as Error).message}`;
+      await Bun.sleep(100);
+    }
+  }
+}
+
 /** The reason in /var/lib/luo-test/refuse-<id> (its first line), or null without the file. */
 function refusal(): string | null {
   try {
@@ -136,9 +155,12 @@ for (;;) {
     closeFd(p.sessionFd);
     continue;
   }
-  const reason = refusal();
+  // LUO takes its own reference; ours stays the tenant's memory
+  const preserved = await preserveRetrying(p.sessionFd);
+  closeFd(p.sessionFd); // luod holds its own copy until the jump
+  // a refusing client preserves first, so the abort has a preserved memfd to give back
+  const reason = preserved ?? refusal();
   if (reason !== null) {
-    closeFd(p.sessionFd);
     say(`REFUSED ${id}: ${reason}`);
     status(`refused update ${p.update}`);
     try {
@@ -148,8 +170,6 @@ for (;;) {
     }
     continue;
   }
-  preserveMemfd(p.sessionFd, memfd, TOKEN); // LUO takes its own reference; ours stays the tenant's
-  closeFd(p.sessionFd); // luod holds its own copy until the jump
   await client.ready();
   ready = true;
   say(`PRESERVED ${mib} MiB into ${p.session}; READY`);
