@@ -147,7 +147,7 @@ describe.skipIf(!systemdVmAvailable())("fleet rollout with Ansible (deploy/ansib
     // the role's own verdict: a live-update boot, and the one session luod carried finished
     for (const h of HOSTS) {
       expect(first.out).toContain(`${h} runs ${b!.abi.KERNEL_RELEASE} (live-updated from ${a!.abi.KERNEL_RELEASE}, `);
-      expect(first.out).toMatch(new RegExp(`${h} runs [^\n]*live-update boot\): 1 restored session\(s\) finished`));
+      expect(first.out).toMatch(new RegExp(String.raw`${h} runs \S+ \(live-updated from [^)]*, live-update boot\): 1 restored session\(s\) finished`));
     }
     // one host per wave: host1's wave ended before host2's began
     expect(first.out.lastIndexOf("[host1]")).toBeLessThan(first.out.indexOf("[host2]"));
