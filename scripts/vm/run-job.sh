@@ -44,7 +44,7 @@ set -euo pipefail
 export LC_ALL=C
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd -P)
-usage() { sed -n 2,43p "$0" >&2; exit 2; }
+usage() { sed -n 2,42p "$0" >&2; exit 2; }
 log() { echo "run-job${SYSTEMD:+(systemd)}: $*" >&2; }
 
 SYSTEMD= JOB= ENVS=() FILES=() MEM= CPUS=2 TMO= APPEND= ECHO= ROOTFS= INITRAMFS= SSHPORT=

@@ -28,10 +28,10 @@ while getopts "k:i:d:s:l:m:c:t:a:Hn:v" o; do
     case $o in
     k) K=$OPTARG ;; i) I=$OPTARG ;; d) DISK=$OPTARG ;; s) SHARE=$OPTARG ;; l) LOG=$OPTARG ;; m) MEM=$OPTARG ;;
     c) CPUS=$OPTARG ;; t) TMO=$OPTARG ;; a) APPEND=$OPTARG ;; H) HOSTROOT= ;; n) SSHPORT=$OPTARG ;; v) ECHO=1 ;;
-    *) sed -n 2,25p "$0" >&2; exit 2 ;;
+    *) sed -n 2,23p "$0" >&2; exit 2 ;;
     esac
 done
-[[ -f $K && ( -f $I || -f $DISK ) && -d $SHARE && -n $LOG ]] || { sed -n 2,25p "$0" >&2; exit 2; }
+[[ -f $K && ( -f $I || -f $DISK ) && -d $SHARE && -n $LOG ]] || { sed -n 2,23p "$0" >&2; exit 2; }
 log() { echo "run-vm: $*" >&2; }
 
 CMDLINE="console=ttyS0 liveupdate=on panic=-1"

@@ -4,7 +4,7 @@
 # scripts/vm/ansible/run.sh (a chroot in a private mount namespace).
 #
 # Why not the host's Ansible: bookworm's ansible-core 2.14 supports managed hosts with Python up to
-# 3.11, and the fleet VMs run Debian sid (Python 3.13 or newer). sid's own ansible-core supports
+# 3.11, and the fleet VMs run Debian sid (3.14 on 2026-12-04). sid's own ansible-core supports
 # them, and sid's ansible-lint lints with the same Ansible that runs the role (docs/fleet.md).
 #
 # usage: controller.sh              prints the tree's path on stdout (builds it the first time:
