@@ -6,7 +6,8 @@
 # usage: run.sh [--bind DIR]... CMD [ARG...]
 #   e.g. scripts/vm/ansible/run.sh ansible-lint --version
 # The controller shares the host's network namespace: ssh to 127.0.0.1:PORT reaches the VMs'
-# forwarded ports. HOME is /root inside the tree (ssh's and Ansible's own files stay there).
+# forwarded ports. The environment is a fresh one: HOME is /root inside the tree (ssh's and
+# Ansible's own files stay there), and Ansible reads ansible.cfg from the current directory.
 # Needs root (`sudo -n` when not root) and unshare (util-linux).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -16,7 +17,7 @@ while [[ ${1:-} == --bind ]]; do
     [[ -d ${2:-} ]] || { echo "run.sh: --bind needs a directory" >&2; exit 2; }
     BINDS+=("$(cd "$2" && pwd -P)"); shift 2
 done
-(( $# )) || { sed -n 2,10p "$0" >&2; exit 2; }
+(( $# )) || { sed -n 2,11p "$0" >&2; exit 2; }
 TREE=$("$HERE/controller.sh") || exit 1
 if (( EUID == 0 )); then SUDO=(); else SUDO=(sudo -n); fi
 
@@ -31,7 +32,7 @@ while [ "$1" != -- ]; do mkdir -p "$T$1"; mount --bind "$1" "$T$1"; shift; done
 shift
 [ -d "$T$CWD" ] || CWD=/
 exec chroot "$T" /usr/bin/env -i HOME=/root PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin \
-    LANG=C.UTF-8 TERM=dumb ANSIBLE_FORCE_COLOR=0 ${ANSIBLE_CONFIG:+ANSIBLE_CONFIG=$ANSIBLE_CONFIG} \
+    LANG=C.UTF-8 TERM=dumb ANSIBLE_FORCE_COLOR=0 \
     sh -c "cd \"\$0\" && exec \"\$@\"" "$CWD" "$@"
 '
 exec "${SUDO[@]}" unshare --mount sh -c "$inner" run.sh "$TREE" "$(pwd -P)" "${BINDS[@]}" -- "$@"
