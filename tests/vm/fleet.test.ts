@@ -49,6 +49,20 @@ function ssh(h: FleetHost, command: string): string {
   return r.out.trim();
 }
 
+/** Runs each named command on h in one ssh session (each ssh costs seconds under TCG); their outputs by name. */
+function sshEach<K extends string>(h: FleetHost, commands: Record<K, string>): Record<K, string> {
+  const names = Object.keys(commands) as K[];
+  const out = ssh(h, names.map((n) => `echo '@@${n}'; ${commands[n]}`).join("; "));
+  const found = {} as Record<K, string>;
+  for (const part of out.split(/^@@/m).slice(1)) {
+    const nl = part.indexOf("\n");
+    const name = (nl < 0 ? part : part.slice(0, nl)) as K;
+    found[name] = nl < 0 ? "" : part.slice(nl + 1).trim();
+  }
+  for (const n of names) if (!(n in found)) throw new Error(`ssh ${h.name}: no output for ${n}: ${out}`);
+  return found;
+}
+
 const serial = (h: FleetHost) => (existsSync(join(h.job.workDir, "serial.log")) ? readFileSync(join(h.job.workDir, "serial.log"), "utf8") : "");
 const readyLines = (h: FleetHost) => logLines(serial(h), `JOB: fleet host ${h.name} ready:`);
 
@@ -169,9 +183,11 @@ describe.skipIf(!systemdVmAvailable())("fleet rollout with Ansible (deploy/ansib
     const before = { h1: bootId(await waitReady(h1, 2, 1000)), h2: bootId(await waitReady(h2, 2, 1000)) };
     const clientUnit = `luo-test-client@${tenant("host1")}.service`;
     // the same process before and after: the client neither crashed nor was restarted
-    const clientProcess = () => ssh(h1, `systemctl show -p MainPID -p InvocationID --value ${clientUnit}`);
-    const clientBefore = clientProcess();
-    ssh(h1, `mkdir -p /var/lib/luo-test && echo ${JSON.stringify(REFUSAL)} > /var/lib/luo-test/refuse-${tenant("host1")}`);
+    const clientProcess = `systemctl show -p MainPID -p InvocationID --value ${clientUnit}`;
+    const clientBefore = sshEach(h1, {
+      process: clientProcess,
+      refuse: `mkdir -p /var/lib/luo-test && echo ${JSON.stringify(REFUSAL)} > /var/lib/luo-test/refuse-${tenant("host1")}`,
+    }).process;
 
     const second = await rollout(join(work, `vmlinuz-${a!.abi.KERNEL_RELEASE}`), a!.abi.KERNEL_RELEASE!);
     expect(second.rc).not.toBe(0);
@@ -184,19 +200,31 @@ describe.skipIf(!systemdVmAvailable())("fleet rollout with Ansible (deploy/ansib
     expect(second.out).toMatch(/host1\s*:.*failed=1/);
     expect(second.out).not.toContain("host2");
     // host1: the same boot, the old kernel, the client still running with its memfd intact
-    expect(ssh(h1, "cat /proc/sys/kernel/random/boot_id")).toBe(before.h1);
-    expect(ssh(h1, "uname -r")).toBe(b!.abi.KERNEL_RELEASE!);
+    const after1 = sshEach(h1, {
+      bootId: "cat /proc/sys/kernel/random/boot_id",
+      release: "uname -r",
+      client: `journalctl -b -o cat -u ${clientUnit}`,
+      active: `systemctl is-active ${clientUnit}`,
+      process: clientProcess,
+      loaded: "cat /sys/kernel/kexec_loaded",
+    });
+    expect(after1.bootId).toBe(before.h1);
+    expect(after1.release).toBe(b!.abi.KERNEL_RELEASE!);
     // the client preserved its memfd, refused, and read the memfd back after the abort
-    const client1 = ssh(h1, `journalctl -b -o cat -u ${clientUnit}`);
-    expect(client1).toContain(`REFUSED ${tenant("host1")}: ${REFUSAL}`);
-    expect(client1).toContain(`INTACT ${tenant("host1")} ${MIB << 20} bytes after the aborted update`);
-    expect(ssh(h1, `systemctl is-active ${clientUnit}`)).toBe("active");
-    expect(clientProcess()).toBe(clientBefore);
-    expect(ssh(h1, "cat /sys/kernel/kexec_loaded")).toBe("0");
+    expect(after1.client).toContain(`REFUSED ${tenant("host1")}: ${REFUSAL}`);
+    expect(after1.client).toContain(`INTACT ${tenant("host1")} ${MIB << 20} bytes after the aborted update`);
+    expect(after1.active).toBe("active");
+    expect(after1.process).toBe(clientBefore);
+    expect(after1.loaded).toBe("0");
     // host2: the same boot, and luod saw no update in it
-    expect(ssh(h2, "cat /proc/sys/kernel/random/boot_id")).toBe(before.h2);
-    expect(ssh(h2, "journalctl -b -o cat MESSAGE_ID=3001fb2e8c534e3dab9b621f4968c96f")).toBe("");
-    expect(ssh(h2, "cat /sys/kernel/kexec_loaded")).toBe("0");
+    const after2 = sshEach(h2, {
+      bootId: "cat /proc/sys/kernel/random/boot_id",
+      updates: "journalctl -b -o cat MESSAGE_ID=3001fb2e8c534e3dab9b621f4968c96f",
+      loaded: "cat /sys/kernel/kexec_loaded",
+    });
+    expect(after2.bootId).toBe(before.h2);
+    expect(after2.updates).toBe("");
+    expect(after2.loaded).toBe("0");
 
     await stopFleet();
     for (const h of fleet) expect((await finishJob(h.job)).rc).toBe(0);
