@@ -135,16 +135,25 @@ async function main(): Promise<void> {
     let luod = await spawnDaemon(socket, join(dir, "state1"), 0, prof, "barrier");
     out.startup_ms = round(luod.listeningAt - luod.spawnedAt);
     const swarm = SwarmProcess.start(join(dir, "luo-swarm"), socket, 4096, false);
-    out.subscribe_ms = round((await swarm.command(`subscribe c ${n}`)).ms);
-    if (args.includes("--prepared")) out.prepare_ms = round((await swarm.command("prepare")).ms); // the barrier of prepared clients
+    const subscribed = await swarm.command(`subscribe c ${n}`);
+    out.subscribe_ms = round(subscribed.ms);
+    out.subscribed = subscribed.clients;
+    if (args.includes("--prepared")) {
+      const prepared = await swarm.command("prepare"); // the barrier of prepared clients
+      out.prepare_ms = round(prepared.ms);
+      out.prepared = prepared.clients;
+    }
     const runs: Record<string, unknown>[] = [];
     for (let r = 0; r <= reps; r++) {
       await swarm.command("round");
       const cpu0 = threadCpu(luod.proc.pid);
       const d = await dryRun(loop, socket);
-      await swarm.command("aborted");
+      const round_ = await swarm.command("aborted");
       const cpu = cpuDelta(cpu0, threadCpu(luod.proc.pid));
-      runs.push({ cold: r === 0, wall_ms: round(d.ms), timings: d.reply.timings, progress_events: d.events, luod_cpu_ms: cpu.total, luod_cpu_by_thread: cpu });
+      runs.push({
+        cold: r === 0, ok: d.reply.ok, wall_ms: round(d.ms), timings: d.reply.timings, progress_events: d.events, luod_cpu_ms: cpu.total, luod_cpu_by_thread: cpu,
+        clients: { ready_replies: round_.ready_replies, ok: round_.ok, generator_cpu_ms: round(round_.cpu_ms), errors: round_.errors },
+      });
     }
     const warm = runs.filter((x) => !x.cold);
     out.barrier = {
@@ -175,6 +184,9 @@ async function main(): Promise<void> {
       finished_ms: round(finished - held),
       luod_cpu_ms_claims: cpu.total,
       luod_cpu_us_per_claim: round((cpu.total! * 1000) / n, 0),
+      held: claimed.held,
+      finished: fin.verified,
+      generator_cpu_ms_claims: round(claimed.cpu_claims_ms),
       errors: [...claimed.errors, ...fin.errors].slice(0, 3),
     };
     await claimers.close();

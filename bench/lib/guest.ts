@@ -119,6 +119,7 @@ async function restorePhase(n: number): Promise<Luod> {
   // times in ms since luo-swarm spawned luod
   const r = await swarm.command(`restore c ${n} /tmp/luod-boot${boot}.log ${argv.join(" ")}`);
   const luod: Luod = { pid: r.luod_pid };
+  const byThread = threadCpu(luod.pid); // spawn → all held (and the moment it took to get here)
   const fin = await swarm.command("finish");
   await swarm.close();
   let st: Record<string, unknown> = {};
@@ -142,6 +143,7 @@ async function restorePhase(n: number): Promise<Luod> {
         luod_claims: { total: r.luod_cpu_claims_ms },
         clients: round(r.cpu_claims_ms),
         clients_polling: round(r.cpu_ms - r.cpu_claims_ms),
+        luod_to_held_by_thread: byThread,
       },
       verified: fin.verified,
       errors: [...r.errors, ...fin.errors].slice(0, 5),
