@@ -21,6 +21,7 @@
 // floor (bench/c) are compiled there too.
 import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { join, relative, resolve } from "node:path";
+import { loadavg } from "node:os";
 import { hostBench } from "./lib/host";
 import { buildGenerators, machine, run, stats, round, type Stats } from "./lib/common";
 
@@ -67,6 +68,7 @@ async function prepare(dir: string): Promise<void> {
 
 async function vmBench(bin: string, workdir: string): Promise<Json> {
   const t0 = performance.now();
+  const load0 = loadavg();
   const env = {
     BENCH_BIN: join(bin, "luo-bench"), LUO_DIST: bin, BENCH_COUNTS: sweep, BENCH_REPS: String(reps),
     BENCH_CHAIN: chain, BENCH_BYTES: String(bytes),
@@ -79,6 +81,8 @@ async function vmBench(bin: string, workdir: string): Promise<Json> {
   log(`vm: exit ${code} after ${round((performance.now() - t0) / 1000, 1)} s`);
   const res = readVm(workdir);
   res.exit_code = code;
+  res.loadavg_before = load0.map((x) => round(x));
+  res.loadavg_after = loadavg().map((x) => round(x));
   return res;
 }
 
@@ -199,7 +203,7 @@ function markdown(r: Json): string {
   const h = r.host as Json | undefined;
   const g = r.vm?.boots?.[0]?.guest;
   out.push(`### Machine\n`);
-  out.push(`* host: ${r.machine.nproc} × ${r.machine.cpu}, ${r.machine.mem_mib} MiB, Linux ${r.machine.kernel}, Bun ${r.machine.bun}; load average ${h ? `${h.loadavg_before.join(" ")} → ${h.loadavg_after.join(" ")}` : "–"} (other engineers' VMs share the 2 cores)`);
+  out.push(`* host: ${r.machine.nproc} × ${r.machine.cpu}, ${r.machine.mem_mib} MiB, Linux ${r.machine.kernel}, Bun ${r.machine.bun}; load average ${h ? `${h.loadavg_before.join(" ")} → ${h.loadavg_after.join(" ")}` : "–"}${r.vm?.loadavg_before ? `; VM part ${r.vm.loadavg_before.join(" ")} → ${r.vm.loadavg_after.join(" ")}` : ""} (other engineers' VMs share the 2 cores)`);
   if (g) out.push(`* guest: QEMU TCG (no usable KVM), ${g.nproc} vCPU (${g.cpu}), ${g.mem_mib} MiB, Linux ${g.kernel} with LUO; memfds of ${r.vm.boots[0].memfd_bytes} bytes`);
   out.push(`* date: ${r.date}; ${reps} repetitions + 1 cold run per data point; medians with (min–max)\n`);
 
