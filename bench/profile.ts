@@ -15,8 +15,8 @@ import { join, resolve } from "node:path";
 import { EventLoop } from "../src/kernel/epoll";
 import { Connection } from "../src/wire/connection";
 import { unixConnect } from "../src/kernel/unix";
-import { Swarm } from "./lib/swarm";
-import { rssOf, stats, round, threadCpu, cpuDelta } from "./lib/common";
+import { SwarmProcess } from "./lib/swarm";
+import { buildGenerators, rssOf, stats, round, threadCpu, cpuDelta } from "./lib/common";
 
 const args = process.argv.slice(2);
 const opt = (name: string, fallback: string) => {
@@ -128,22 +128,32 @@ async function main(): Promise<void> {
   const socket = join(dir, "luod.sock");
   const loop = new EventLoop();
   const out: Record<string, unknown> = { n, reps };
+  await buildGenerators(dir);
   try {
     // barrier
     mkdirSync(join(dir, "state1"));
     let luod = await spawnDaemon(socket, join(dir, "state1"), 0, prof, "barrier");
     out.startup_ms = round(luod.listeningAt - luod.spawnedAt);
-    const swarm = new Swarm(socket, 4096, loop, false);
-    out.subscribe_ms = round(await swarm.subscribe(Array.from({ length: n }, (_, i) => `c-${i}`)));
-    if (args.includes("--prepared")) out.prepare_ms = round(await swarm.prepare()); // the barrier of prepared clients
+    const swarm = SwarmProcess.start(join(dir, "luo-swarm"), socket, 4096, false);
+    const subscribed = await swarm.command(`subscribe c ${n}`);
+    out.subscribe_ms = round(subscribed.ms);
+    out.subscribed = subscribed.clients;
+    if (args.includes("--prepared")) {
+      const prepared = await swarm.command("prepare"); // the barrier of prepared clients
+      out.prepare_ms = round(prepared.ms);
+      out.prepared = prepared.clients;
+    }
     const runs: Record<string, unknown>[] = [];
     for (let r = 0; r <= reps; r++) {
-      swarm.resetRound();
+      await swarm.command("round");
       const cpu0 = threadCpu(luod.proc.pid);
       const d = await dryRun(loop, socket);
-      await swarm.allAborted();
+      const round_ = await swarm.command("aborted");
       const cpu = cpuDelta(cpu0, threadCpu(luod.proc.pid));
-      runs.push({ cold: r === 0, wall_ms: round(d.ms), timings: d.reply.timings, progress_events: d.events, luod_cpu_ms: cpu.total, luod_cpu_by_thread: cpu });
+      runs.push({
+        cold: r === 0, ok: d.reply.ok, wall_ms: round(d.ms), timings: d.reply.timings, progress_events: d.events, luod_cpu_ms: cpu.total, luod_cpu_by_thread: cpu,
+        clients: { ready_replies: round_.ready_replies, ok: round_.ok, generator_cpu_ms: round(round_.cpu_ms), errors: round_.errors },
+      });
     }
     const warm = runs.filter((x) => !x.cold);
     out.barrier = {
@@ -153,7 +163,7 @@ async function main(): Promise<void> {
       luod_cpu_us_per_client: stats(warm.map((x) => ((x.luod_cpu_ms as number) * 1000) / n)),
     };
     out.rss_with_clients = rssOf(luod.proc.pid);
-    await swarm.closeAll();
+    await swarm.close();
     luod.proc.kill(args.includes("--syscalls") ? "SIGINT" : "SIGTERM"); // perf trace prints on SIGINT
     await luod.proc.exited;
 
@@ -162,11 +172,11 @@ async function main(): Promise<void> {
     luod = await spawnDaemon(socket, join(dir, "state2"), n, prof, "restore");
     const listening = luod.listeningAt;
     const cpu0 = threadCpu(luod.proc.pid);
-    const claimers = new Swarm(socket, 4096, loop, false);
-    await claimers.claim(Array.from({ length: n }, (_, i) => `c-${i}`));
+    const claimers = SwarmProcess.start(join(dir, "luo-swarm"), socket, 4096, false);
+    const claimed = await claimers.command(`claim c ${n}`);
     const held = performance.now();
     const cpu = cpuDelta(cpu0, threadCpu(luod.proc.pid));
-    await claimers.finishAll();
+    const fin = await claimers.command("finish");
     const finished = performance.now();
     out.restore = {
       start_to_listening_ms: round(listening - luod.spawnedAt),
@@ -174,9 +184,12 @@ async function main(): Promise<void> {
       finished_ms: round(finished - held),
       luod_cpu_ms_claims: cpu.total,
       luod_cpu_us_per_claim: round((cpu.total! * 1000) / n, 0),
-      errors: claimers.errors.slice(0, 3),
+      held: claimed.held,
+      finished: fin.verified,
+      generator_cpu_ms_claims: round(claimed.cpu_claims_ms),
+      errors: [...claimed.errors, ...fin.errors].slice(0, 3),
     };
-    await claimers.closeAll();
+    await claimers.close();
     luod.proc.kill(args.includes("--syscalls") ? "SIGINT" : "SIGTERM"); // perf trace prints on SIGINT
     await luod.proc.exited;
     if (prof) out.profiles = readdirSync(prof).map((f) => join(prof, f));

@@ -1,6 +1,7 @@
 // Helpers shared by the host and guest halves of the benchmark: starting luod, one-shot requests,
 // RSS, and summary statistics.
 import { existsSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
 import { EventLoop } from "../../src/kernel/epoll";
 import { Connection } from "../../src/wire/connection";
@@ -141,6 +142,19 @@ export function lastJsonLine(text: string): Record<string, unknown> | null {
   return null;
 }
 
+/**
+ * Compiles the C load generator and the floor (bench/c) into dir: luo-swarm, luo-floor. Linked
+ * against the host's libc: the VM runs them through `hostrun` (scripts/vm/README.md).
+ */
+export async function buildGenerators(dir: string): Promise<void> {
+  const src = resolve(import.meta.dir, "..", "c");
+  const client = resolve(import.meta.dir, "..", "..", "examples", "c", "luo_client.c");
+  for (const name of ["swarm", "floor"]) {
+    const r = await run([process.env.CC ?? "gcc", "-O2", "-Wall", "-Wextra", "-Werror", "-o", join(dir, `luo-${name}`), join(src, `${name}.c`), client]);
+    if (r.code !== 0) throw new Error(`compiling bench/c/${name}.c: ${r.stderr.trim()}`);
+  }
+}
+
 export function machine() {
   const cpu = readFileSync("/proc/cpuinfo", "utf8");
   const model = /^model name\s*:\s*(.*)$/m.exec(cpu)?.[1] ?? "unknown";
@@ -192,9 +206,3 @@ export function cpuDelta(a: Record<string, number>, b: Record<string, number>): 
 }
 
 const CLK_TCK = 100;
-
-/** This process's CPU time (user + system), ms. */
-export function selfCpuMs(): number {
-  const u = process.cpuUsage();
-  return (u.user + u.system) / 1000;
-}

@@ -5,7 +5,7 @@ import { tmpdir, loadavg } from "node:os";
 import { join } from "node:path";
 import { EventLoop } from "../../src/kernel/epoll";
 import { LuoClient } from "../../src/client";
-import { Swarm } from "./swarm";
+import { SwarmProcess } from "./swarm";
 import { startLuod, stopLuod, request, rssOf, run, stats, percentile, round, threadCpu, cpuDelta, type LuodProcess } from "./common";
 
 export interface HostOptions {
@@ -150,13 +150,14 @@ export async function hostBench(o: HostOptions) {
     const afterLoad = rssOf(luod.pid);
 
     // with many clients
-    const swarm = new Swarm(socket, 4096, loop);
-    const subscribeMs = await swarm.subscribe(Array.from({ length: o.clients }, (_, i) => `h-${i}`));
+    const swarm = SwarmProcess.start(`${o.bin}/luo-swarm`, socket, 4096);
+    const subscribed = await swarm.command(`subscribe h ${o.clients}`);
+    const subscribeMs = subscribed.ms as number;
     await Bun.sleep(1000);
     const withClients = rssOf(luod.pid);
     const statusWithClients = await timeCommand(statusCmd, 20, 3);
     o.log(`host: ${o.clients} clients subscribed in ${round(subscribeMs)} ms; luod RSS ${withClients.rss_kib} KiB`);
-    await swarm.closeAll();
+    await swarm.close();
     await stopLuod(luod);
 
     return {
@@ -176,7 +177,7 @@ export async function hostBench(o: HostOptions) {
       probe_client: probeClient,
       probe_inprocess: probeInprocess,
       persistent,
-      with_clients: { n: o.clients, subscribe_ms: round(subscribeMs), rss: withClients, luoctl_status: statusWithClients, errors: swarm.errors.slice(0, 5) },
+      with_clients: { n: o.clients, subscribe_ms: round(subscribeMs), subscribe_cpu_ms: subscribed.cpu_ms, rss: withClients, luoctl_status: statusWithClients, errors: subscribed.errors },
     };
   } finally {
     loop.close();
