@@ -183,6 +183,7 @@ async function main(): Promise<void> {
       listening_to_all_claimed_ms: round(held - listening),
       finished_ms: round(finished - held),
       luod_cpu_ms_claims: cpu.total,
+      luod_cpu_ms_claims_by_thread: cpu,
       luod_cpu_us_per_claim: round((cpu.total! * 1000) / n, 0),
       held: claimed.held,
       finished: fin.verified,
