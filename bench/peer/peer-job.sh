@@ -96,8 +96,10 @@ measure() {
     local got; got=$(ls "$RESULTS" 2>/dev/null | grep -vc '\.tmp$')
     prop() { systemctl show -p "$1" --value "${@:2}"; }
     {
-        printf '{"step":"%s","n":%d,"mib":%d,"luod_mode":"%s","kernel":"%s","kexec_count":"%s",' \
-            "$step" "$n" "$MIB" "$(luod_mode)" "$(uname -r)" "$(prop KExecCount)"
+        # luod_mode: what luod's STATUS= says, empty while luod has not started (a pN step's fd-store
+        # services may all be done by then); kexec_mode: what /etc/luod.conf asked for
+        printf '{"step":"%s","n":%d,"mib":%d,"luod_mode":"%s","kexec_mode":"%s","kernel":"%s","kexec_count":"%s",' \
+            "$step" "$n" "$MIB" "$(luod_mode)" "$(sed -n 's/^kexec-mode = //p' /etc/luod.conf)" "$(uname -r)" "$(prop KExecCount)"
         printf '"userspace_us":%s,"luod_start_us":%s,"luod_ready_us":%s,"finish_us":%s,"expected":%d,' \
             "$(prop UserspaceTimestampMonotonic)" "$(prop ExecMainStartTimestampMonotonic luod.service)" \
             "$(prop ActiveEnterTimestampMonotonic luod.service)" "$(prop FinishTimestampMonotonic)" "$want"
@@ -126,6 +128,8 @@ measure() {
         done
         printf ']}\n'
     } > "$OUT/$step.json"
+    # luod's side of the boot (where its time went), next to the step's JSON
+    journalctl -b -u luod.service -o short-monotonic --no-pager > "$OUT/$step-luod.log" 2>&1
     local bad; bad=$(grep -l MISMATCH "$RESULTS"/* 2>/dev/null | wc -l)
     say "$step: $got of $want services hold their memfd again, $bad mismatched"
     [ "$got" -ge "$want" ] || fail "$step: only $got of $want services got their memfd back"

@@ -17,7 +17,10 @@ export interface PeerStep {
   step: string;
   n: number;
   mib: number;
+  /** what luod's STATUS= said when the step was measured: "" while luod had not reported yet */
   luod_mode: string;
+  /** the mode /etc/luod.conf asked for (absent in runs of 51b76ac) */
+  kexec_mode?: string;
   userspace_us: number;
   luod_start_us: number;
   luod_ready_us: number;
@@ -61,7 +64,7 @@ export function rows(steps: PeerStep[]): PeerRow[] {
       const started = cs.map((c) => s.started_us?.[`${kind}-${c.id}`]).filter((t): t is number => t !== undefined);
       out.push({
         step: s.step,
-        mode: s.luod_mode.replace(/ mode$/, ""),
+        mode: s.luod_mode.replace(/ mode$/, "") || s.kexec_mode || "–",
         n: s.n,
         kind,
         got: cs.length,
