@@ -17,7 +17,7 @@ mkdir -p "$OUT"
 # the VM counts, one per update: "1 4 8"
 COUNTS=$(echo "$BLACKOUT_VMS" | tr ',' ' ')
 # count_at K: the Kth count (1-based), empty past the end
-count_at() { echo "$COUNTS" | awk -v k="$1" '{ print $k }'; }
+count_at() { [ "$1" -ge 1 ] && echo "$COUNTS" | awk -v k="$1" '{ print $k }'; }
 BEFORE=$(count_at $((LUO_BOOT - 1)))   # VMs to resume in this boot (none in boot 1)
 BEFORE=${BEFORE:-0}
 AFTER=$(count_at "$LUO_BOOT")          # VMs to run into the next update (none in the last boot)
@@ -44,6 +44,7 @@ mark() { echo "BLACKOUT: MARK boot $LUO_BOOT $1 uptime_s $(up)"; }
 echo "BLACKOUT: boot $LUO_BOOT stage $LUO_STAGE, $(nproc) vCPU, $(grep MemTotal /proc/meminfo | tr -s ' '), resume $BEFORE, run ${AFTER:-0}"
 [ -c /dev/liveupdate ] || { echo "BLACKOUT: no /dev/liveupdate"; exit 10; }
 
+# (loops use v: lib.sh's wait_lines sets i)
 # luod, then the VMs, as systemd orders luo-qemu@ after luod (docs/vmm.md#luo-qemu): luod is
 # started at the mark "luod-start" and listening at "luod-listening" (polled every 10 ms)
 mark luod-start
@@ -60,52 +61,56 @@ mark luod-listening
 if [ "$BEFORE" -gt 0 ]; then
     step "resume $BEFORE VMs"
     mark vms-start
-    i=1; while [ $i -le "$BEFORE" ]; do vm_start $i; i=$((i + 1)); done
-    i=1; while [ $i -le "$BEFORE" ]; do wait_lines vm-$i "resumed: blackout" 1 600; i=$((i + 1)); done
+    v=1; while [ $v -le "$BEFORE" ]; do vm_start $v; v=$((v + 1)); done
+    v=1; while [ $v -le "$BEFORE" ]; do wait_lines vm-$v "resumed: blackout" 1 600; v=$((v + 1)); done
     mark vms-resumed
-    i=1; while [ $i -le "$BEFORE" ]; do
-        grep "resumed: blackout" "$OUT/vm-$i-boot$LUO_BOOT.log" | sed "s/^/BLACKOUT: VM $i /"
-        i=$((i + 1))
+    v=1; while [ $v -le "$BEFORE" ]; do
+        grep "resumed: blackout" "$OUT/vm-$v-boot$LUO_BOOT.log" | sed "s/^/BLACKOUT: VM $v /"
+        v=$((v + 1))
     done
     # the guests' RAM is the memfd luod's sessions brought back, intact; none booted again
-    i=1; while [ $i -le "$BEFORE" ]; do
-        qpid=$(cat /run/luo-qemu/vm-$i/qemu.pid)
+    v=1; while [ $v -le "$BEFORE" ]; do
+        qpid=$(cat /run/luo-qemu/vm-$v/qemu.pid)
         ram=$(hostrun "$BUN" "$REPO/tests/vm/guest/guest-ram.ts" "/proc/$qpid/fd/3" | tr '\n' ' ')
-        boots=$(tr -d '\r' < "$OUT/vm-$i-serial.log" | grep -c '^BOOT')
-        echo "BLACKOUT: CHECK vm-$i $(readlink /proc/$qpid/fd/3) $ram BOOT $boots"
-        case "$ram" in *"MARKER ok"*"PATTERN ok"*) ;; *) fail "vm-$i: its RAM is not intact: $ram" ;; esac
-        [ "$boots" = 1 ] || fail "vm-$i booted again"
-        i=$((i + 1))
+        boots=$(tr -d '\r' < "$OUT/vm-$v-serial.log" | grep -c '^BOOT')
+        echo "BLACKOUT: CHECK vm-$v $(readlink /proc/$qpid/fd/3) $ram BOOT $boots"
+        case "$ram" in *"MARKER ok"*"PATTERN ok"*) ;; *) fail "vm-$v: its RAM is not intact: $ram" ;; esac
+        [ "$boots" = 1 ] || fail "vm-$v booted again"
+        v=$((v + 1))
     done
     luoctl status --json > "$OUT/status-boot$LUO_BOOT.json" || fail "luoctl status"
     clock   # after the resume: a Bun start here would be inside the blackout
+    # what luod's start costs without luod's work: the same binary's --version, now warm
+    mark version-start; hostrun "$BIN/luod" --version > /dev/null; mark version-end
     [ "$(unclaimed)" = 0 ] || fail "sessions left unclaimed"
     pass "$BEFORE VMs resumed, their RAM intact, none booted again"
 fi
 
 if [ -z "$AFTER" ]; then
     step "stop the VMs"
-    i=1; while [ $i -le "$BEFORE" ]; do eval "kill -TERM \$VM_PID_$i; wait \$VM_PID_$i"; i=$((i + 1)); done
+    v=1; while [ $v -le "$BEFORE" ]; do eval "kill -TERM \$VM_PID_$v"; v=$((v + 1)); done
+    v=1; while [ $v -le "$BEFORE" ]; do eval "wait \$VM_PID_$v"; v=$((v + 1)); done
     pass "blackout: $BLACKOUT_VMS VMs measured"
     exit 0
 fi
 
 step "run $AFTER VMs into the next update"
-i=$((BEFORE + 1)); while [ $i -le "$AFTER" ]; do vm_start $i; i=$((i + 1)); done
+v=$((BEFORE + 1)); while [ $v -le "$AFTER" ]; do vm_start $v; v=$((v + 1)); done
 # each prepared (RAM preserved ahead: a resumed one again after its resume) and its guest booted
-i=1; while [ $i -le "$AFTER" ]; do
-    wait_lines vm-$i "RAM preserved in" 1 600
+v=1; while [ $v -le "$AFTER" ]; do
+    wait_lines vm-$v "RAM preserved in" 1 600
     n=0
-    until tr -d '\r' < "$OUT/vm-$i-serial.log" 2>/dev/null | grep -q '^PATTERN'; do
-        n=$((n + 1)); [ $n -gt 1200 ] && fail "vm-$i: its guest did not print PATTERN"
+    until tr -d '\r' < "$OUT/vm-$v-serial.log" 2>/dev/null | grep -q '^PATTERN'; do
+        n=$((n + 1)); [ $n -gt 1200 ] && fail "vm-$v: its guest did not print PATTERN"
         sleep 0.1
     done
-    i=$((i + 1))
+    v=$((v + 1))
 done
 # the VMs' starts (Bun translated by TCG) done: no CPU left busy by them when the update starts
 sleep 2
 clock
 load_next_kernel
 step "luoctl kexec ($AFTER VMs)"
-luoctl kexec --timeout 300s
+# --json: its REBOOTING event (luod's timings up to reboot()) on the console, if it gets out before the jump
+luoctl kexec --json --timeout 300s
 fail "luoctl kexec returned $?: the host did not jump"

@@ -98,6 +98,7 @@ const COLUMNS: [string, (v: VmBlackout) => string][] = [
   ["luod start", (v) => s1(v.luod_start)],
   ["→ luo-qemu", (v) => s1(v.listening_to_luoqemu)],
   ["luo-qemu → CLAIMED", (v) => s1(v.luoqemu_to_claimed)],
+  ["of it luod's replies", (v) => s1(v.luod_replies)],
   ["CLAIMED → cont", (v) => s1(v.claimed_to_cont)],
   ["luod share", (v) => pct(v.luod_share)],
   ["luod's own", (v) => pct(v.luod_own_share)],

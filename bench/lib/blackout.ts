@@ -19,6 +19,9 @@ export interface LuoQemuBlackout {
   kernel_jump: number;
   kernel_to_luoqemu: number;
   luoqemu_to_claimed: number;
+  /** of luoqemu_to_claimed, the round trips to luod (null from a luo-qemu that does not print them) */
+  subscribe: number | null;
+  claim: number | null;
   claimed_to_qemu: number;
   qemu_to_loaded: number;
   loaded_to_cont: number;
@@ -29,17 +32,20 @@ const LINE = new RegExp(
   [
     SECONDS("resumed: blackout"), SECONDS(" = pause \\+ state save"), SECONDS(", barrier \\(READY → luod's commit\\)"),
     SECONDS(", kernel jump \\(commit → new kernel\\)"), SECONDS(", kernel start → luo-qemu start"), SECONDS(", luo-qemu start → CLAIMED"),
-    SECONDS(", → QEMU start"), SECONDS(", QEMU start → incoming done"), SECONDS(", → cont"),
+    "(?: \\(of it connect \\+ SUBSCRIBE (\\d+\\.\\d+) s, CLAIM (\\d+\\.\\d+) s\\))?", SECONDS(", → QEMU start"), SECONDS(", QEMU start → incoming done"), SECONDS(", → cont"),
   ].join(""),
 );
 
 export function parseLuoQemuBlackout(line: string): LuoQemuBlackout | null {
   const m = LINE.exec(line);
   if (!m) return null;
-  const [total, pause_save, barrier, kernel_jump, kernel_to_luoqemu, luoqemu_to_claimed, claimed_to_qemu, qemu_to_loaded, loaded_to_cont] = m
+  const [total, pause_save, barrier, kernel_jump, kernel_to_luoqemu, luoqemu_to_claimed, subscribe, claim, claimed_to_qemu, qemu_to_loaded, loaded_to_cont] = m
     .slice(1)
-    .map((s) => Math.round(Number(s) * 1000));
-  return { total: total!, pause_save: pause_save!, barrier: barrier!, kernel_jump: kernel_jump!, kernel_to_luoqemu: kernel_to_luoqemu!, luoqemu_to_claimed: luoqemu_to_claimed!, claimed_to_qemu: claimed_to_qemu!, qemu_to_loaded: qemu_to_loaded!, loaded_to_cont: loaded_to_cont! };
+    .map((s) => (s === undefined ? null : Math.round(Number(s) * 1000)));
+  return {
+    total: total!, pause_save: pause_save!, barrier: barrier!, kernel_jump: kernel_jump!, kernel_to_luoqemu: kernel_to_luoqemu!,
+    luoqemu_to_claimed: luoqemu_to_claimed!, subscribe: subscribe ?? null, claim: claim ?? null, claimed_to_qemu: claimed_to_qemu!, qemu_to_loaded: qemu_to_loaded!, loaded_to_cont: loaded_to_cont!,
+  };
 }
 
 /** What one boot printed, its times in ms: host = the console's timestamp (since QEMU started). */
@@ -51,6 +57,8 @@ export interface Boot {
   /** The kernel's "Run /init" (its own timestamp: boot clock) and "Starting new kernel" (host). */
   init_uptime: number | null;
   kexec_host: number | null;
+  /** luoctl kexec --json's REBOOTING event in this boot, if the console got it out before the jump. */
+  rebooting: Json | null;
   /** BLACKOUT: MARK NAME → boot clock. */
   marks: Record<string, number>;
   /** VM number → luo-qemu's blackout line. */
@@ -69,7 +77,7 @@ export function parseConsole(serial: string): Boot[] {
     const host = Math.round(Number(m[1]) * 1000);
     const line = m[2]!;
     if (/^\[\s*\d+\.\d+\] Linux version /.test(line)) {
-      b = { boot: boots.length + 1, wall_to_host: null, uptime_to_host: null, init_uptime: null, kexec_host: null, marks: {}, vms: {}, checks: [] };
+      b = { boot: boots.length + 1, wall_to_host: null, uptime_to_host: null, init_uptime: null, kexec_host: null, rebooting: null, marks: {}, vms: {}, checks: [] };
       boots.push(b);
       clock.push([]);
       continue;
@@ -88,6 +96,14 @@ export function parseConsole(serial: string): Boot[] {
       if (parsed) b.vms[Number(vm[1])] = parsed;
     }
     if (line.startsWith("BLACKOUT: CHECK ")) b.checks.push(line.slice("BLACKOUT: CHECK ".length));
+    const rebooting = /\{"ok":true,"event":"REBOOTING".*\}/.exec(line);
+    if (rebooting) {
+      try {
+        b.rebooting = JSON.parse(rebooting[0]);
+      } catch {
+        // cut short by the jump
+      }
+    }
   }
   boots.forEach((boot, i) => {
     const samples = clock[i]!;
@@ -118,13 +134,15 @@ export interface VmBlackout {
   listening_to_luoqemu: number;
   /** luo-qemu's start → CLAIMED: its own start and QEMU probe, connect, luod's CLAIM. */
   luoqemu_to_claimed: number;
+  /** of it, the round trips to luod: connect + SUBSCRIBE, CLAIM (0 when luo-qemu did not say). */
+  luod_replies: number;
   /** CLAIMED → cont: retrieve, QEMU start, incoming state, cont. */
   claimed_to_cont: number;
   /** Of the boot-B span luod start → CLAIMED, and the brief's share. */
   luod_start_to_claimed: number;
   /** (barrier READY → reboot() + luod start → CLAIMED) / total: the definition. */
   luod_share: number;
-  /** (the last READY → reboot() + luod start → listening) / total: luod's own work only. */
+  /** (the last READY → reboot() + luod start → listening + SUBSCRIBE and CLAIM) / total: luod's own work. */
   luod_own_share: number;
   /** What luo-qemu printed (wall clocks of both boots: the jump is off by the RTC's second). */
   luo_qemu: LuoQemuBlackout;
@@ -160,7 +178,8 @@ export function blackouts(boots: Boot[], statuses: Record<number, Json>): Update
     if (!a || ids.length === 0) continue;
     const prev = previousUpdate(statuses[b.boot]);
     if (!prev || a.wall_to_host === null || b.uptime_to_host === null || b.init_uptime === null) continue;
-    const t = prev.timings;
+    // REBOOTING's timings go on to reboot_called_ms; the manifest's stop at manifest_ms
+    const t: Json = { ...prev.timings, ...(a.rebooting?.timings ?? {}) };
     const n = (k: string) => (typeof t[k] === "number" ? (t[k] as number) : null);
     // createdAt is taken as the manifest is built, together with manifest_ms
     const commitWall = prev.createdAt;
@@ -184,13 +203,14 @@ export function blackouts(boots: Boot[], statuses: Record<number, Json>): Update
       const total = cont - paused;
       const luodBarrier = reboot - lastSaved;
       const luodStartToClaimed = claimed - luodStart;
+      const luodReplies = (q.subscribe ?? 0) + (q.claim ?? 0);
       return {
         vm: id, total, pause_save: saved - paused, wait_others: lastSaved - saved, luod_barrier: luodBarrier,
         kernel: init - reboot, init_to_luod: luodStart - init, luod_start: listening - luodStart,
-        listening_to_luoqemu: luoqemu - listening, luoqemu_to_claimed: claimed - luoqemu, claimed_to_cont: cont - claimed,
+        listening_to_luoqemu: luoqemu - listening, luoqemu_to_claimed: claimed - luoqemu, luod_replies: luodReplies, claimed_to_cont: cont - claimed,
         luod_start_to_claimed: luodStartToClaimed,
         luod_share: (reboot - saved + luodStartToClaimed) / total,
-        luod_own_share: (luodBarrier + (listening - luodStart)) / total,
+        luod_own_share: (luodBarrier + (listening - luodStart) + luodReplies) / total,
         luo_qemu: q,
       };
     });

@@ -4,15 +4,21 @@ import { blackouts, parseConsole, parseLuoQemuBlackout } from "../../bench/lib/b
 
 const LINE =
   "luo-qemu[vm-1]: resumed: blackout 9.40 s = pause + state save 0.20 s, barrier (READY → luod's commit) 0.30 s, " +
-  "kernel jump (commit → new kernel) 1.10 s, kernel start → luo-qemu start 6.00 s, luo-qemu start → CLAIMED 0.80 s, " +
+  "kernel jump (commit → new kernel) 1.10 s, kernel start → luo-qemu start 6.00 s, luo-qemu start → CLAIMED 0.80 s (of it connect + SUBSCRIBE 0.05 s, CLAIM 0.03 s), " +
   "→ QEMU start 0.10 s, QEMU start → incoming done 0.70 s, → cont 0.20 s (device state 700 bytes; RAM moved by the migration 21000 of 16777216 bytes)";
 
 describe("luo-qemu's blackout line", () => {
   test("every phase is read, in ms", () => {
     expect(parseLuoQemuBlackout(LINE)).toEqual({
       total: 9400, pause_save: 200, barrier: 300, kernel_jump: 1100, kernel_to_luoqemu: 6000,
-      luoqemu_to_claimed: 800, claimed_to_qemu: 100, qemu_to_loaded: 700, loaded_to_cont: 200,
+      luoqemu_to_claimed: 800, subscribe: 50, claim: 30, claimed_to_qemu: 100, qemu_to_loaded: 700, loaded_to_cont: 200,
     });
+  });
+  test("a luo-qemu that does not time its round trips to luod: the phases still, the round trips null", () => {
+    const older = parseLuoQemuBlackout(LINE.replace(" (of it connect + SUBSCRIBE 0.05 s, CLAIM 0.03 s)", ""));
+    expect(older?.luoqemu_to_claimed).toBe(800);
+    expect(older?.subscribe).toBeNull();
+    expect(older?.claim).toBeNull();
   });
   test("a line of another shape is not a blackout", () => {
     expect(parseLuoQemuBlackout(LINE.replace("→ cont", "→ resume"))).toBeNull();
@@ -29,6 +35,7 @@ const console_ = [
   `[  20.000] BLACKOUT: CLOCK boot 1 wall_ms ${WALL1 + 17_500} uptime_s 19.60`,
   `[  20.030] BLACKOUT: CLOCK boot 1 wall_ms ${WALL1 + 17_520} uptime_s 19.62`, // delayed by 10 ms
   // luod commits at WALL1 + 18 000 (host 20.5), calls reboot() 40 ms later (host 20.54)
+  '[  20.545] {"ok":true,"event":"REBOOTING","update":1,"timings":{"all_ready_ms":500,"manifest_ms":510,"reboot_called_ms":550}}',
   "[  21.040] [   20.640000] kexec_core: Starting new kernel",
   "[  21.600] [    0.000000] Linux version 7.2.13",
   // boot 2's boot clock: host = uptime + 21.5 s
@@ -41,7 +48,7 @@ const console_ = [
   `[  32.000] BLACKOUT: CLOCK boot 2 wall_ms ${WALL1 + 9_600} uptime_s 10.50`,
 ].join("\n");
 const status2 = {
-  previous_update: { attempt: 1, created_at: new Date(WALL1 + 18_000).toISOString(), timings: { all_ready_ms: 500, manifest_ms: 510, manifest_preserved_ms: 530, reboot_called_ms: 550 } },
+  previous_update: { attempt: 1, created_at: new Date(WALL1 + 18_000).toISOString(), timings: { all_ready_ms: 500, manifest_ms: 510 } }, // the manifest's: up to manifest_ms
 };
 
 describe("a blackout run's console", () => {
@@ -54,6 +61,7 @@ describe("a blackout run's console", () => {
     expect(boots[1]!.marks).toEqual({ "luod-start": 2000, "luod-listening": 3000, "vms-start": 3020 });
     expect(boots[0]!.kexec_host).toBe(21_040);
     expect(boots[1]!.init_uptime).toBe(1500);
+    expect(boots[0]!.rebooting?.timings.reboot_called_ms).toBe(550);
   });
 
   test("the phases are on the host clock and add up to the VM's blackout", () => {
@@ -75,7 +83,8 @@ describe("a blackout run's console", () => {
     expect(sum).toBe(v.total);
     expect(v.luod_start_to_claimed).toBe(28_300 - 23_500);
     expect(v.luod_share).toBeCloseTo((340 + 4800) / 9300, 6);
-    expect(v.luod_own_share).toBeCloseTo((340 + 1000) / 9300, 6);
+    expect(v.luod_replies).toBe(80);
+    expect(v.luod_own_share).toBeCloseTo((340 + 1000 + 80) / 9300, 6);
     expect(u!.luod.commit_ms).toBe(50);
     expect(u!.kernel.reboot_to_kexec_ms).toBe(500);
     expect(u!.checks).toHaveLength(1);
