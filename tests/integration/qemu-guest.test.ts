@@ -1,6 +1,7 @@
 // The QEMU test guest (examples/qemu/counter-guest.S, built by build-guest.sh) on this host, no
 // LUO involved: under plain TCG it boots once, counts, prints to COM1 and leaves its marker and
-// its pattern in the RAM file QEMU maps, where tests/vm/guest/guest-ram.ts finds them; and
+// its pattern in the RAM file QEMU maps, where tests/vm/guest/guest-ram.ts finds them (built
+// --idle, it halts after the pattern instead); and
 // guest-ram.ts tells a damaged RAM from a good one. The live update of this guest: tests/vm.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -100,7 +101,13 @@ describe("build-guest.sh", () => {
 
   test("without OUT it says how to call it and fails", () => {
     const r = run([BUILD]);
-    expect(r.err).toBe("build-guest: usage: build-guest.sh OUT\n");
+    expect(r.err).toBe("build-guest: usage: build-guest.sh OUT [--idle]\n");
+    expect(r.code).toBe(1);
+  });
+
+  test("an option other than --idle is refused the same way", () => {
+    const r = run([BUILD, join(dir, "x.bin"), "--busy"]);
+    expect(r.err).toBe("build-guest: usage: build-guest.sh OUT [--idle]\n");
     expect(r.code).toBe(1);
   });
 });
@@ -155,5 +162,30 @@ describe.skipIf(!QEMU)("the guest under QEMU (TCG)", () => {
     expect(r.out).toMatch(/^COUNTER \d+\nMARKER ok\nPATTERN ok\n$/);
     expect(r.code).toBe(0);
     expect(Number(/^COUNTER (\d+)/.exec(r.out)![1])).toBeGreaterThanOrEqual(seen.at(-1)!);
+  }, 20_000);
+
+  test("--idle: boots once, fills its pattern, then halts without counting (the blackout benchmark's tenant)", async () => {
+    const img = join(dir, "idle.bin");
+    expect(run([BUILD, img, "--idle"]).err).toBe("");
+    const ramFile = join(dir, "idle.ram");
+    writeFileSync(ramFile, Buffer.alloc(RAM_BYTES, 0xa5));
+    const log = join(dir, "idle-serial.log");
+    const qemu = Bun.spawn([
+      QEMU!, "-machine", "pc-i440fx-7.2,memory-backend=ram0", "-m", "16M",
+      "-object", `memory-backend-file,id=ram0,size=16M,mem-path=${ramFile},share=on`,
+      "-bios", img, "-display", "none", "-nodefaults", "-serial", `file:${log}`, "-accel", "tcg",
+    ], { stdin: "ignore", stdout: "ignore", stderr: "pipe" });
+    let ram: { code: number; out: string };
+    try {
+      await waitFile(log, (t) => t.includes("PATTERN\r\n"), 15_000, () => qemu.exitCode === null);
+      // read while QEMU runs: a counting guest is past 0 microseconds after PATTERN
+      ram = guestRam(ramFile);
+    } finally {
+      qemu.kill("SIGKILL");
+      await qemu.exited;
+    }
+    expect(readFileSync(log, "latin1")).toBe("BOOT\r\nPATTERN\r\n");
+    expect(ram.out).toBe("COUNTER 0\nMARKER ok\nPATTERN ok\n");
+    expect(ram.code).toBe(0);
   }, 20_000);
 });
