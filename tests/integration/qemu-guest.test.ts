@@ -124,23 +124,28 @@ async function waitFile(file: string, done: (text: string) => boolean, ms: numbe
   return text;
 }
 
+/** Builds the guest (build-guest.sh OUT ...flags) and runs it under TCG on a 16 MiB RAM file of 0xA5 bytes. */
+function startGuest(name: string, flags: string[] = []) {
+  const img = join(dir, `${name}.bin`);
+  expect(run([BUILD, img, ...flags]).err).toBe("");
+  const ramFile = join(dir, `${name}.ram`);
+  // 0xA5 everywhere: a guest that did not write its marker and pattern, or did not zero its
+  // counter at boot, shows it (the counter would start at 0xa5a5a5a5)
+  writeFileSync(ramFile, Buffer.alloc(RAM_BYTES, 0xa5));
+  const log = join(dir, `${name}-serial.log`);
+  const qemu = Bun.spawn([
+    QEMU!, "-machine", "pc-i440fx-7.2,memory-backend=ram0", "-m", "16M",
+    "-object", `memory-backend-file,id=ram0,size=16M,mem-path=${ramFile},share=on`,
+    "-bios", img, "-display", "none", "-nodefaults", "-serial", `file:${log}`, "-accel", "tcg",
+  ], { stdin: "ignore", stdout: "ignore", stderr: "pipe" });
+  return { qemu, ramFile, log };
+}
+
 const counts = (log: string) => [...log.matchAll(/^COUNT ([0-9a-f]{8})\r$/gm)].map((m) => parseInt(m[1]!, 16));
 
 describe.skipIf(!QEMU)("the guest under QEMU (TCG)", () => {
   test("boots once, fills its pattern, keeps counting on COM1 and leaves counter, marker and pattern in its RAM file", async () => {
-    const img = join(dir, "guest.bin");
-    const built = run([BUILD, img]);
-    expect(built.err).toBe("");
-    const ramFile = join(dir, "guest.ram");
-    // 0xA5 everywhere: a guest that did not write its marker and pattern, or did not zero its
-    // counter at boot, shows it (the counter would start at 0xa5a5a5a5)
-    writeFileSync(ramFile, Buffer.alloc(RAM_BYTES, 0xa5));
-    const log = join(dir, "serial.log");
-    const qemu = Bun.spawn([
-      QEMU!, "-machine", "pc-i440fx-7.2,memory-backend=ram0", "-m", "16M",
-      "-object", `memory-backend-file,id=ram0,size=16M,mem-path=${ramFile},share=on`,
-      "-bios", img, "-display", "none", "-nodefaults", "-serial", `file:${log}`, "-accel", "tcg",
-    ], { stdin: "ignore", stdout: "ignore", stderr: "pipe" });
+    const { qemu, ramFile, log } = startGuest("guest");
     let text: string;
     try {
       text = await waitFile(log, (t) => t.includes("PATTERN\r\n") && counts(t).length >= 3, 15_000,
@@ -165,16 +170,7 @@ describe.skipIf(!QEMU)("the guest under QEMU (TCG)", () => {
   }, 20_000);
 
   test("--idle: boots once, fills its pattern, then halts without counting (the blackout benchmark's tenant)", async () => {
-    const img = join(dir, "idle.bin");
-    expect(run([BUILD, img, "--idle"]).err).toBe("");
-    const ramFile = join(dir, "idle.ram");
-    writeFileSync(ramFile, Buffer.alloc(RAM_BYTES, 0xa5));
-    const log = join(dir, "idle-serial.log");
-    const qemu = Bun.spawn([
-      QEMU!, "-machine", "pc-i440fx-7.2,memory-backend=ram0", "-m", "16M",
-      "-object", `memory-backend-file,id=ram0,size=16M,mem-path=${ramFile},share=on`,
-      "-bios", img, "-display", "none", "-nodefaults", "-serial", `file:${log}`, "-accel", "tcg",
-    ], { stdin: "ignore", stdout: "ignore", stderr: "pipe" });
+    const { qemu, ramFile, log } = startGuest("idle", ["--idle"]);
     let ram: { code: number; out: string };
     try {
       await waitFile(log, (t) => t.includes("PATTERN\r\n"), 15_000, () => qemu.exitCode === null);
