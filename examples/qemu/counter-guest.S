@@ -17,6 +17,9 @@
  * its RAM shows how far it got); every 2^COUNT_SHIFT increments it prints "COUNT xxxxxxxx\r\n",
  * the counter in 8 lowercase hex digits.
  *
+ * Built with --idle (build-guest.sh), it halts after PATTERN instead (no COUNT lines, the counter
+ * stays 0): the idle tenant of the blackout benchmark.
+ *
  * Only a real reset starts from 0 again, and it prints BOOT again: a log with one BOOT and
  * increasing COUNT lines is a guest that never rebooted. tests/vm/guest/guest-ram.ts reads the
  * counter, the marker and the pattern from the guest's RAM (the memfd QEMU maps).
@@ -109,6 +112,14 @@ fill_dword:
 
     mov     $msg_pattern, %si
     call    puts
+
+.ifdef IDLE
+    /* build-guest.sh --idle: halt here, interrupts off, never counting: an idle tenant whose QEMU
+       costs no CPU, so that many of them fit a 2-vCPU TCG VM (bench/blackout.ts) */
+idle:
+    hlt
+    jmp     idle
+.endif
 
 count:
     mov     $DELAY, %cx                 /* a busy wait between increments */

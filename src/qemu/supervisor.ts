@@ -89,6 +89,8 @@ export class VmSupervisor {
   /** The next token pair of the prepared session (docs/vmm.md, "What to preserve, and tokens"). */
   private attempt = 0;
   private stopRequested = false;
+  /** How long the first connect + SUBSCRIBE took, ms: luod's part of the start (the blackout line). */
+  private subscribeMs = 0;
   private finished!: (code: number) => void;
   private readonly done = new Promise<number>((r) => (this.finished = r));
   private exitCode: number | null = null;
@@ -132,7 +134,9 @@ export class VmSupervisor {
     }
     let restored: boolean;
     try {
+      const subscribeAt = Date.now();
       ({ client: this.client, restored } = await this.subscribe(this.o.connectTimeoutMs));
+      this.subscribeMs = Date.now() - subscribeAt;
     } catch (e) {
       const code = e instanceof LuoError && !(e instanceof LuoConnectError) && !(e instanceof LuoConnectionClosed) ? e.code : null;
       if (code === "EEXIST") {
@@ -345,6 +349,7 @@ export class VmSupervisor {
     const startedAt = Math.round(performance.timeOrigin); // this process's start: QEMU probed and luod joined since
     const bootAt = Date.now() - uptimeMs();
     let claimed: { session: string; sessionFd: number };
+    const claimAt = Date.now();
     try {
       claimed = await this.client!.claim(id);
     } catch (e) {
@@ -432,7 +437,7 @@ export class VmSupervisor {
       this.say(
         `resumed: blackout ${s(record.paused_at, contAt)} = pause + state save ${s(record.paused_at, record.saved_at)}, ` +
           `${jump}, kernel start → luo-qemu start ${s(bootAt, startedAt)}, ` +
-          `luo-qemu start → CLAIMED ${s(startedAt, claimedAt)}, → QEMU start ${s(claimedAt, qemuAt)}, QEMU start → incoming done ${s(qemuAt, loadedAt)}, → cont ${s(loadedAt, contAt)} ` +
+          `luo-qemu start → CLAIMED ${s(startedAt, claimedAt)} (of it connect + SUBSCRIBE ${s(0, this.subscribeMs)}, CLAIM ${s(claimAt, claimedAt)}), → QEMU start ${s(claimedAt, qemuAt)}, QEMU start → incoming done ${s(qemuAt, loadedAt)}, → cont ${s(loadedAt, contAt)} ` +
           `(device state ${record.state_bytes} bytes; RAM moved by the migration ${record.ram_transferred_bytes} of ${record.memory_bytes} bytes)`,
       );
     }

@@ -1,6 +1,7 @@
 // The QEMU test guest (examples/qemu/counter-guest.S, built by build-guest.sh) on this host, no
 // LUO involved: under plain TCG it boots once, counts, prints to COM1 and leaves its marker and
-// its pattern in the RAM file QEMU maps, where tests/vm/guest/guest-ram.ts finds them; and
+// its pattern in the RAM file QEMU maps, where tests/vm/guest/guest-ram.ts finds them (built
+// --idle, it halts after the pattern instead); and
 // guest-ram.ts tells a damaged RAM from a good one. The live update of this guest: tests/vm.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -100,7 +101,13 @@ describe("build-guest.sh", () => {
 
   test("without OUT it says how to call it and fails", () => {
     const r = run([BUILD]);
-    expect(r.err).toBe("build-guest: usage: build-guest.sh OUT\n");
+    expect(r.err).toBe("build-guest: usage: build-guest.sh OUT [--idle]\n");
+    expect(r.code).toBe(1);
+  });
+
+  test("an option other than --idle is refused the same way", () => {
+    const r = run([BUILD, join(dir, "x.bin"), "--busy"]);
+    expect(r.err).toBe("build-guest: usage: build-guest.sh OUT [--idle]\n");
     expect(r.code).toBe(1);
   });
 });
@@ -117,23 +124,28 @@ async function waitFile(file: string, done: (text: string) => boolean, ms: numbe
   return text;
 }
 
+/** Builds the guest (build-guest.sh OUT ...flags) and runs it under TCG on a 16 MiB RAM file of 0xA5 bytes. */
+function startGuest(name: string, flags: string[] = []) {
+  const img = join(dir, `${name}.bin`);
+  expect(run([BUILD, img, ...flags]).err).toBe("");
+  const ramFile = join(dir, `${name}.ram`);
+  // 0xA5 everywhere: a guest that did not write its marker and pattern, or did not zero its
+  // counter at boot, shows it (the counter would start at 0xa5a5a5a5)
+  writeFileSync(ramFile, Buffer.alloc(RAM_BYTES, 0xa5));
+  const log = join(dir, `${name}-serial.log`);
+  const qemu = Bun.spawn([
+    QEMU!, "-machine", "pc-i440fx-7.2,memory-backend=ram0", "-m", "16M",
+    "-object", `memory-backend-file,id=ram0,size=16M,mem-path=${ramFile},share=on`,
+    "-bios", img, "-display", "none", "-nodefaults", "-serial", `file:${log}`, "-accel", "tcg",
+  ], { stdin: "ignore", stdout: "ignore", stderr: "pipe" });
+  return { qemu, ramFile, log };
+}
+
 const counts = (log: string) => [...log.matchAll(/^COUNT ([0-9a-f]{8})\r$/gm)].map((m) => parseInt(m[1]!, 16));
 
 describe.skipIf(!QEMU)("the guest under QEMU (TCG)", () => {
   test("boots once, fills its pattern, keeps counting on COM1 and leaves counter, marker and pattern in its RAM file", async () => {
-    const img = join(dir, "guest.bin");
-    const built = run([BUILD, img]);
-    expect(built.err).toBe("");
-    const ramFile = join(dir, "guest.ram");
-    // 0xA5 everywhere: a guest that did not write its marker and pattern, or did not zero its
-    // counter at boot, shows it (the counter would start at 0xa5a5a5a5)
-    writeFileSync(ramFile, Buffer.alloc(RAM_BYTES, 0xa5));
-    const log = join(dir, "serial.log");
-    const qemu = Bun.spawn([
-      QEMU!, "-machine", "pc-i440fx-7.2,memory-backend=ram0", "-m", "16M",
-      "-object", `memory-backend-file,id=ram0,size=16M,mem-path=${ramFile},share=on`,
-      "-bios", img, "-display", "none", "-nodefaults", "-serial", `file:${log}`, "-accel", "tcg",
-    ], { stdin: "ignore", stdout: "ignore", stderr: "pipe" });
+    const { qemu, ramFile, log } = startGuest("guest");
     let text: string;
     try {
       text = await waitFile(log, (t) => t.includes("PATTERN\r\n") && counts(t).length >= 3, 15_000,
@@ -155,5 +167,21 @@ describe.skipIf(!QEMU)("the guest under QEMU (TCG)", () => {
     expect(r.out).toMatch(/^COUNTER \d+\nMARKER ok\nPATTERN ok\n$/);
     expect(r.code).toBe(0);
     expect(Number(/^COUNTER (\d+)/.exec(r.out)![1])).toBeGreaterThanOrEqual(seen.at(-1)!);
+  }, 20_000);
+
+  test("--idle: boots once, fills its pattern, then halts without counting (the blackout benchmark's tenant)", async () => {
+    const { qemu, ramFile, log } = startGuest("idle", ["--idle"]);
+    let ram: { code: number; out: string };
+    try {
+      await waitFile(log, (t) => t.includes("PATTERN\r\n"), 15_000, () => qemu.exitCode === null);
+      // read while QEMU runs: a counting guest is past 0 microseconds after PATTERN
+      ram = guestRam(ramFile);
+    } finally {
+      qemu.kill("SIGKILL");
+      await qemu.exited;
+    }
+    expect(readFileSync(log, "latin1")).toBe("BOOT\r\nPATTERN\r\n");
+    expect(ram.out).toBe("COUNTER 0\nMARKER ok\nPATTERN ok\n");
+    expect(ram.code).toBe(0);
   }, 20_000);
 });
