@@ -125,6 +125,11 @@ export class RunningAbiSource {
     if (this.known && !complete(this.known) && !this.pending) this.get().catch(() => {});
   }
 
+  /** True when the ABI the previous luod recorded covers every string (no probe needed yet). */
+  recordedComplete(): boolean {
+    return this.recorded !== null && ABI_KINDS.every((k) => this.recorded!.abi[k] !== null);
+  }
+
   /** What STATUS and CHECK show without waiting: the result if it is known already. */
   peek(): RunningAbi | null {
     return this.known;
@@ -148,6 +153,14 @@ export class RunningAbiSource {
     }
     const record: RecordedAbi = { banner, abi: next.abi, source: `recorded by the luod that jumped into this kernel (update ${attempt})` };
     this.recorded = record; // kept in memory too: a full or read-only state dir must not lose it (or the boot)
+    // What STATUS and CHECK show until a LOAD or CHECK runs the probe (main.ts: not at start when
+    // this is complete, so the image is not decoded while tenants claim their sessions).
+    this.known ??= {
+      abi: { ...record.abi },
+      sources: Object.fromEntries(ABI_KINDS.filter((k) => record.abi[k] !== null).map((k) => [k, record.source])),
+      notes: [],
+    };
+    this.o.log.info(`running kernel ABI: ${formatAbi(this.known.abi)} (${ABI_KINDS.map((k) => `${k}: ${this.known!.sources[k] ?? "unknown"}`).join("; ")})`);
     try {
       this.o.files.write("running-abi", record);
     } catch (e) {

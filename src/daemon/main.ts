@@ -126,7 +126,15 @@ export async function runDaemon(config: DaemonConfig, log: Logger, kernel: Kerne
     files, log, procVersion: () => readProcVersion(),
   });
   const boot = restore(kernel, restored, runningAbi, log);
-  runningAbi.get().catch((e) => log.warning(`reading the running kernel's ABI failed: ${oneLine((e as Error).message)}`));
+  // The probe decodes the running image in a worker: 0.2-0.6 s of CPU natively (an lz4 kernel is
+  // decoded in JavaScript), many seconds under emulation. After a live-update boot whose manifest
+  // recorded every string, nothing needs it until a LOAD or CHECK (which run it then); otherwise
+  // it waits until the restored sessions are claimed (at most RESTORE_FIRST_MS), off the claims'
+  // path (docs/performance.md, "Fifth round").
+  if (!runningAbi.recordedComplete()) {
+    afterRestore(restored, RESTORE_FIRST_MS, () =>
+      runningAbi.get().catch((e) => log.warning(`reading the running kernel's ABI failed: ${oneLine((e as Error).message)}`)));
+  }
   const loader = new KernelLoader(kernel, files, log, { readImage: (fd, image) => readImageAbi(fd, image), running: runningAbi });
   // --metrics-file: counted from here, written once the server exists (docs/daemon.md, "Metrics")
   const metrics = config.metricsFile ? new LuodMetrics({ version: VERSION, startedAtMs: Date.now() }) : null;
@@ -339,6 +347,21 @@ function clearSocketPath(path: string, log: Logger): void {
   if (alive) throw new Error(`another luod is already listening on ${path}`);
   log.info(`removing stale socket ${path}`);
   unlinkSync(path);
+}
+
+/** How long background work waits for the restored sessions to be claimed before it runs anyway. */
+const RESTORE_FIRST_MS = 10_000;
+
+/** Runs `work` once no restored session is unclaimed, or after `maxMs`; at once when none is. */
+function afterRestore(restored: RestoredSessions, maxMs: number, work: () => void): void {
+  if (restored.unclaimed().length === 0) return work();
+  const until = Date.now() + maxMs;
+  const timer = setInterval(() => {
+    if (restored.unclaimed().length > 0 && Date.now() < until) return;
+    clearInterval(timer);
+    work();
+  }, 250);
+  timer.unref();
 }
 
 /** sd_notify that never takes luod down: a lost notification is logged, not fatal. */
