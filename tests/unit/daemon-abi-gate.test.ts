@@ -259,6 +259,24 @@ describe("the running ABI", () => {
     expect(r.sources.memfd).toContain("recorded by the luod that jumped into this kernel (update 3)");
   });
 
+  test("a complete record is shown at once and the image is not probed until someone asks (get)", async () => {
+    let probes = 0;
+    const s = new RunningAbiSource({ probe: async () => (probes++, probe()), files, log: log(), procVersion: () => procVersion });
+    s.recordFromManifest({ banner: procVersion, abi: V5 }, 5);
+    expect(s.recordedComplete()).toBe(true);
+    expect(s.peek()?.abi).toEqual(V5);
+    expect(s.peek()?.sources.memfd).toContain("recorded by the luod that jumped into this kernel (update 5)");
+    expect(probes).toBe(0);
+    await s.get();
+    expect(probes).toBe(1);
+  });
+
+  test("an incomplete record does not count as complete", () => {
+    const s = new RunningAbiSource({ probe, files, log: log(), procVersion: () => procVersion });
+    s.recordFromManifest({ banner: procVersion, abi: { ...V5, memfd: null } }, 5);
+    expect(s.recordedComplete()).toBe(false);
+  });
+
   test("a record of another kernel (its banner is not /proc/version) is not used", async () => {
     running = { abi: { ...V5, memfd: null }, sources: {}, notes: [] };
     const s = new RunningAbiSource({ probe, files, log: log(), procVersion: () => procVersion });
