@@ -14,33 +14,18 @@
 //
 // The guest is examples/qemu's counter guest built --idle (it halts after filling its RAM pattern):
 // a busy one would keep the test VM's two vCPUs saturated with 8 of them.
-import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { loadavg } from "node:os";
 import { join, relative, resolve } from "node:path";
 import { blackouts, parseConsole, type Json, type UpdateBlackout, type VmBlackout } from "./lib/blackout";
-import { machine, round, run } from "./lib/common";
+import { benchArgs, copyBinary, machine, round, run } from "./lib/common";
 
 const root = resolve(import.meta.dir, "..");
-const args = process.argv.slice(2);
-const flag = (name: string) => args.includes(`--${name}`);
-const opt = (name: string, fallback: string) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 && args[i + 1] !== undefined ? args[i + 1]! : fallback;
-};
-if (flag("help") || flag("h")) {
-  console.log(readFileSync(import.meta.path, "utf8").split("\n").slice(3, 16).map((l) => l.replace(/^\/\/ ?/, "")).join("\n"));
-  process.exit(0);
-}
+const { args, flag, opt } = benchArgs(import.meta.path, [3, 16]);
 const log = (s: string) => console.error(s);
 
 async function prepare(dir: string): Promise<void> {
-  const dist = resolve(opt("luo", join(root, "dist", "luo")));
-  if (!existsSync(dist)) throw new Error(`${dist} is missing: build it with \`node_modules/.bin/bun scripts/build-binary.ts\``);
-  rmSync(dir, { recursive: true, force: true });
-  mkdirSync(dir, { recursive: true });
-  // a private copy: a rebuild during the run cannot change the binary under it
-  copyFileSync(dist, join(dir, "luo"));
-  for (const name of ["luod", "luoctl", "luo-qemu"]) symlinkSync("luo", join(dir, name));
+  copyBinary(resolve(opt("luo", join(root, "dist", "luo"))), dir, ["luod", "luoctl", "luo-qemu"]);
   const r = await run(["sh", join(root, "examples/qemu/build-guest.sh"), join(dir, "idle-guest.bin"), "--idle"]);
   if (r.code !== 0) throw new Error(`building the idle guest: ${r.stderr.trim()}`);
 }

@@ -16,20 +16,12 @@
 // the client (bench/peer/peer-client.c with examples/c/luo_client.c) is built here and copied in.
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join, relative, resolve } from "node:path";
-import { machine, run } from "./lib/common";
+import { benchArgs, machine, run } from "./lib/common";
 import { markdown, ratios, rows, type PeerStep } from "./peer/summary";
 
 const root = resolve(import.meta.dir, "..");
-const args = process.argv.slice(2);
-const opt = (name: string, fallback: string) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 && args[i + 1] !== undefined ? args[i + 1]! : fallback;
-};
+const { args, opt } = benchArgs(import.meta.path, [3, 15]);
 const log = (s: string) => console.error(s);
-if (args.includes("--help") || args.includes("-h")) {
-  console.log(readFileSync(import.meta.path, "utf8").split("\n").slice(3, 15).map((l) => l.replace(/^\/\/ ?/, "")).join("\n"));
-  process.exit(0);
-}
 
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 

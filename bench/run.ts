@@ -19,23 +19,14 @@
 // directory first so that a rebuild during the run cannot change the binary under it. The guest
 // driver (bench/lib/guest.ts), the status probe (bench/probe.ts) and the C load generator and
 // floor (bench/c) are compiled there too.
-import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join, relative, resolve } from "node:path";
 import { loadavg } from "node:os";
 import { hostBench } from "./lib/host";
-import { buildGenerators, machine, run, stats, round, type Stats } from "./lib/common";
+import { benchArgs, buildGenerators, copyBinary, machine, run, stats, round, type Stats } from "./lib/common";
 
 const root = resolve(import.meta.dir, "..");
-const args = process.argv.slice(2);
-const flag = (name: string) => args.includes(`--${name}`);
-const opt = (name: string, fallback: string) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 && args[i + 1] !== undefined ? args[i + 1]! : fallback;
-};
-if (flag("help") || flag("h")) {
-  console.log(readFileSync(import.meta.path, "utf8").split("\n").slice(3, 15).map((l) => l.replace(/^\/\/ ?/, "")).join("\n"));
-  process.exit(0);
-}
+const { args, flag, opt } = benchArgs(import.meta.path, [3, 15]);
 const json = flag("json");
 const clients = opt("clients", "1,10,100,1000").split(",").filter(Boolean).map(Number);
 const sweep = opt("sweep", clients.join(","));
@@ -51,12 +42,7 @@ type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-ex
 const COMPILE = ["build", "--compile", "--minify", "--bytecode", "--format=esm", "--no-compile-autoload-dotenv", "--no-compile-autoload-bunfig"];
 
 async function prepare(dir: string): Promise<void> {
-  const dist = resolve(opt("luo", join(root, "dist", "luo")));
-  if (!existsSync(dist)) throw new Error(`${dist} is missing: build it with \`node_modules/.bin/bun scripts/build-binary.ts\``);
-  rmSync(dir, { recursive: true, force: true });
-  mkdirSync(dir, { recursive: true });
-  copyFileSync(dist, join(dir, "luo"));
-  for (const name of ["luod", "luoctl"]) symlinkSync("luo", join(dir, name));
+  copyBinary(resolve(opt("luo", join(root, "dist", "luo"))), dir, ["luod", "luoctl"]);
   for (const [out, entries] of [["luo-bench", ["bench/lib/guest.ts", "src/kernel/epoll-worker.ts"]], ["luo-probe", ["bench/probe.ts", "src/kernel/epoll-worker.ts"]]] as const) {
     const r = await run([process.execPath, ...COMPILE, ...entries, "--outfile", join(dir, out)].map(String));
     if (r.code !== 0) throw new Error(`compiling ${out}: ${r.stderr}`);

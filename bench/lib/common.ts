@@ -1,6 +1,6 @@
 // Helpers shared by the host and guest halves of the benchmark: starting luod, one-shot requests,
 // RSS, and summary statistics.
-import { existsSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync } from "node:fs";
 import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
 import { EventLoop } from "../../src/kernel/epoll";
@@ -206,3 +206,32 @@ export function cpuDelta(a: Record<string, number>, b: Record<string, number>): 
 }
 
 const CLK_TCK = 100;
+
+/**
+ * A bench driver's command line: `--name VALUE` options and `--flags`. `--help`/`-h` prints the
+ * usage, lines [from, to) of the driver's header comment, and exits.
+ */
+export function benchArgs(driverPath: string, usageLines: [number, number], argv = process.argv.slice(2)) {
+  const flag = (name: string) => argv.includes(`--${name}`);
+  const opt = (name: string, fallback: string) => {
+    const i = argv.indexOf(`--${name}`);
+    return i >= 0 && argv[i + 1] !== undefined ? argv[i + 1]! : fallback;
+  };
+  if (flag("help") || argv.includes("-h")) {
+    console.log(readFileSync(driverPath, "utf8").split("\n").slice(...usageLines).map((l) => l.replace(/^\/\/ ?/, "")).join("\n"));
+    process.exit(0);
+  }
+  return { args: argv, flag, opt };
+}
+
+/**
+ * A private copy of the binary to measure in a fresh `dir`, with a symlink per personality: a
+ * rebuild of dist/luo during the run cannot change the binary under it.
+ */
+export function copyBinary(dist: string, dir: string, personalities: readonly string[]): void {
+  if (!existsSync(dist)) throw new Error(`${dist} is missing: build it with \`node_modules/.bin/bun scripts/build-binary.ts\``);
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  copyFileSync(dist, join(dir, "luo"));
+  for (const name of personalities) symlinkSync("luo", join(dir, name));
+}
