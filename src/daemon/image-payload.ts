@@ -167,7 +167,11 @@ function decodeLegacyLz4(src: Uint8Array, hint: number, maxBytes: number): Uint8
       if (op - blockStart + len > LZ4_LEGACY_BLOCK_BYTES) return "a block decodes to more than 8 MiB";
       if (!reserve(len)) return TOO_LARGE;
       let from = op - offset;
-      if (offset >= len && len >= 32) {
+      if (offset === 1) {
+        // a run of one byte (a kernel's zero padding is most of its output): memset, not a loop
+        out.fill(out[from]!, op, op + len);
+        op += len;
+      } else if (offset >= len && len >= 32) {
         out.copyWithin(op, from, from + len);
         op += len;
       } else {

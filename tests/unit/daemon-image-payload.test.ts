@@ -64,6 +64,14 @@ describe("decompressPayload", () => {
     expect(new TextDecoder().decode(r.data)).toBe(want);
   });
 
+  test("lz4: a match at offset 1 repeats the byte before it (not always zero), short and long", () => {
+    // literals "xy", match offset 1 length 4 + 15 + 10 = 29; literal "z", match offset 1 length 5; last literals "!"
+    const block = new Uint8Array([0x2f, 0x78, 0x79, 1, 0, 10, 0x11, 0x7a, 1, 0, 0x10, 33]);
+    const r = decompressPayload(lz4LegacyBlocks([block], 2 + 29 + 1 + 5 + 1), 1 << 20);
+    if (!r.ok) throw new Error(r.message);
+    expect(new TextDecoder().decode(r.data)).toBe(`xy${"y".repeat(29)}z${"z".repeat(5)}!`);
+  });
+
   test("lz4: long and short non-overlapping matches copy the right bytes", () => {
     const lits = Uint8Array.from({ length: 40 }, (_, i) => 65 + (i % 26));
     // literals 40 (15 + 25), match offset 40 length 40 (4 + 15 + 21); literal 0, match offset 8 length 4; last literals "!"
