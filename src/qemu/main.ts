@@ -16,7 +16,7 @@ import { DEFAULT_SOCKET } from "../wire/limits";
 import { isValidId } from "../wire/ids";
 import { escapeControl } from "../wire/escape";
 import { kernelHasSeccomp, probeQemu } from "./qemu-process";
-import { MIN_QEMU, parseMemorySize, refusals, resolveMachine, versionAtLeast } from "./vm-config";
+import { MIN_QEMU, machineOptionProblem, parseMemorySize, refusals, resolveMachine, versionAtLeast } from "./vm-config";
 import { EXIT, VmSupervisor } from "./supervisor";
 
 /** What luo-qemu is: the NAME of luo-qemu(8). */
@@ -102,7 +102,8 @@ export async function luoQemuMain(args: string[], env: Record<string, string | u
     process.stdout.write(`luo-qemu ${VERSION}\n`);
     return EXIT.OK;
   }
-  const refused = refusals(parsed.args);
+  const machineProblem = machineOptionProblem(parsed.machine);
+  const refused = [...refusals(parsed.args), ...(machineProblem ? [machineProblem] : [])];
   if (refused.length > 0) {
     for (const r of refused) say(`luo-qemu: refusing this VM: ${escapeControl(r)}`);
     return EXIT.USAGE;

@@ -140,15 +140,23 @@ export function parseMachineHelp(text: string): Map<string, string> {
   return out;
 }
 
+/** What is wrong with --machine TYPE[,PROPS] before any QEMU is asked (null: nothing). */
+export function machineOptionProblem(spec: string): string | null {
+  const [given, ...props] = spec.split(",");
+  if (!given) return "--machine needs a machine type";
+  if (props.some((p) => /^memory-backend=/.test(p))) return "--machine: memory-backend is luo-qemu's";
+  return null;
+}
+
 /**
  * `--machine TYPE[,PROPS]` resolved against what this QEMU offers: the versioned type (an alias
  * such as `pc` becomes `pc-i440fx-7.2`) and the properties. A type with no version (`isapc`,
  * `microvm`) is refused: its migration format is not promised to stay loadable.
  */
 export function resolveMachine(spec: string, machines: Map<string, string>): { type: string; props: string[] } | { error: string } {
-  const [given, ...props] = spec.split(",");
-  if (!given) return { error: "--machine needs a machine type" };
-  if (props.some((p) => /^memory-backend=/.test(p))) return { error: "--machine: memory-backend is luo-qemu's" };
+  const problem = machineOptionProblem(spec);
+  if (problem) return { error: problem };
+  const [given = "", ...props] = spec.split(",");
   const type = machines.get(given);
   if (type === undefined) return { error: `this QEMU has no machine type ${given}` };
   if (!/-\d+\.\d+$/.test(type))

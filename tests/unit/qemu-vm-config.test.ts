@@ -1,7 +1,7 @@
 // luo-qemu's rules for a VM (src/qemu/vm-config.ts) and its start record (src/qemu/record.ts).
 import { describe, expect, test } from "bun:test";
 import {
-  incomingStateUri, parseMachineHelp, parseMemorySize, parseQemuVersion, qemuArgv, refusals, resolveMachine, versionAtLeast,
+  incomingStateUri, machineOptionProblem, parseMachineHelp, parseMemorySize, parseQemuVersion, qemuArgv, refusals, resolveMachine, versionAtLeast,
 } from "../../src/qemu/vm-config";
 import { decodeRecord, encodeRecord, recordToken, stateToken, type StartRecord } from "../../src/qemu/record";
 
@@ -87,6 +87,13 @@ describe("luo-qemu: the VM it accepts", () => {
     expect((resolveMachine("isapc", machines) as { error: string }).error).toContain("has no version");
     expect((resolveMachine("virt", machines) as { error: string }).error).toContain("no machine type virt");
     expect((resolveMachine("pc,memory-backend=x", machines) as { error: string }).error).toContain("memory-backend");
+  });
+
+  test("what --machine gets wrong on its own is known without asking QEMU", () => {
+    expect(machineOptionProblem("pc")).toBeNull();
+    expect(machineOptionProblem("isapc,accel=tcg")).toBeNull(); // only QEMU knows it has no version
+    expect(machineOptionProblem(",accel=tcg")).toBe("--machine needs a machine type");
+    expect(machineOptionProblem("q35,memory-backend=m0")).toBe("--machine: memory-backend is luo-qemu's");
   });
 
   test("QEMU 11's machine list: pc is pc-i440fx-11.1, and a guest saved by 7.2 finds its (deprecated) type", () => {
