@@ -1,25 +1,59 @@
 // Finding out what a QEMU binary offers, and running one with the guest's memfds inherited.
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, statSync } from "node:fs";
 import { constants } from "node:os";
 import { isAbsolute, join } from "node:path";
 import { closeFd, dupFd } from "../client/memfd";
+import { escapeControl } from "../wire/escape";
+import type { BinaryIdentity } from "./record";
 import { parseMachineHelp, parseQemuVersion, RAM_FD, STATE_FD } from "./vm-config";
 
-export interface QemuProbe {
+/** Which QEMU runs (or ran) the guest, as the start record names it. */
+export interface QemuInfo {
   /** Absolute path of the binary. */
   path: string;
   version: string;
+  /** The file that said `version` (absent: not known, so QEMU is probed again after the boot). */
+  binary?: BinaryIdentity;
+}
+
+export interface QemuProbe extends QemuInfo {
   /** Machine type → the versioned type it stands for. */
   machines: Map<string, string>;
 }
 
-/** `qemu-system-x86_64` looked up in PATH the way a shell does; an absolute or relative path as is. */
 const { signals } = constants;
 
+/** `qemu-system-x86_64` looked up in PATH the way a shell does; an absolute or relative path as is. */
 export function findQemu(name: string, pathEnv = process.env.PATH ?? "/usr/bin:/bin"): string | null {
   if (name.includes("/")) return existsSync(name) ? (isAbsolute(name) ? name : join(process.cwd(), name)) : null;
   return Bun.which(name, { PATH: pathEnv });
 }
+
+/** stat(2) of the file at `path` (symlinks followed), or null when it cannot be read. */
+export function binaryIdentity(path: string): BinaryIdentity | null {
+  try {
+    const st = statSync(path, { bigint: true });
+    return { ino: String(st.ino), size: String(st.size), mtime_ns: String(st.mtimeNs), ctime_ns: String(st.ctimeNs) };
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Why the QEMU at `path` (whose file is `now`) must be probed again rather than taken for the
+ * one that saved the guest (`saved`, from the start record), or null when it is that very file:
+ * same path, inode, size and times (an upgrade replaces or rewrites the file, and moves them).
+ */
+export function whyProbeAgain(saved: QemuInfo, path: string, now: BinaryIdentity | null): string | null {
+  if (!saved.binary) return "the start record does not identify the QEMU binary that saved the guest";
+  if (saved.path !== path) return `the guest was saved by ${escapeControl(saved.path)}, this luo-qemu runs ${escapeControl(path)}`;
+  if (!now) return `cannot stat ${escapeControl(path)}`;
+  if (!sameBinary(saved.binary, now)) return `${escapeControl(path)} changed since the save (another inode, size or time)`;
+  return null;
+}
+
+export const sameBinary = (a: BinaryIdentity, b: BinaryIdentity): boolean =>
+  a.ino === b.ino && a.size === b.size && a.mtime_ns === b.mtime_ns && a.ctime_ns === b.ctime_ns;
 
 /** Runs `qemu -version` and `qemu -machine help` (at once: each is a QEMU start). Throws one line when the binary is unusable. */
 export async function probeQemu(name: string): Promise<QemuProbe> {

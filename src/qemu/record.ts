@@ -16,13 +16,24 @@ export const RECORD_FORMAT = "luo-qemu-start-record";
 export const RECORD_VERSION = 1;
 
 const Epoch = v.pipe(v.number(), v.integer(), v.minValue(0));
+/** A u64 of stat(2) in decimal: JSON numbers lose digits past 2^53 (nanosecond times do). */
+const U64 = v.pipe(v.string(), v.regex(/^(0|[1-9]\d{0,19})$/));
+
+/**
+ * Which file the QEMU binary was when it was probed (docs/vmm.md, "luo-qemu"): the same inode,
+ * size and times after the boot mean the same QEMU, so its version and machine types are known
+ * without starting it again. No st_dev: device numbers may change across a boot.
+ */
+export const BinaryIdentitySchema = v.object({ ino: U64, size: U64, mtime_ns: U64, ctime_ns: U64 });
+export type BinaryIdentity = v.InferOutput<typeof BinaryIdentitySchema>;
 
 const RecordSchema = v.object({
   format: v.literal(RECORD_FORMAT),
   version: v.literal(RECORD_VERSION),
   id: v.string(),
   attempt: v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(MAX_ATTEMPTS - 1)),
-  qemu: v.object({ path: v.string(), version: v.string() }),
+  /** binary: absent in records of luo-qemu before it, and when unknown (then QEMU is probed). */
+  qemu: v.object({ path: v.string(), version: v.string(), binary: v.optional(BinaryIdentitySchema) }),
   machine: v.object({ type: v.pipe(v.string(), v.regex(/-\d+\.\d+$/)), props: v.array(v.string()) }),
   memory_bytes: v.pipe(v.number(), v.integer(), v.minValue(1)),
   /** The user's QEMU arguments, as given after `--`. */

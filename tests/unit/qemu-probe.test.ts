@@ -1,0 +1,112 @@
+// The start record identifies the QEMU binary that saved the guest (src/qemu/record.ts:
+// qemu.binary), so that a resume with that very file needs no probe: two QEMU starts, seconds of
+// a tenant's blackout under emulation (docs/performance.md, "Fifth round").
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { chmodSync, mkdtempSync, renameSync, rmSync, utimesSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { binaryIdentity, sameBinary, whyProbeAgain } from "../../src/qemu/qemu-process";
+import { decodeRecord, encodeRecord, type BinaryIdentity, type StartRecord } from "../../src/qemu/record";
+
+let dir: string;
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), "luo-qemu-probe-"));
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+/** A script that answers -version and -machine help like QEMU `version`. */
+function fakeQemu(name: string, version: string): string {
+  const path = join(dir, name);
+  writeFileSync(
+    path,
+    `#!/bin/sh
+case "$1" in
+-version) echo "QEMU emulator version ${version} (fake)"; exit 0 ;;
+-machine) printf 'Supported machines are:\\npc                   Standard PC (alias of pc-i440fx-7.2)\\npc-i440fx-7.2        Standard PC (default)\\n'; exit 0 ;;
+esac
+exit 1
+`,
+  );
+  chmodSync(path, 0o755);
+  return path;
+}
+
+const BINARY: BinaryIdentity = { ino: "1234567", size: "17432816", mtime_ns: "1796407770000238214", ctime_ns: "1796407770530074439" };
+
+const record = (qemu: StartRecord["qemu"]): StartRecord => ({
+  format: "luo-qemu-start-record", version: 1, id: "vm-1", attempt: 0, qemu,
+  machine: { type: "pc-i440fx-7.2", props: [] }, memory_bytes: 16 << 20, args: ["-bios", "g.bin"], sandbox: true,
+  state_bytes: 129040, ram_transferred_bytes: 17203, paused_at: 1_780_000_000_000, saved_at: 1_780_000_000_300,
+});
+
+describe("the start record identifies the QEMU binary that saved the guest", () => {
+  const path = "/usr/bin/qemu-system-x86_64";
+
+  test("with the identity: decoded as encoded, nanoseconds past 2^53 exact (decimal strings)", () => {
+    const r = record({ path, version: "7.2.22", binary: BINARY });
+    const text = new TextDecoder().decode(encodeRecord(r));
+    expect(text).toContain('"binary":{"ino":"1234567","size":"17432816","mtime_ns":"1796407770000238214","ctime_ns":"1796407770530074439"}');
+    expect(decodeRecord(encodeRecord(r))).toEqual(r);
+  });
+
+  test("a record of a luo-qemu before the identity (version 1 all the same) still decodes, without one", () => {
+    const old = new TextEncoder().encode(JSON.stringify(record({ path, version: "7.2.22" })));
+    const r = decodeRecord(old) as StartRecord;
+    expect(r.qemu).toEqual({ path, version: "7.2.22" });
+    expect(r.qemu.binary).toBeUndefined();
+  });
+
+  test("an identity that is not four u64 in decimal is refused with where", () => {
+    const enc = (binary: unknown) => new TextEncoder().encode(JSON.stringify({ ...record({ path, version: "7.2.22" }), qemu: { path, version: "7.2.22", binary } }));
+    for (const bad of [{ ...BINARY, ino: 1234567 }, { ...BINARY, size: "-1" }, { ...BINARY, mtime_ns: "1e9" }, { ...BINARY, ctime_ns: "012" }, { ...BINARY, ino: "1".repeat(21) }]) {
+      expect((decodeRecord(enc(bad)) as { error: string }).error).toMatch(/^the start record is invalid at qemu\.binary\./);
+    }
+    const { ctime_ns: _, ...three } = BINARY;
+    expect((decodeRecord(enc(three)) as { error: string }).error).toContain("qemu.binary.ctime_ns");
+  });
+});
+
+describe("probe again, or take the saved QEMU's version and machine type", () => {
+  const path = "/usr/bin/qemu-system-x86_64";
+  const saved = { path, version: "7.2.22", binary: BINARY };
+
+  test("the same path and the same file: not probed", () => {
+    expect(whyProbeAgain(saved, path, { ...BINARY })).toBeNull();
+    expect(sameBinary(BINARY, { ...BINARY })).toBe(true);
+  });
+
+  test("a record without the identity, another path, a file that cannot be stat'ed: probed", () => {
+    expect(whyProbeAgain({ path, version: "7.2.22" }, path, BINARY)).toBe("the start record does not identify the QEMU binary that saved the guest");
+    expect(whyProbeAgain(saved, "/opt/qemu/bin/qemu-system-x86_64", BINARY)).toBe(
+      "the guest was saved by /usr/bin/qemu-system-x86_64, this luo-qemu runs /opt/qemu/bin/qemu-system-x86_64",
+    );
+    expect(whyProbeAgain(saved, path, null)).toBe("cannot stat /usr/bin/qemu-system-x86_64");
+  });
+
+  test("any of inode, size, mtime, ctime changed: probed", () => {
+    for (const field of ["ino", "size", "mtime_ns", "ctime_ns"] as const) {
+      const now = { ...BINARY, [field]: "1" };
+      expect(sameBinary(BINARY, now)).toBe(false);
+      expect(whyProbeAgain(saved, path, now)).toBe("/usr/bin/qemu-system-x86_64 changed since the save (another inode, size or time)");
+    }
+  });
+
+  test("a path from outside is escaped in the reason", () => {
+    expect(whyProbeAgain(saved, "/tmp/q\nemu", BINARY)).not.toContain("\n");
+  });
+
+  test("a real file: rewritten in place or replaced (an upgrade), it is another binary", async () => {
+    const path = fakeQemu("qemu-real", "7.2.22");
+    const before = binaryIdentity(path)!;
+    expect(before.ino).toMatch(/^\d+$/);
+    expect(binaryIdentity(path)).toEqual(before);
+    expect(binaryIdentity(join(dir, "absent"))).toBeNull();
+    utimesSync(path, new Date(), new Date(Date.now() + 5000)); // the same inode, a new mtime
+    expect(sameBinary(before, binaryIdentity(path)!)).toBe(false);
+    const now = binaryIdentity(path)!;
+    const next = fakeQemu("qemu-next", "8.2.0");
+    renameSync(next, path); // what a package upgrade does: a new inode under the same name
+    expect(binaryIdentity(path)!.ino).not.toBe(now.ino);
+    expect(sameBinary(now, binaryIdentity(path)!)).toBe(false);
+  });
+});
