@@ -15,8 +15,8 @@ import { parseDurationMs } from "../duration";
 import { DEFAULT_SOCKET } from "../wire/limits";
 import { isValidId } from "../wire/ids";
 import { escapeControl } from "../wire/escape";
-import { kernelHasSeccomp, probeQemu } from "./qemu-process";
-import { MIN_QEMU, machineOptionProblem, parseMemorySize, refusals, resolveMachine, versionAtLeast } from "./vm-config";
+import { findQemu, kernelHasSeccomp, noQemuLine } from "./qemu-process";
+import { machineOptionProblem, parseMemorySize, refusals } from "./vm-config";
 import { EXIT, VmSupervisor } from "./supervisor";
 
 /** What luo-qemu is: the NAME of luo-qemu(8). */
@@ -108,24 +108,15 @@ export async function luoQemuMain(args: string[], env: Record<string, string | u
     for (const r of refused) say(`luo-qemu: refusing this VM: ${escapeControl(r)}`);
     return EXIT.USAGE;
   }
-  let qemu: Awaited<ReturnType<typeof probeQemu>>;
-  try {
-    qemu = await probeQemu(parsed.qemu);
-  } catch (e) {
-    say(`luo-qemu: ${escapeControl((e as Error).message)}`);
+  // Found now, run later: probing QEMU is two QEMU starts, which a resume mostly does without
+  // (supervisor.ts). A binary that is not there is refused before luod is asked anything.
+  const qemuPath = findQemu(parsed.qemu);
+  if (!qemuPath) {
+    say(`luo-qemu: ${escapeControl(noQemuLine(parsed.qemu))}`);
     return EXIT.FAILED;
-  }
-  if (!versionAtLeast(qemu.version, MIN_QEMU)) {
-    say(`luo-qemu: QEMU ${qemu.version} is too old: luo-qemu needs ${MIN_QEMU.join(".")} or newer`);
-    return EXIT.FAILED;
-  }
-  const machine = resolveMachine(parsed.machine, qemu.machines);
-  if ("error" in machine) {
-    say(`luo-qemu: refusing this VM: ${escapeControl(machine.error)}`);
-    return EXIT.USAGE;
   }
   const supervisor = new VmSupervisor(
-    { id: parsed.id, memoryBytes: parsed.memoryBytes, machine, qemu, args: parsed.args, sandbox: parsed.sandbox && kernelHasSeccomp() },
+    { id: parsed.id, memoryBytes: parsed.memoryBytes, machine: parsed.machine, qemuPath, args: parsed.args, sandbox: parsed.sandbox && kernelHasSeccomp() },
     { socket: parsed.socket, runDir: parsed.runDir, shutdownTimeoutMs: parsed.shutdownTimeoutMs, connectTimeoutMs: parsed.connectTimeoutMs, log: say },
   );
   const onSignal = () => void supervisor.stop();

@@ -5,7 +5,7 @@ import { isAbsolute, join } from "node:path";
 import { closeFd, dupFd } from "../client/memfd";
 import { escapeControl } from "../wire/escape";
 import type { BinaryIdentity } from "./record";
-import { parseMachineHelp, parseQemuVersion, RAM_FD, STATE_FD } from "./vm-config";
+import { MIN_QEMU, parseMachineHelp, parseQemuVersion, RAM_FD, STATE_FD, versionAtLeast } from "./vm-config";
 
 /** Which QEMU runs (or ran) the guest, as the start record names it. */
 export interface QemuInfo {
@@ -28,6 +28,9 @@ export function findQemu(name: string, pathEnv = process.env.PATH ?? "/usr/bin:/
   if (name.includes("/")) return existsSync(name) ? (isAbsolute(name) ? name : join(process.cwd(), name)) : null;
   return Bun.which(name, { PATH: pathEnv });
 }
+
+/** The line luo-qemu refuses a QEMU it cannot find with. */
+export const noQemuLine = (name: string) => `no QEMU binary ${name} (give one with --qemu PATH)`;
 
 /** stat(2) of the file at `path` (symlinks followed), or null when it cannot be read. */
 export function binaryIdentity(path: string): BinaryIdentity | null {
@@ -55,10 +58,14 @@ export function whyProbeAgain(saved: QemuInfo, path: string, now: BinaryIdentity
 export const sameBinary = (a: BinaryIdentity, b: BinaryIdentity): boolean =>
   a.ino === b.ino && a.size === b.size && a.mtime_ns === b.mtime_ns && a.ctime_ns === b.ctime_ns;
 
-/** Runs `qemu -version` and `qemu -machine help` (at once: each is a QEMU start). Throws one line when the binary is unusable. */
-export async function probeQemu(name: string): Promise<QemuProbe> {
-  const path = findQemu(name);
-  if (!path) throw new Error(`no QEMU binary ${name} (give one with --qemu PATH)`);
+/**
+ * Runs `qemu -version` and `qemu -machine help` (at once: each is a QEMU start) of the binary at
+ * `path` (findQemu's). Throws one line when the binary is unusable or older than MIN_QEMU. The
+ * file is stat'ed first: if it is replaced during the probe, the identity kept is the old file's,
+ * and the next boot probes again rather than trust a version the new file never said.
+ */
+export async function probeQemu(path: string): Promise<QemuProbe> {
+  const binary = binaryIdentity(path);
   const run = async (args: string[]) => {
     const p = Bun.spawn([path, ...args], { stdin: "ignore", stdout: "pipe", stderr: "pipe", timeout: 20_000 });
     const [out, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
@@ -68,7 +75,8 @@ export async function probeQemu(name: string): Promise<QemuProbe> {
   const [versionText, machineHelp] = await Promise.all([run(["-version"]), run(["-machine", "help"])]);
   const version = parseQemuVersion(versionText);
   if (!version) throw new Error(`${path} -version does not say which QEMU it is`);
-  return { path, version, machines: parseMachineHelp(machineHelp) };
+  if (!versionAtLeast(version, MIN_QEMU)) throw new Error(`QEMU ${version} is too old: luo-qemu needs ${MIN_QEMU.join(".")} or newer`);
+  return { path, version, ...(binary ? { binary } : {}), machines: parseMachineHelp(machineHelp) };
 }
 
 /** Whether this kernel offers seccomp filters (QEMU's -sandbox needs them). */

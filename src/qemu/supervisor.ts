@@ -2,12 +2,12 @@
 // "luo-qemu"). The guest's RAM is a memfd this process owns and preserves at start (PREPARE), so
 // an update only pauses the guest and saves its device state:
 //
-//   start        SUBSCRIBE; restored? → resume() : memfd + PREPARE + PRESERVE_FD(RAM) → QEMU
+//   start        SUBSCRIBE; restored? → resume() : probe QEMU, memfd + PREPARE + PRESERVE_FD(RAM) → QEMU
 //   START_PRES.  QMP stop → device state (x-ignore-shared) into a memfd → PRESERVE_FD state and
 //                start record → READY            (any failure: FAIL, then cont)
 //   ABORTED      QMP cont: the guest runs on in the old kernel
-//   after boot   CLAIM → RETRIEVE_FD record, RAM, state → QEMU -incoming defer → load → cont →
-//                FINISH → FINISHED → PREPARE again
+//   after boot   CLAIM → RETRIEVE_FD record, RAM, state → (probe QEMU only if its binary changed
+//                since the save) → QEMU -incoming defer → load → cont → FINISH → FINISHED → PREPARE again
 //
 // It never boots a guest fresh when luod holds a session for it: a resume that cannot be done
 // leaves the session with luod (claimed, not finished) and exits EXIT.CANNOT_RESUME.
@@ -24,9 +24,9 @@ import { escapeControl } from "../wire/escape";
 import { previousUpdateCreatedAt } from "../wire/replies";
 import { Qmp } from "./qmp";
 import { loadDeviceState, saveDeviceState } from "./migration";
-import { spawnQemu, type QemuProbe, type RunningQemu } from "./qemu-process";
+import { binaryIdentity, probeQemu, sameBinary, spawnQemu, whyProbeAgain, type QemuInfo, type QemuProbe, type RunningQemu } from "./qemu-process";
 import { RAM_TOKEN, decodeRecord, encodeRecord, recordToken, stateToken, MAX_ATTEMPTS, RECORD_FORMAT, RECORD_VERSION, type StartRecord } from "./record";
-import { qemuArgv, RAM_FD } from "./vm-config";
+import { qemuArgv, RAM_FD, resolveMachine } from "./vm-config";
 import { findRunningQemu, prepareRunDir, processStartTime, writeQemuState, type QemuState } from "./run-dir";
 
 export const EXIT = {
@@ -42,11 +42,24 @@ export const EXIT = {
   CANNOT_RESUME: 4,
 } as const;
 
+/** The VM as the command line asks for it. */
+export interface VmRequest {
+  id: string;
+  memoryBytes: number;
+  /** --machine as given: an alias (pc) is resolved by the QEMU probed on a cold start. */
+  machine: string;
+  /** The QEMU binary, found (findQemu) but not run: a probe is two QEMU starts, done when needed. */
+  qemuPath: string;
+  args: string[];
+  sandbox: boolean;
+}
+
+/** The VM as its QEMU runs it: the request's on a cold start, else the start record's or qemu.json's. */
 export interface VmSpec {
   id: string;
   memoryBytes: number;
   machine: { type: string; props: string[] };
-  qemu: QemuProbe;
+  qemu: QemuInfo;
   args: string[];
   sandbox: boolean;
 }
@@ -104,10 +117,18 @@ export class VmSupervisor {
   /** Updates known to be over (their ABORTED was seen): a late START_PRESERVATION of one is skipped. */
   private readonly endedUpdates = new Set<number>();
 
-  constructor(private spec: VmSpec, private readonly o: SupervisorOptions) {}
+  /** Set by startFresh(), resume() or adopt(): which of them runs decides where it comes from. */
+  private current: VmSpec | null = null;
+
+  constructor(private readonly request: VmRequest, private readonly o: SupervisorOptions) {}
+
+  private get spec(): VmSpec {
+    if (!this.current) throw new Error("the VM's configuration is not known before it starts");
+    return this.current;
+  }
 
   private say(line: string): void {
-    this.o.log(`luo-qemu[${this.spec.id}]: ${line}`);
+    this.o.log(`luo-qemu[${this.request.id}]: ${line}`);
   }
 
   private notify(state: string): void {
@@ -126,7 +147,7 @@ export class VmSupervisor {
 
   /** Runs the VM until it stops; resolves with luo-qemu's exit code. */
   async run(): Promise<number> {
-    const id = this.spec.id;
+    const id = this.request.id;
     const runDirProblem = prepareRunDir(this.o.runDir);
     if (runDirProblem) {
       this.say(`${escapeControl(runDirProblem)}; not starting`);
@@ -161,6 +182,16 @@ export class VmSupervisor {
       this.say(`${escapeControl(running.conflict)}; starting nothing rather than a second guest`);
       this.client.close();
       return EXIT.FAILED;
+    }
+    if (!running && !restored) {
+      // A cold start: only now is QEMU probed, since only luod's answer says no resume is due. A
+      // QEMU refused here leaves no subscription behind: luod would expect this VM back.
+      const refused = await this.checkColdStart();
+      if (refused !== null) {
+        await this.client.unsubscribe().catch((e) => this.say(`UNSUBSCRIBE: ${errText(e)} (luoctl evict ${id} makes luod forget this VM)`));
+        this.client.close();
+        return refused;
+      }
     }
     try {
       if (running && restored) await this.resumeOrTakeOver(running);
@@ -217,8 +248,31 @@ export class VmSupervisor {
 
   // ---- start ----------------------------------------------------------------------------------
 
+  /**
+   * The cold start's checks, with the lines and exit codes luo-qemu has always refused them with:
+   * the probe (a usable QEMU, MIN_QEMU or newer) and --machine resolved against it. Sets the spec;
+   * returns the exit code of a refusal (its line said), or null.
+   */
+  private async checkColdStart(): Promise<number | null> {
+    const r = this.request;
+    let qemu: QemuProbe;
+    try {
+      qemu = await probeQemu(r.qemuPath);
+    } catch (e) {
+      this.o.log(`luo-qemu: ${escapeControl((e as Error).message)}`);
+      return EXIT.FAILED;
+    }
+    const machine = resolveMachine(r.machine, qemu.machines);
+    if ("error" in machine) {
+      this.o.log(`luo-qemu: refusing this VM: ${escapeControl(machine.error)}`);
+      return EXIT.USAGE;
+    }
+    this.current = { id: r.id, memoryBytes: r.memoryBytes, machine, qemu, args: r.args, sandbox: r.sandbox };
+    return null;
+  }
+
   private async startFresh(): Promise<void> {
-    this.ramFd = createMemfd(`luo-qemu:${this.spec.id}:ram`, this.spec.memoryBytes);
+    this.ramFd = createMemfd(`luo-qemu:${this.request.id}:ram`, this.spec.memoryBytes);
     await this.prepare();
     await this.startQemu(false);
     this.phase = "running";
@@ -244,7 +298,7 @@ export class VmSupervisor {
     const qmpSocket = join(this.o.runDir, "qmp.sock");
     rmSync(qmpSocket, { force: true });
     const argv = qemuArgv({
-      qemu: this.spec.qemu.path, id: this.spec.id, memoryBytes: this.spec.memoryBytes,
+      qemu: this.spec.qemu.path, id: this.request.id, memoryBytes: this.spec.memoryBytes,
       machine: this.spec.machine.type, machineProps: this.spec.machine.props,
       qmpSocket, sandbox: this.spec.sandbox, incoming, userArgs: this.spec.args,
     });
@@ -279,9 +333,10 @@ export class VmSupervisor {
   private async adopt(state: QemuState): Promise<void> {
     const { pid, start_time } = state;
     this.adopted = true;
-    this.spec = {
-      ...this.spec, memoryBytes: state.memory_bytes, machine: state.machine, args: state.args, sandbox: state.sandbox,
-      qemu: { ...this.spec.qemu, path: state.qemu.path, version: state.qemu.version },
+    // QEMU runs already: not probed. qemu.json does not identify its binary, so the next resume probes.
+    this.current = {
+      id: this.request.id, memoryBytes: state.memory_bytes, machine: state.machine, args: state.args, sandbox: state.sandbox,
+      qemu: { path: state.qemu.path, version: state.qemu.version },
     };
     const alive = () => processStartTime(pid) === start_time;
     this.qmp = await Qmp.connect(join(this.o.runDir, "qmp.sock"), 10_000, alive);
@@ -326,13 +381,13 @@ export class VmSupervisor {
     if (status === "running") {
       this.say(`QEMU ${state.pid} had resumed the guest already: finishing its session, taking QEMU over`);
       // FINISH first: the RAM in QEMU is the restored memfd, preserved again only after it
-      const { sessionFd } = await this.client!.claim(this.spec.id);
+      const { sessionFd } = await this.client!.claim(this.request.id);
       try {
         finishSession(sessionFd);
       } finally {
         closeFd(sessionFd);
       }
-      await this.client!.finished(this.spec.id);
+      await this.client!.finished(this.request.id);
       await this.adopt(state);
       return;
     }
@@ -345,8 +400,8 @@ export class VmSupervisor {
 
   private async resume(): Promise<void> {
     this.phase = "resuming";
-    const id = this.spec.id;
-    const startedAt = Math.round(performance.timeOrigin); // this process's start: QEMU probed and luod joined since
+    const id = this.request.id;
+    const startedAt = Math.round(performance.timeOrigin); // this process's start: luod joined since (QEMU is probed, if at all, after CLAIM)
     const bootAt = Date.now() - uptimeMs();
     let claimed: { session: string; sessionFd: number };
     const claimAt = Date.now();
@@ -392,15 +447,11 @@ export class VmSupervisor {
         `${session} brought the RAM (${fileSize(ram)} bytes, token ${RAM_TOKEN}), the device state (${fileSize(state)} bytes, ` +
           `token ${stateToken(found.attempt)}) and the start record (token ${recordToken(found.attempt)}) of attempt ${found.attempt}`,
       );
-      const machines = this.spec.qemu.machines;
-      if (machines.get(record.machine.type) !== record.machine.type)
-        throw new CannotResume(`QEMU ${this.spec.qemu.version} (${this.spec.qemu.path}) has no machine type ${escapeControl(record.machine.type)}, which the guest was saved with by QEMU ${escapeControl(record.qemu.version)}`);
-      if (record.qemu.version !== this.spec.qemu.version)
-        this.say(`the guest was saved by QEMU ${escapeControl(record.qemu.version)}; resuming it with QEMU ${this.spec.qemu.version}`);
-      if (JSON.stringify(record.args) !== JSON.stringify(this.spec.args) || record.memory_bytes !== this.spec.memoryBytes)
+      const qemu = await this.qemuForResume(record);
+      if (JSON.stringify(record.args) !== JSON.stringify(this.request.args) || record.memory_bytes !== this.request.memoryBytes)
         this.say("the command line differs from the one the guest was saved with: resuming with the saved one (the new one applies at the next cold start)");
       // the device state only loads into the configuration it was saved from
-      this.spec = { ...this.spec, memoryBytes: record.memory_bytes, machine: record.machine, args: record.args, sandbox: record.sandbox };
+      this.current = { id, memoryBytes: record.memory_bytes, machine: record.machine, qemu, args: record.args, sandbox: record.sandbox };
       const qemuAt = Date.now();
       try {
         await this.startQemu(true, stateForQemu);
@@ -458,6 +509,32 @@ export class VmSupervisor {
     );
   }
 
+  /**
+   * The QEMU to resume with: the one that saved the guest, when the binary at the path is still
+   * that file (its version and the record's machine type, which it resolved, hold); otherwise the
+   * one there now, probed, which must have the record's machine type.
+   */
+  private async qemuForResume(record: StartRecord): Promise<QemuInfo> {
+    const path = this.request.qemuPath;
+    const why = whyProbeAgain(record.qemu, path, binaryIdentity(path));
+    if (why === null) {
+      this.say(`QEMU binary unchanged since the save (${escapeControl(path)}, QEMU ${escapeControl(record.qemu.version)}): not probed again`);
+      return record.qemu;
+    }
+    this.say(`probing QEMU: ${why}`);
+    let qemu: QemuProbe;
+    try {
+      qemu = await probeQemu(path);
+    } catch (e) {
+      throw new CannotResume(errText(e));
+    }
+    if (qemu.machines.get(record.machine.type) !== record.machine.type)
+      throw new CannotResume(`QEMU ${qemu.version} (${escapeControl(path)}) has no machine type ${escapeControl(record.machine.type)}, which the guest was saved with by QEMU ${escapeControl(record.qemu.version)}`);
+    if (record.qemu.version !== qemu.version)
+      this.say(`the guest was saved by QEMU ${escapeControl(record.qemu.version)}; resuming it with QEMU ${qemu.version}`);
+    return qemu;
+  }
+
   /** When the previous kernel's luod committed the update (its manifest's time), or null. */
   private async commitTime(): Promise<number | null> {
     try {
@@ -491,7 +568,7 @@ export class VmSupervisor {
           if (over || this.phase === "stopping") {
             // a START_PRESERVATION of an update already aborted, or one while the VM powers off
             if (!session.prepared) closeFd(session.sessionFd);
-            if (!over) await this.client!.fail(`luo-qemu ${this.spec.id}: the VM is stopping`).catch(() => {});
+            if (!over) await this.client!.fail(`luo-qemu ${this.request.id}: the VM is stopping`).catch(() => {});
             continue;
           }
           await this.saveForUpdate(session);
@@ -525,7 +602,7 @@ export class VmSupervisor {
       this.saveState(true);
       this.notify("STATUS=paused for a live update, saving the device state");
       if (oneOff) preserveMemfd(session.sessionFd, this.ramFd, RAM_TOKEN);
-      const state = await saveDeviceState(this.qmp!, join(this.o.runDir, "migrate.sock"), `luo-qemu:${this.spec.id}:state-${n}`);
+      const state = await saveDeviceState(this.qmp!, join(this.o.runDir, "migrate.sock"), `luo-qemu:${this.request.id}:state-${n}`);
       try {
         preserveMemfd(session.sessionFd, state.fd, stateToken(n));
       } finally {
@@ -536,16 +613,19 @@ export class VmSupervisor {
         this.attempt = n + 1; // something is preserved under n: never reuse it
         this.sessionStateBytes += state.bytes;
       }
+      const { path, version, binary } = this.spec.qemu;
+      // the file that said `version`, if it is the one this QEMU runs (not replaced since it was probed)
+      const exe = binary && binaryIdentity(`/proc/${this.qemu!.pid}/exe`);
       const record: StartRecord = {
-        format: RECORD_FORMAT, version: RECORD_VERSION, id: this.spec.id, attempt: n,
-        qemu: { path: this.spec.qemu.path, version: this.spec.qemu.version },
+        format: RECORD_FORMAT, version: RECORD_VERSION, id: this.request.id, attempt: n,
+        qemu: { path, version, ...(binary && exe && sameBinary(binary, exe) ? { binary } : {}) },
         machine: this.spec.machine, memory_bytes: this.spec.memoryBytes, args: this.spec.args, sandbox: this.spec.sandbox,
         state_bytes: state.bytes, ram_transferred_bytes: state.ramTransferred, paused_at: pausedAt, saved_at: Date.now(),
       };
       const encoded = encodeRecord(record);
       const check = decodeRecord(encoded); // what the next boot reads must be readable: checked now, not then
       if ("error" in check) throw new Error(check.error);
-      const recordFd = createMemfd(`luo-qemu:${this.spec.id}:record-${n}`);
+      const recordFd = createMemfd(`luo-qemu:${this.request.id}:record-${n}`);
       try {
         writeFull(recordFd, encoded);
         addSeals(recordFd, SEALS);
@@ -558,7 +638,7 @@ export class VmSupervisor {
       // before READY a lost luod ends the update: no jump can carry this guest now
       if (e instanceof LuoConnectionClosed) throw await this.continueGuest("luod went away during the save", e);
       this.say(`cannot save the guest for this update: ${errText(e)}`);
-      await client.fail(`luo-qemu ${this.spec.id}: ${errText(e)}`.slice(0, 256)).catch(() => {});
+      await client.fail(`luo-qemu ${this.request.id}: ${errText(e)}`.slice(0, 256)).catch(() => {});
       await this.continueGuest("the save failed");
       return;
     }
@@ -576,7 +656,7 @@ export class VmSupervisor {
         return;
       }
       this.say(`READY: ${errText(e)}`);
-      await client.fail(`luo-qemu ${this.spec.id}: ${errText(e)}`.slice(0, 256)).catch(() => {});
+      await client.fail(`luo-qemu ${this.request.id}: ${errText(e)}`.slice(0, 256)).catch(() => {});
       await this.continueGuest("READY failed");
       return;
     }
@@ -648,7 +728,7 @@ export class VmSupervisor {
         this.client = (await this.subscribe(0)).client;
         try {
           if (this.pendingFinished) {
-            await this.client.finished(this.spec.id);
+            await this.client.finished(this.request.id);
             this.pendingFinished = false;
           }
           await this.prepare();
@@ -682,7 +762,7 @@ export class VmSupervisor {
     for (let delay = 100; ; delay = Math.min(delay * 2, 2000)) {
       const client = await this.connect(Math.max(0, until - Date.now()));
       try {
-        return { client, restored: (await client.subscribe(this.spec.id)).restored === true };
+        return { client, restored: (await client.subscribe(this.request.id)).restored === true };
       } catch (e) {
         client.close();
         const code = e instanceof LuoError ? e.code : "";

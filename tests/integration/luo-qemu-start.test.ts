@@ -1,7 +1,8 @@
-// `luo-qemu run` (the compiled binary) refuses, before any QEMU runs, what it could not carry
-// across a live update: a VM it cannot preserve, a host where luod is not there, a host without
-// LUO. The QEMU here is a script that answers -version and -machine help like QEMU 7.2 and leaves
-// a file behind if anyone ever starts it as a VM.
+// `luo-qemu run` (the compiled binary) refuses, before any QEMU runs a guest, what it could not
+// carry across a live update: a VM it cannot preserve, a host where luod is not there, a host
+// without LUO. The QEMU here is a script that answers -version and -machine help like QEMU 7.2 and
+// leaves a file behind if anyone ever starts it as a VM. QEMU is probed only once luod said no
+// resume is due: what the probe refuses is refused after SUBSCRIBE, and UNSUBSCRIBEd.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -44,10 +45,10 @@ describe("luo-qemu run refuses at start, never at the update", () => {
     expect(existsSync(started)).toBe(false);
   });
 
-  test("a machine type without a version: exit 2", async () => {
-    const r = await run("luo-qemu", vm(["--machine", "isapc", "--socket", join(dir, "none.sock")]));
-    expect(r.stderr).toContain("luo-qemu: refusing this VM: machine type isapc has no version");
-    expect(r.code).toBe(2);
+  test("a QEMU binary that is not there: exit 1 before luod is asked (not exit 3: luod is not there either)", async () => {
+    const r = await run("luo-qemu", ["run", "vm-1", "--memory", "16M", "--qemu", join(dir, "none"), "--socket", join(dir, "none.sock"), "--connect-timeout", "0"]);
+    expect(r.stderr).toBe(`luo-qemu: no QEMU binary ${join(dir, "none")} (give one with --qemu PATH)\n`);
+    expect(r.code).toBe(1);
   });
 
   test("usage errors: no --memory, a bad size, no id: exit 2 with one line", async () => {
@@ -78,6 +79,23 @@ describe("luo-qemu run refuses at start, never at the update", () => {
     afterAll(async () => {
       await luod.stop();
       rmSync(luod.dir, { recursive: true, force: true });
+    });
+
+    test("a machine type without a version: exit 2, and luod no longer expects the VM (UNSUBSCRIBE)", async () => {
+      const r = await run("luo-qemu", vm(["--machine", "isapc", "--socket", luod.socket]));
+      expect(r.stderr).toBe("luo-qemu: refusing this VM: machine type isapc has no version: its device state may not load in another QEMU (use a versioned type such as pc-i440fx-7.2 or pc-q35-7.2)\n");
+      expect(r.code).toBe(2);
+      expect(luod.logs()).toContain("client vm-1 unsubscribed");
+    });
+
+    test("a QEMU that fails -version: exit 1 with its line, and unsubscribed", async () => {
+      const broken = join(dir, "qemu-broken");
+      writeFileSync(broken, `#!/bin/sh\necho "cannot load libfoo.so" >&2\nexit 1\n`);
+      chmodSync(broken, 0o755);
+      const r = await run("luo-qemu", ["run", "vm-2", "--memory", "16M", "--qemu", broken, "--run-dir", join(dir, "run-2"), "--socket", luod.socket, "--", "-bios", "g.bin"]);
+      expect(r.stderr).toMatch(/^luo-qemu: \S+qemu-broken (-version|-machine help) failed: cannot load libfoo\.so\n$/);
+      expect(r.code).toBe(1);
+      expect(luod.logs()).toContain("client vm-2 unsubscribed");
     });
 
     test("PREPARE fails (ENODEV): exit 1 with one line, QEMU never started", async () => {

@@ -1,12 +1,15 @@
-// The start record identifies the QEMU binary that saved the guest (src/qemu/record.ts:
-// qemu.binary), so that a resume with that very file needs no probe: two QEMU starts, seconds of
-// a tenant's blackout under emulation (docs/performance.md, "Fifth round").
+// When luo-qemu runs QEMU just to ask it what it is (src/qemu/qemu-process.ts: probeQemu): on a
+// cold start, and on a resume only when the binary is not the file the start record identifies
+// (src/qemu/record.ts: qemu.binary). Each probe is two QEMU starts, seconds of a tenant's
+// blackout under emulation (docs/performance.md, "Fifth round").
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { chmodSync, mkdtempSync, renameSync, rmSync, utimesSync, writeFileSync } from "node:fs";
+import { createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { binaryIdentity, sameBinary, whyProbeAgain } from "../../src/qemu/qemu-process";
+import { binaryIdentity, probeQemu, sameBinary, whyProbeAgain } from "../../src/qemu/qemu-process";
 import { decodeRecord, encodeRecord, type BinaryIdentity, type StartRecord } from "../../src/qemu/record";
+import { luoQemuMain } from "../../src/qemu/main";
 
 let dir: string;
 beforeAll(() => {
@@ -108,5 +111,65 @@ describe("probe again, or take the saved QEMU's version and machine type", () =>
     renameSync(next, path); // what a package upgrade does: a new inode under the same name
     expect(binaryIdentity(path)!.ino).not.toBe(now.ino);
     expect(sameBinary(now, binaryIdentity(path)!)).toBe(false);
+  });
+});
+
+describe("probeQemu", () => {
+  test("version, machine types, and the identity of the file it ran", async () => {
+    const path = fakeQemu("qemu-72", "7.2.22");
+    const probe = await probeQemu(path);
+    expect(probe.version).toBe("7.2.22");
+    expect(probe.machines.get("pc")).toBe("pc-i440fx-7.2");
+    expect(probe.binary).toEqual(binaryIdentity(path)!);
+  });
+
+  test("a QEMU older than 5.0 is refused with the line luo-qemu always said", async () => {
+    await expect(probeQemu(fakeQemu("qemu-42", "4.2.1"))).rejects.toThrow("QEMU 4.2.1 is too old: luo-qemu needs 5.0 or newer");
+  });
+});
+
+describe("luo-qemu run refuses what it knows without QEMU or luod before connecting", () => {
+  let server: Server;
+  let socket: string;
+  let connections = 0;
+  beforeAll(async () => {
+    socket = join(dir, "luod.sock");
+    server = createServer((c) => {
+      connections++;
+      c.destroy();
+    });
+    await new Promise<void>((r) => server.listen(socket, r));
+  });
+  afterAll(() => server.close());
+
+  async function luoQemu(args: string[]): Promise<{ code: number; stderr: string }> {
+    const write = process.stderr.write;
+    let stderr = "";
+    process.stderr.write = ((s: string) => ((stderr += s), true)) as typeof process.stderr.write;
+    try {
+      const code = await luoQemuMain(["run", "vm-1", "--memory", "16M", "--socket", socket, "--run-dir", join(dir, "run"), "--connect-timeout", "0", ...args], {});
+      return { code, stderr };
+    } finally {
+      process.stderr.write = write;
+    }
+  }
+
+  test("a QEMU that is not there: exit 1, and luod is never connected to", async () => {
+    const r = await luoQemu(["--qemu", join(dir, "no-such-qemu"), "--", "-bios", "g.bin"]);
+    expect(r.stderr).toBe(`luo-qemu: no QEMU binary ${join(dir, "no-such-qemu")} (give one with --qemu PATH)\n`);
+    expect(r.code).toBe(1);
+    expect(connections).toBe(0);
+  });
+
+  test("a --machine that names no type or sets the memory backend: exit 2, luod never connected to", async () => {
+    const qemu = fakeQemu("qemu-ok", "7.2.22");
+    const r = await luoQemu(["--qemu", qemu, "--machine", "pc,memory-backend=m0", "--", "-bios", "g.bin"]);
+    expect(r.stderr).toBe("luo-qemu: refusing this VM: --machine: memory-backend is luo-qemu's\n");
+    expect(r.code).toBe(2);
+    expect(connections).toBe(0);
+    const noType = await luoQemu(["--qemu", qemu, "--machine", ",accel=tcg", "--", "-bios", "g.bin"]);
+    expect(noType.stderr).toBe("luo-qemu: refusing this VM: --machine needs a machine type\n");
+    expect(noType.code).toBe(2);
+    expect(connections).toBe(0);
   });
 });
