@@ -4,8 +4,7 @@
 // Flags (docs in the repo's README, facts in docs/bun.md#the-compiled-binary):
 //  --bytecode halves startup time; it needs --format=esm for top-level await.
 //  --no-compile-autoload-dotenv/-bunfig: a system tool must not read .env/bunfig.toml from its CWD.
-//  The epoll worker and the image reader's worker are more entry points, so `new Worker(new URL(...))`
-//  finds them in the binary.
+//  The epoll worker is a second entry point, so `new Worker(new URL(...))` finds it in the binary.
 import { mkdirSync, rmSync, symlinkSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
 
@@ -19,7 +18,7 @@ const build = Bun.spawnSync({
   cmd: [
     process.execPath, "build", "--compile", "--minify", "--bytecode", "--format=esm",
     "--no-compile-autoload-dotenv", "--no-compile-autoload-bunfig",
-    "src/main.ts", "src/kernel/epoll-worker.ts", "src/daemon/image-worker.ts",
+    "src/main.ts", "src/kernel/epoll-worker.ts",
     "--outfile", out,
   ],
   cwd: root,

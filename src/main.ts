@@ -4,6 +4,7 @@
 // (docs/bun.md#the-invoked-name). `luo luod …` / `luo luoctl …` also work (from source and in tests).
 import { basename } from "node:path";
 import { VERSION } from "./version";
+import { IMAGE_ABI_COMMAND } from "./self-command";
 
 const PERSONALITIES = ["luod", "luoctl", "luo-qemu"] as const;
 type Personality = (typeof PERSONALITIES)[number];
@@ -16,6 +17,11 @@ function pick(argv0: string, args: string[]): { who: Personality; args: string[]
   return null;
 }
 
+// luod's own helper process (src/self-command.ts), whatever name this binary was started by
+if (process.argv[2] === IMAGE_ABI_COMMAND) {
+  const { imageChildMain } = await import("./daemon/image-child");
+  process.exit(imageChildMain(process.argv.slice(3)));
+}
 const chosen = pick(process.argv0, process.argv.slice(2));
 if (!chosen) {
   const arg = process.argv[2];

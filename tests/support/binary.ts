@@ -38,12 +38,12 @@ export interface Daemon {
 }
 
 /** Starts dist/luod on a private socket and state dir; resolves once it listens. */
-export async function startDaemon(extra: string[] = [], opts: { dir?: string } = {}): Promise<Daemon> {
+export async function startDaemon(extra: string[] = [], opts: { dir?: string; exe?: string } = {}): Promise<Daemon> {
   requireBinary();
   const dir = opts.dir ?? mkdtempSync(join(tmpdir(), "luod-it-"));
   const socket = join(dir, "luod.sock");
   const stateDir = join(dir, "state");
-  const proc = Bun.spawn([join(DIST, "luod"), "--socket", socket, "--state-dir", stateDir, ...extra], {
+  const proc = Bun.spawn([opts.exe ?? join(DIST, "luod"), "--socket", socket, "--state-dir", stateDir, ...extra], {
     stdin: "ignore", stdout: "pipe", stderr: "pipe",
   });
   let log = "";

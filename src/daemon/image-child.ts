@@ -1,13 +1,22 @@
-// Worker half of readImageAbi (image-reader.ts): pread the compressed kernel from the image's fd
-// (fds are process-wide), decompress it (capped), scan it, and post back the small result, never
-// the decompressed bytes. One job per worker; the caller terminates it. Built as an entry point of
-// the binary (scripts/build-binary.ts), like src/kernel/epoll-worker.ts.
+// The child half of readImageAbi (image-reader.ts): `luo --internal-image-abi OFFSET LENGTH MAX`
+// with the kernel image open on stdin. It preads the compressed kernel, decompresses it (at most
+// MAX bytes), scans it, writes the small result as one JSON line and exits. A process of its own,
+// not a thread of luod: the decoder's tens of MB and its JIT code die with it, and luod's resident
+// memory stays where it was (a Worker kept ~13 MiB of it, docs/performance.md, "Fifth round").
 import { readFull } from "../kernel/fd.ts";
 import { decompressPayload } from "./image-payload.ts";
 import { scanKernelAbi } from "./image-abi.ts";
 import type { ImageAbiJob, ImageAbiResult } from "./image-reader.ts";
 
-function run(job: ImageAbiJob): ImageAbiResult {
+/** The job as the command line gives it: three non-negative safe integers, or null. */
+export function parseJob(args: readonly string[]): Omit<ImageAbiJob, "fd"> | null {
+  if (args.length !== 3) return null;
+  const n = args.map((a) => (/^\d{1,15}$/.test(a) ? Number(a) : NaN));
+  if (n.some((x) => !Number.isSafeInteger(x))) return null;
+  return { payloadOffset: n[0]!, payloadLength: n[1]!, maxOutputBytes: n[2]! };
+}
+
+export function runJob(job: ImageAbiJob): ImageAbiResult {
   const started = performance.now();
   if (job.payloadLength > job.maxOutputBytes) {
     return { ok: false, code: "too-large", message: `the compressed kernel (${job.payloadLength} bytes) is larger than the ${job.maxOutputBytes}-byte cap` };
@@ -34,12 +43,19 @@ function run(job: ImageAbiJob): ImageAbiResult {
   };
 }
 
-addEventListener("message", (e: MessageEvent<ImageAbiJob>) => {
+/** The child's main: the result on stdout (exit 0), or a usage line on stderr (exit 2). */
+export function imageChildMain(args: readonly string[]): number {
+  const job = parseJob(args);
+  if (!job) {
+    process.stderr.write("usage: luo --internal-image-abi OFFSET LENGTH MAX < IMAGE (luod runs this itself)\n");
+    return 2;
+  }
   let result: ImageAbiResult;
   try {
-    result = run(e.data);
+    result = runJob({ fd: 0, ...job });
   } catch (err) {
     result = { ok: false, code: "worker", message: `reading the image failed: ${(err as Error)?.message ?? String(err)}` };
   }
-  postMessage(result);
-});
+  process.stdout.write(`${JSON.stringify(result)}\n`);
+  return 0;
+}
