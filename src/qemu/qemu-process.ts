@@ -1,10 +1,10 @@
 // Finding out what a QEMU binary offers, and running one with the guest's memfds inherited.
-import { existsSync, readFileSync, statSync } from "node:fs";
+import { existsSync, readFileSync, readlinkSync, statSync } from "node:fs";
 import { constants } from "node:os";
 import { isAbsolute, join } from "node:path";
 import { closeFd, dupFd } from "../client/memfd";
 import { escapeControl } from "../wire/escape";
-import type { BinaryIdentity } from "./record";
+import type { BinaryIdentity, ExeIdentity } from "./record";
 import { MIN_QEMU, parseMachineHelp, parseQemuVersion, RAM_FD, STATE_FD, versionAtLeast } from "./vm-config";
 
 /** Which QEMU runs (or ran) the guest, as the start record names it. */
@@ -14,6 +14,8 @@ export interface QemuInfo {
   version: string;
   /** The file that said `version` (absent: not known, so QEMU is probed again after the boot). */
   binary?: BinaryIdentity;
+  /** The file the QEMU that saved the guest ran: `path` itself, or what a wrapper script there runs. */
+  exe?: ExeIdentity;
 }
 
 export interface QemuProbe extends QemuInfo {
@@ -43,15 +45,38 @@ export function binaryIdentity(path: string): BinaryIdentity | null {
 }
 
 /**
- * Why the QEMU at `path` (whose file is `now`) must be probed again rather than taken for the
- * one that saved the guest (`saved`, from the start record), or null when it is that very file:
- * same path, inode, size and times (an upgrade replaces or rewrites the file, and moves them).
+ * The file process `pid` runs, by the path /proc/PID/exe names (stat'ed by that path, the way
+ * whyProbeAgain will look at it after the boot); null when it is deleted or cannot be read.
  */
-export function whyProbeAgain(saved: QemuInfo, path: string, now: BinaryIdentity | null): string | null {
-  if (!saved.binary) return "the start record does not identify the QEMU binary that saved the guest";
+export function runningExe(pid: number): ExeIdentity | null {
+  let path: string;
+  try {
+    path = readlinkSync(`/proc/${pid}/exe`);
+  } catch {
+    return null;
+  }
+  if (path.endsWith(" (deleted)") || !isAbsolute(path)) return null; // replaced since it started: not the file there now
+  const id = binaryIdentity(path);
+  return id ? { path, ...id } : null;
+}
+
+/**
+ * Why the QEMU at `path` (whose file is `now`) must be probed again rather than taken for the
+ * one that saved the guest (`saved`, from the start record), or null when it is that very QEMU:
+ * `path` is the same file (inode, size and times: an upgrade replaces or rewrites a file, and
+ * moves them) and so is the file QEMU ran, which differs from `path` when a wrapper script is
+ * there (Debian's kvm): an upgraded QEMU behind an unchanged wrapper is probed. `statOf` reads
+ * that file's identity now.
+ */
+export function whyProbeAgain(saved: QemuInfo, path: string, now: BinaryIdentity | null,
+  statOf: (path: string) => BinaryIdentity | null = binaryIdentity): string | null {
+  if (!saved.binary || !saved.exe) return "the start record does not identify the QEMU binary that saved the guest";
   if (saved.path !== path) return `the guest was saved by ${escapeControl(saved.path)}, this luo-qemu runs ${escapeControl(path)}`;
   if (!now) return `cannot stat ${escapeControl(path)}`;
   if (!sameBinary(saved.binary, now)) return `${escapeControl(path)} changed since the save (another inode, size or time)`;
+  const exeNow = saved.exe.path === path ? now : statOf(saved.exe.path);
+  if (!exeNow || !sameBinary(saved.exe, exeNow))
+    return `${escapeControl(saved.exe.path)}, which QEMU ran, changed since the save (or is gone)`;
   return null;
 }
 

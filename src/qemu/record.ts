@@ -26,14 +26,18 @@ const U64 = v.pipe(v.string(), v.regex(/^(0|[1-9]\d{0,19})$/));
  */
 export const BinaryIdentitySchema = v.object({ ino: U64, size: U64, mtime_ns: U64, ctime_ns: U64 });
 export type BinaryIdentity = v.InferOutput<typeof BinaryIdentitySchema>;
+/** The file QEMU ran when it saved the guest (readlink of /proc/PID/exe, then its identity by that path). */
+export const ExeIdentitySchema = v.object({ path: v.string(), ...BinaryIdentitySchema.entries });
+export type ExeIdentity = v.InferOutput<typeof ExeIdentitySchema>;
 
 const RecordSchema = v.object({
   format: v.literal(RECORD_FORMAT),
   version: v.literal(RECORD_VERSION),
   id: v.string(),
   attempt: v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(MAX_ATTEMPTS - 1)),
-  /** binary: absent in records of luo-qemu before it, and when unknown (then QEMU is probed). */
-  qemu: v.object({ path: v.string(), version: v.string(), binary: v.optional(BinaryIdentitySchema) }),
+  /** binary (the file at path, when probed) and exe (the file QEMU ran): absent in records of
+   *  luo-qemu before them, and when unknown; then QEMU is probed after the boot. */
+  qemu: v.object({ path: v.string(), version: v.string(), binary: v.optional(BinaryIdentitySchema), exe: v.optional(ExeIdentitySchema) }),
   machine: v.object({ type: v.pipe(v.string(), v.regex(/-\d+\.\d+$/)), props: v.array(v.string()) }),
   memory_bytes: v.pipe(v.number(), v.integer(), v.minValue(1)),
   /** The user's QEMU arguments, as given after `--`. */

@@ -6,6 +6,7 @@
 import { lstatSync, mkdirSync, readFileSync, readlinkSync, realpathSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import * as v from "valibot";
+import { BinaryIdentitySchema } from "./record";
 
 export const STATE_FORMAT = "luo-qemu-state";
 export const STATE_VERSION = 1;
@@ -17,7 +18,8 @@ const StateSchema = v.object({
   pid: v.pipe(v.number(), v.integer(), v.minValue(1)),
   /** /proc/PID/stat's starttime (clock ticks since boot): the pid is QEMU only while it matches. */
   start_time: v.string(),
-  qemu: v.object({ path: v.string(), version: v.string() }),
+  /** binary: the file at path when it was probed (record.ts); optional, as in the start record. */
+  qemu: v.object({ path: v.string(), version: v.string(), binary: v.optional(BinaryIdentitySchema) }),
   machine: v.object({ type: v.string(), props: v.array(v.string()) }),
   memory_bytes: v.pipe(v.number(), v.integer(), v.minValue(1)),
   args: v.array(v.string()),

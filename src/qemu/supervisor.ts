@@ -24,7 +24,7 @@ import { escapeControl } from "../wire/escape";
 import { previousUpdateCreatedAt } from "../wire/replies";
 import { Qmp } from "./qmp";
 import { loadDeviceState, saveDeviceState } from "./migration";
-import { binaryIdentity, probeQemu, sameBinary, spawnQemu, whyProbeAgain, type QemuInfo, type QemuProbe, type RunningQemu } from "./qemu-process";
+import { binaryIdentity, probeQemu, runningExe, spawnQemu, whyProbeAgain, type QemuInfo, type QemuProbe, type RunningQemu } from "./qemu-process";
 import { RAM_TOKEN, decodeRecord, encodeRecord, recordToken, stateToken, MAX_ATTEMPTS, RECORD_FORMAT, RECORD_VERSION, type StartRecord } from "./record";
 import { qemuArgv, RAM_FD, resolveMachine } from "./vm-config";
 import { findRunningQemu, prepareRunDir, processStartTime, writeQemuState, type QemuState } from "./run-dir";
@@ -317,7 +317,7 @@ export class VmSupervisor {
     try {
       writeQemuState(this.o.runDir, {
         format: "luo-qemu-state", version: 1, id: s.id, pid: this.qemu.pid, start_time: this.qemuStartTime,
-        qemu: { path: s.qemu.path, version: s.qemu.version }, machine: s.machine, memory_bytes: s.memoryBytes,
+        qemu: { path: s.qemu.path, version: s.qemu.version, ...(s.qemu.binary ? { binary: s.qemu.binary } : {}) }, machine: s.machine, memory_bytes: s.memoryBytes,
         args: s.args, sandbox: s.sandbox, paused_for_update: pausedForUpdate,
       });
     } catch (e) {
@@ -333,10 +333,10 @@ export class VmSupervisor {
   private async adopt(state: QemuState): Promise<void> {
     const { pid, start_time } = state;
     this.adopted = true;
-    // QEMU runs already: not probed. qemu.json does not identify its binary, so the next resume probes.
+    // QEMU runs already: not probed. What qemu.json says of its binary goes into the next start record.
     this.current = {
       id: this.request.id, memoryBytes: state.memory_bytes, machine: state.machine, args: state.args, sandbox: state.sandbox,
-      qemu: { path: state.qemu.path, version: state.qemu.version },
+      qemu: { path: state.qemu.path, version: state.qemu.version, ...(state.qemu.binary ? { binary: state.qemu.binary } : {}) },
     };
     const alive = () => processStartTime(pid) === start_time;
     this.qmp = await Qmp.connect(join(this.o.runDir, "qmp.sock"), 10_000, alive);
@@ -613,12 +613,14 @@ export class VmSupervisor {
         this.attempt = n + 1; // something is preserved under n: never reuse it
         this.sessionStateBytes += state.bytes;
       }
+      // binary: the file at `path` that said `version` (stat'ed before the probe); exe: the file
+      // this QEMU runs, another one when `path` is a wrapper script. Only if both are the same
+      // files after the boot are version and machine types known without a probe (whyProbeAgain).
       const { path, version, binary } = this.spec.qemu;
-      // the file that said `version`, if it is the one this QEMU runs (not replaced since it was probed)
-      const exe = binary && binaryIdentity(`/proc/${this.qemu!.pid}/exe`);
+      const exe = binary ? runningExe(this.qemu!.pid) : null;
       const record: StartRecord = {
         format: RECORD_FORMAT, version: RECORD_VERSION, id: this.request.id, attempt: n,
-        qemu: { path, version, ...(binary && exe && sameBinary(binary, exe) ? { binary } : {}) },
+        qemu: { path, version, ...(binary && exe ? { binary, exe } : {}) },
         machine: this.spec.machine, memory_bytes: this.spec.memoryBytes, args: this.spec.args, sandbox: this.spec.sandbox,
         state_bytes: state.bytes, ram_transferred_bytes: state.ramTransferred, paused_at: pausedAt, saved_at: Date.now(),
       };

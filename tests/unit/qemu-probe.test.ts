@@ -7,7 +7,7 @@ import { chmodSync, mkdtempSync, renameSync, rmSync, utimesSync, writeFileSync }
 import { createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { binaryIdentity, probeQemu, sameBinary, whyProbeAgain } from "../../src/qemu/qemu-process";
+import { binaryIdentity, probeQemu, runningExe, sameBinary, whyProbeAgain } from "../../src/qemu/qemu-process";
 import { decodeRecord, encodeRecord, type BinaryIdentity, type StartRecord } from "../../src/qemu/record";
 import { luoQemuMain } from "../../src/qemu/main";
 
@@ -46,7 +46,7 @@ describe("the start record identifies the QEMU binary that saved the guest", () 
   const path = "/usr/bin/qemu-system-x86_64";
 
   test("with the identity: decoded as encoded, nanoseconds past 2^53 exact (decimal strings)", () => {
-    const r = record({ path, version: "7.2.22", binary: BINARY });
+    const r = record({ path, version: "7.2.22", binary: BINARY, exe: { path, ...BINARY } });
     const text = new TextDecoder().decode(encodeRecord(r));
     expect(text).toContain('"binary":{"ino":"1234567","size":"17432816","mtime_ns":"1796407770000238214","ctime_ns":"1796407770530074439"}');
     expect(decodeRecord(encodeRecord(r))).toEqual(r);
@@ -71,15 +71,29 @@ describe("the start record identifies the QEMU binary that saved the guest", () 
 
 describe("probe again, or take the saved QEMU's version and machine type", () => {
   const path = "/usr/bin/qemu-system-x86_64";
-  const saved = { path, version: "7.2.22", binary: BINARY };
+  const saved = { path, version: "7.2.22", binary: BINARY, exe: { path, ...BINARY } };
+  const noStat = () => null; // whyProbeAgain must not need it when QEMU ran the file at `path`
 
   test("the same path and the same file: not probed", () => {
-    expect(whyProbeAgain(saved, path, { ...BINARY })).toBeNull();
+    expect(whyProbeAgain(saved, path, { ...BINARY }, noStat)).toBeNull();
     expect(sameBinary(BINARY, { ...BINARY })).toBe(true);
+  });
+
+  test("a wrapper script at the path: probed unless the file QEMU ran is unchanged too", () => {
+    const real = { path: "/usr/bin/qemu-system-x86_64", ...BINARY, ino: "99" };
+    const wrapped = { path: "/usr/bin/kvm", version: "7.2.22", binary: BINARY, exe: real };
+    const { path: _, ...realId } = real;
+    expect(whyProbeAgain(wrapped, "/usr/bin/kvm", BINARY, (p) => (p === real.path ? { ...realId } : null))).toBeNull();
+    // the QEMU package upgraded behind an unchanged wrapper
+    expect(whyProbeAgain(wrapped, "/usr/bin/kvm", BINARY, () => ({ ...realId, ctime_ns: "5" }))).toBe(
+      "/usr/bin/qemu-system-x86_64, which QEMU ran, changed since the save (or is gone)",
+    );
+    expect(whyProbeAgain(wrapped, "/usr/bin/kvm", BINARY, noStat)).toContain("changed since the save (or is gone)");
   });
 
   test("a record without the identity, another path, a file that cannot be stat'ed: probed", () => {
     expect(whyProbeAgain({ path, version: "7.2.22" }, path, BINARY)).toBe("the start record does not identify the QEMU binary that saved the guest");
+    expect(whyProbeAgain({ path, version: "7.2.22", binary: BINARY }, path, BINARY)).toBe("the start record does not identify the QEMU binary that saved the guest");
     expect(whyProbeAgain(saved, "/opt/qemu/bin/qemu-system-x86_64", BINARY)).toBe(
       "the guest was saved by /usr/bin/qemu-system-x86_64, this luo-qemu runs /opt/qemu/bin/qemu-system-x86_64",
     );
@@ -111,6 +125,15 @@ describe("probe again, or take the saved QEMU's version and machine type", () =>
     renameSync(next, path); // what a package upgrade does: a new inode under the same name
     expect(binaryIdentity(path)!.ino).not.toBe(now.ino);
     expect(sameBinary(now, binaryIdentity(path)!)).toBe(false);
+  });
+});
+
+describe("runningExe", () => {
+  test("the file a live process runs, by the path /proc/PID/exe names; null for no such process", () => {
+    const me = runningExe(process.pid)!;
+    expect(me.path).toBe(process.execPath);
+    expect({ ...me, path: undefined }).toEqual({ ...binaryIdentity(process.execPath)!, path: undefined });
+    expect(runningExe(2 ** 22 + 1)).toBeNull(); // above pid_max
   });
 });
 

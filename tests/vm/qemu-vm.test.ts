@@ -55,6 +55,10 @@ test.skipIf(!vmAvailable())(
     expect(logLines(log, "JOB: luo-qemu with qemu-no-machine exited 4")).toHaveLength(1);
     expect(logLines(log, "JOB: luo-qemu with qemu-bad-state exited 4")).toHaveLength(1);
     expect(logLines(log, /^JOB: PASS a QEMU without the saved machine type, and one that cannot load the state: exit 4/)).toHaveLength(1);
+    // those two QEMUs are other binaries than the one that saved the guest: probed; the real one,
+    // unchanged since the save (and kept through the luo-qemu takeover by qemu.json), is not
+    expect(logLines(log, /^luo-qemu\[vm-1\]: probing QEMU: the guest was saved by \S+, this luo-qemu runs \S+\/qemu-(no-machine|bad-state)$/)).toHaveLength(2);
+    expect(logLines(log, /^luo-qemu\[vm-1\]: QEMU binary unchanged since the save \(\S+, QEMU [\d.]+\): not probed again$/)).toHaveLength(1);
 
     // then the real QEMU: the counter continued from where it paused (the next COUNT line is exactly
     // one step on), the guest never booted again, its RAM pattern is intact in the memfd LUO
