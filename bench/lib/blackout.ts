@@ -132,11 +132,12 @@ export interface VmBlackout {
   luod_start: number;
   /** listening → luo-qemu's process start: the job starts the VMs, as systemd orders them. */
   listening_to_luoqemu: number;
-  /** luo-qemu's start → CLAIMED: its own start and QEMU probe, connect, luod's CLAIM. */
+  /** luo-qemu's start → CLAIMED: its own start, connect + SUBSCRIBE, luod's CLAIM (QEMU is probed,
+   *  if at all, after CLAIMED since db61b47: in CLAIMED → cont). */
   luoqemu_to_claimed: number;
   /** of it, the round trips to luod: connect + SUBSCRIBE, CLAIM (0 when luo-qemu did not say). */
   luod_replies: number;
-  /** CLAIMED → cont: retrieve, QEMU start, incoming state, cont. */
+  /** CLAIMED → cont: retrieve, a QEMU probe when the binary changed, QEMU start, incoming state, cont. */
   claimed_to_cont: number;
   /** Of the boot-B span luod start → CLAIMED, and the brief's share. */
   luod_start_to_claimed: number;
