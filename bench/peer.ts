@@ -69,6 +69,11 @@ async function main(): Promise<number> {
       ? { workdir: opt("vm-dir", ""), steps: readSteps(resolve(opt("vm-dir", ""))) }
       : await vmRun(plan, join(root, ".vm", `peer-${date.replace(/[:.]/g, "-")}`));
     vm.steps.sort((a: PeerStep, b: PeerStep) => plan.indexOf(a.step) - plan.indexOf(b.step));
+    if (vm.steps.length === 0) {
+      // a run that measured nothing (the VM did not start, an old package) leaves no results file
+      log(`no step was measured (VM exit ${"exit_code" in vm ? vm.exit_code : "unknown"}): nothing saved`);
+      return 1;
+    }
     r = { version: 1, date, git, machine: machine(), load_before: loadBefore, load_after: readFileSync("/proc/loadavg", "utf8").trim(), plan, mib: Number(opt("mib", "1")), vm };
     const outFile = opt("out", join(root, "bench", "results", `${date.slice(0, 10)}-${git}-peer.json`));
     mkdirSync(resolve(outFile, ".."), { recursive: true });
