@@ -47,7 +47,8 @@ function lockedPackages(lockfile: string): string {
 }
 
 function step(cmd: string[], cwd: string): void {
-  const r = Bun.spawnSync(cmd, { cwd, stdout: "inherit", stderr: "inherit", stdin: "ignore" });
+  // the steps' output goes to stderr: stdout carries only the cache path (the callers read it)
+  const r = Bun.spawnSync(cmd, { cwd, stdout: 2, stderr: "inherit", stdin: "ignore" });
   if (r.exitCode !== 0) die(`${cmd.join(" ")} failed in ${cwd} (exit ${r.exitCode})`);
 }
 
@@ -60,7 +61,7 @@ try {
   // git archive | tar -x, without a shell
   const archive = Bun.spawnSync(["git", "archive", "--format=tar", commit], { cwd: root, stdout: "pipe", stderr: "pipe" });
   if (archive.exitCode !== 0) die(`git archive ${commit} failed: ${archive.stderr.toString().trim()}`);
-  const untar = Bun.spawnSync(["tar", "-x", "-C", src], { stdin: archive.stdout, stdout: "inherit", stderr: "inherit" });
+  const untar = Bun.spawnSync(["tar", "-x", "-C", src], { stdin: archive.stdout, stdout: 2, stderr: "inherit" });
   if (untar.exitCode !== 0) die(`tar -x of ${commit} failed`);
 
   const ours = join(root, "node_modules");
