@@ -3,6 +3,8 @@
 // it picks a personality. /proc/self/exe, not process.execPath: after a package upgrade replaced
 // the file, the running luod's helpers must still be its own version (the old inode).
 
+import { fileURLToPath } from "node:url";
+
 /** The image reader's child (src/daemon/image-child.ts). */
 export const IMAGE_ABI_COMMAND = "--internal-image-abi";
 
@@ -10,5 +12,5 @@ export const IMAGE_ABI_COMMAND = "--internal-image-abi";
 export function selfCommand(args: readonly string[]): string[] {
   // compiled, every module's URL is under /$bunfs (src/worker-url.ts); from source, main.ts is beside this file
   if (import.meta.url.startsWith("file:///$bunfs/")) return ["/proc/self/exe", ...args];
-  return [process.execPath, new URL("./main.ts", import.meta.url).pathname, ...args];
+  return [process.execPath, fileURLToPath(new URL("./main.ts", import.meta.url)), ...args];
 }

@@ -3,6 +3,7 @@
 // MAX bytes), scans it, writes the small result as one JSON line and exits. A process of its own,
 // not a thread of luod: the decoder's tens of MB and its JIT code die with it, and luod's resident
 // memory stays where it was (a Worker kept ~13 MiB of it, docs/performance.md, "Fifth round").
+import { writeFileSync } from "node:fs";
 import { readFull } from "../kernel/fd.ts";
 import { decompressPayload } from "./image-payload.ts";
 import { scanKernelAbi } from "./image-abi.ts";
@@ -49,6 +50,13 @@ export function imageChildMain(args: readonly string[]): number {
   if (!job) {
     process.stderr.write("usage: luo --internal-image-abi OFFSET LENGTH MAX < IMAGE (luod runs this itself)\n");
     return 2;
+  }
+  try {
+    // luod's -500 is inherited: this process decodes an image an admin chose, up to 256 MiB of
+    // it, and is the first to go under memory pressure, not a tenant's VMM (raising needs no privilege)
+    writeFileSync("/proc/self/oom_score_adj", "1000");
+  } catch {
+    // no /proc: the decode still runs, with luod's score
   }
   let result: ImageAbiResult;
   try {

@@ -5,9 +5,10 @@
 // on its stdin, does the I/O, the decoding and the scan, and writes back only the small result;
 // it is killed on a timeout. A hostile image's worst case is then that child's, not luod's.
 import { fstatSync } from "node:fs";
-import type { Compression } from "./image-payload";
-import type { ImageAbiScan } from "./image-abi";
+import { SUPPORTED_COMPRESSIONS, type Compression } from "./image-payload";
+import { ABI_KINDS, type ImageAbiScan } from "./image-abi";
 import { IMAGE_ABI_COMMAND, selfCommand } from "../self-command";
+import { escapeControl } from "../wire/escape";
 
 /** Cap on the decompressed kernel: Debian's 7.2 vmlinux.bin is 62 MB, ours 17 MB. */
 export const DEFAULT_MAX_VMLINUX_BYTES = 256 << 20;
@@ -33,6 +34,9 @@ export interface ReadImageAbiOptions {
   timeoutMs?: number;
   maxOutputBytes?: number;
 }
+
+const FAILURE_CODES = new Set<string>(["unsupported", "too-large", "corrupt", "io", "timeout", "worker"] satisfies ImageAbiFailureCode[]);
+const COMPRESSIONS = new Set<string>(["gzip", "zstd", "lz4", "xz", "lzma", "bzip2", "lzo", "unknown"] satisfies Compression[]);
 
 /** The child's answer is one short JSON line: more than this is not our child talking. */
 const MAX_REPLY_BYTES = 1 << 20;
@@ -74,16 +78,20 @@ export async function readImageAbi(
       child.exited,
     ]);
     if (timedOut) return { ok: false, code: "timeout", message: `reading the image's ABI took longer than ${timeoutMs} ms` };
-    const why = code !== 0 ? `exited with ${child.signalCode ?? code}${err.trim() ? `: ${err.trim().split("\n", 1)[0]!.slice(0, 200)}` : ""}` : null;
+    // its stderr may quote the image's bytes: escaped here, since the line reaches --json and STATUS
+    const line = escapeControl(err.trim().split("\n", 1)[0]!.slice(0, 200));
+    const why = code !== 0 ? `exited with ${child.signalCode ?? code}${line ? `: ${line}` : ""}` : null;
     const reply = why === null ? parseReply(out) : null;
     return reply ?? { ok: false, code: "worker", message: `the image reader ${why ?? "gave no answer"}` };
+  } catch (e) {
+    return { ok: false, code: "worker", message: `the image reader failed: ${escapeControl((e as Error)?.message ?? String(e))}` };
   } finally {
     clearTimeout(timer);
   }
 }
 
 /** The child's JSON line, checked for the fields luod reads; null if it is not one. */
-function parseReply(out: string): ImageAbiResult | null {
+export function parseReply(out: string): ImageAbiResult | null {
   if (out.length > MAX_REPLY_BYTES) return null;
   let r: unknown;
   try {
@@ -93,11 +101,16 @@ function parseReply(out: string): ImageAbiResult | null {
   }
   if (typeof r !== "object" || r === null) return null;
   const o = r as Record<string, unknown>;
-  if (o.ok === false) return typeof o.code === "string" && typeof o.message === "string" ? (o as ImageAbiResult) : null;
+  const strings = (x: unknown) => Array.isArray(x) && x.every((s) => typeof s === "string");
+  const compression = (x: unknown) => x === undefined || COMPRESSIONS.has(x as string);
+  if (o.ok === false)
+    return FAILURE_CODES.has(o.code as string) && typeof o.message === "string" && compression(o.compression) ? (o as ImageAbiResult) : null;
   const str = (x: unknown) => x === null || typeof x === "string";
-  const ok = o.ok === true && typeof o.compression === "string" && typeof o.decompressedBytes === "number"
-    && typeof o.ms === "number" && str(o.luo) && str(o.memfd) && str(o.kho)
-    && typeof o.ambiguous === "object" && o.ambiguous !== null
-    && Array.isArray(o.banners) && o.banners.every((b) => typeof b === "string");
+  const amb = o.ambiguous as Record<string, unknown> | null;
+  const ok = o.ok === true && SUPPORTED_COMPRESSIONS.includes(o.compression as Compression)
+    && typeof o.decompressedBytes === "number" && typeof o.ms === "number" && str(o.luo) && str(o.memfd) && str(o.kho)
+    && typeof amb === "object" && amb !== null && !Array.isArray(amb)
+    && Object.entries(amb).every(([k, v]) => (ABI_KINDS as readonly string[]).includes(k) && strings(v))
+    && strings(o.banners);
   return ok ? (o as ImageAbiResult) : null;
 }

@@ -1,5 +1,5 @@
 // Finding out what a QEMU binary offers, and running one with the guest's memfds inherited.
-import { existsSync, readFileSync, readlinkSync, statSync } from "node:fs";
+import { existsSync, readFileSync, readlinkSync, realpathSync, statSync } from "node:fs";
 import { constants } from "node:os";
 import { isAbsolute, join } from "node:path";
 import { closeFd, dupFd } from "../client/memfd";
@@ -58,6 +58,23 @@ export function runningExe(pid: number): ExeIdentity | null {
   if (path.endsWith(" (deleted)") || !isAbsolute(path)) return null; // replaced since it started: not the file there now
   const id = binaryIdentity(path);
   return id ? { path, ...id } : null;
+}
+
+/**
+ * What a start record may say of the QEMU that saved the guest: its identities when the process
+ * runs the file at `path` itself (symlinks resolved), nothing when `path` is a wrapper script
+ * (Debian's kvm, or one that does not exec: /proc/PID/exe is then the shell). Behind a wrapper,
+ * which QEMU the next boot runs is only known by running it, so it is probed again.
+ */
+export function recordableIdentity(path: string, binary: BinaryIdentity | undefined, exe: ExeIdentity | null): { binary?: BinaryIdentity; exe?: ExeIdentity } {
+  if (!binary || !exe) return {};
+  let real: string;
+  try {
+    real = realpathSync(path);
+  } catch {
+    return {};
+  }
+  return exe.path === real ? { binary, exe } : {};
 }
 
 /**

@@ -24,7 +24,7 @@ import { escapeControl } from "../wire/escape";
 import { previousUpdateCreatedAt } from "../wire/replies";
 import { Qmp } from "./qmp";
 import { loadDeviceState, saveDeviceState } from "./migration";
-import { binaryIdentity, probeQemu, runningExe, spawnQemu, whyProbeAgain, type QemuInfo, type QemuProbe, type RunningQemu } from "./qemu-process";
+import { binaryIdentity, probeQemu, recordableIdentity, runningExe, spawnQemu, whyProbeAgain, type QemuInfo, type QemuProbe, type RunningQemu } from "./qemu-process";
 import { RAM_TOKEN, decodeRecord, encodeRecord, recordToken, stateToken, MAX_ATTEMPTS, RECORD_FORMAT, RECORD_VERSION, type StartRecord } from "./record";
 import { qemuArgv, RAM_FD, resolveMachine } from "./vm-config";
 import { findRunningQemu, prepareRunDir, processStartTime, writeQemuState, type QemuState } from "./run-dir";
@@ -187,10 +187,11 @@ export class VmSupervisor {
       // A cold start: only now is QEMU probed, since only luod's answer says no resume is due. A
       // QEMU refused here leaves no subscription behind: luod would expect this VM back.
       const refused = await this.checkColdStart();
-      if (refused !== null) {
+      // stopped during the probe: nothing was started, and luod need not expect the VM either
+      if (refused !== null || this.stopRequested) {
         await this.client.unsubscribe().catch((e) => this.say(`UNSUBSCRIBE: ${errText(e)} (luoctl evict ${id} makes luod forget this VM)`));
         this.client.close();
-        return refused;
+        return refused ?? EXIT.OK;
       }
     }
     try {
@@ -614,13 +615,13 @@ export class VmSupervisor {
         this.sessionStateBytes += state.bytes;
       }
       // binary: the file at `path` that said `version` (stat'ed before the probe); exe: the file
-      // this QEMU runs, another one when `path` is a wrapper script. Only if both are the same
-      // files after the boot are version and machine types known without a probe (whyProbeAgain).
+      // this QEMU runs, recorded only when it is `path` itself (recordableIdentity). Only if both
+      // are the same files after the boot are version and machine types known without a probe.
       const { path, version, binary } = this.spec.qemu;
       const exe = binary ? runningExe(this.qemu!.pid) : null;
       const record: StartRecord = {
         format: RECORD_FORMAT, version: RECORD_VERSION, id: this.request.id, attempt: n,
-        qemu: { path, version, ...(binary && exe ? { binary, exe } : {}) },
+        qemu: { path, version, ...recordableIdentity(path, binary, exe) },
         machine: this.spec.machine, memory_bytes: this.spec.memoryBytes, args: this.spec.args, sandbox: this.spec.sandbox,
         state_bytes: state.bytes, ram_transferred_bytes: state.ramTransferred, paused_at: pausedAt, saved_at: Date.now(),
       };

@@ -6,7 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { gzipSync, zstdCompressSync } from "node:zlib";
 import { inspectKernelImage } from "../../src/daemon/bzimage";
-import { readImageAbi } from "../../src/daemon/image-reader";
+import { parseReply, readImageAbi } from "../../src/daemon/image-reader";
 import { parseJob } from "../../src/daemon/image-child";
 import { bzImageWithPayload, fakeVmlinux } from "../support/bzimage";
 import { concat, le32, lz4Legacy } from "../support/lz4";
@@ -103,5 +103,30 @@ describe("the child's command line", () => {
     for (const bad of [[], ["1", "2"], ["1", "2", "3", "4"], ["-1", "2", "3"], ["1.5", "2", "3"], ["1", "0x10", "3"], ["1", "2", "9999999999999999"]]) {
       expect(parseJob(bad)).toBeNull();
     }
+  });
+});
+
+describe("the child's reply, checked before luod uses it", () => {
+  const good = { ok: true, compression: "lz4", decompressedBytes: 10, ms: 1, luo: "luo-v5", memfd: null, kho: "kho-v4", ambiguous: {}, banners: ["Linux version x\n"] };
+  test("a well-formed answer is taken, success or failure", () => {
+    expect(parseReply(JSON.stringify(good))).toEqual(good as never);
+    expect(parseReply(JSON.stringify({ ...good, ambiguous: { memfd: ["memfd-v1", "memfd-v2"] } }))).not.toBeNull();
+    expect(parseReply(JSON.stringify({ ok: false, code: "corrupt", compression: "lz4", message: "x" }))).not.toBeNull();
+  });
+  test("anything else is no answer: wrong shapes, unknown codes, kinds or compressions, not JSON", () => {
+    for (const bad of [
+      { ...good, ambiguous: { memfd: "memfd-v2" } },
+      { ...good, ambiguous: { other: ["x"] } },
+      { ...good, ambiguous: [] },
+      { ...good, compression: "xz" },
+      { ...good, banners: [1] },
+      { ...good, luo: 5 },
+      { ok: false, code: "oops", message: "x" },
+      { ok: false, code: "io", message: "x", compression: "brotli" },
+      [1, 2],
+      null,
+    ]) expect(parseReply(JSON.stringify(bad))).toBeNull();
+    expect(parseReply("not json")).toBeNull();
+    expect(parseReply("")).toBeNull();
   });
 });

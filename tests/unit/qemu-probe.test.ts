@@ -3,11 +3,11 @@
 // (src/qemu/record.ts: qemu.binary). Each probe is two QEMU starts, seconds of a tenant's
 // blackout under emulation (docs/performance.md, "Fifth round").
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { chmodSync, mkdtempSync, renameSync, rmSync, utimesSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdtempSync, renameSync, rmSync, symlinkSync, utimesSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { binaryIdentity, probeQemu, runningExe, sameBinary, whyProbeAgain } from "../../src/qemu/qemu-process";
+import { binaryIdentity, probeQemu, recordableIdentity, runningExe, sameBinary, whyProbeAgain } from "../../src/qemu/qemu-process";
 import { decodeRecord, encodeRecord, type BinaryIdentity, type StartRecord } from "../../src/qemu/record";
 import { luoQemuMain } from "../../src/qemu/main";
 
@@ -125,6 +125,24 @@ describe("probe again, or take the saved QEMU's version and machine type", () =>
     renameSync(next, path); // what a package upgrade does: a new inode under the same name
     expect(binaryIdentity(path)!.ino).not.toBe(now.ino);
     expect(sameBinary(now, binaryIdentity(path)!)).toBe(false);
+  });
+});
+
+describe("what the start record says of the QEMU that saved the guest", () => {
+  test("its identities when QEMU runs the file at the path (symlinks resolved), nothing behind a wrapper", () => {
+    const real = fakeQemu("qemu-direct", "7.2.22");
+    const link = join(dir, "qemu-link");
+    symlinkSync(real, link);
+    const binary = binaryIdentity(real)!;
+    const exe = { path: real, ...binary };
+    expect(recordableIdentity(real, binary, exe)).toEqual({ binary, exe });
+    expect(recordableIdentity(link, binary, exe)).toEqual({ binary, exe });
+    // a wrapper that execs QEMU, or one that does not (QEMU runs as a child of the shell): probed after the boot
+    expect(recordableIdentity(real, binary, { path: "/usr/bin/qemu-system-x86_64", ...binary })).toEqual({});
+    expect(recordableIdentity(real, binary, { path: "/usr/bin/dash", ...binary })).toEqual({});
+    expect(recordableIdentity(real, undefined, exe)).toEqual({});
+    expect(recordableIdentity(real, binary, null)).toEqual({});
+    expect(recordableIdentity(join(dir, "gone"), binary, exe)).toEqual({});
   });
 });
 
