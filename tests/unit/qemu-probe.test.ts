@@ -3,7 +3,7 @@
 // (src/qemu/record.ts: qemu.binary). Each probe is two QEMU starts, seconds of a tenant's
 // blackout under emulation (docs/performance.md, "Fifth round").
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { chmodSync, mkdtempSync, renameSync, rmSync, symlinkSync, utimesSync, writeFileSync } from "node:fs";
+import { chmodSync, copyFileSync, mkdtempSync, renameSync, rmSync, symlinkSync, utimesSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -152,6 +152,24 @@ describe("runningExe", () => {
     expect(me.path).toBe(process.execPath);
     expect({ ...me, path: undefined }).toEqual({ ...binaryIdentity(process.execPath)!, path: undefined });
     expect(runningExe(2 ** 22 + 1)).toBeNull(); // above pid_max
+  });
+
+  test("a process whose file was deleted (replaced by an upgrade) runs no file there now: null", async () => {
+    const copy = join(dir, "sleep-copy");
+    copyFileSync("/bin/sleep", copy);
+    chmodSync(copy, 0o755);
+    const p = Bun.spawn([copy, "30"], { stdout: "ignore", stderr: "ignore" });
+    try {
+      for (let i = 0; i < 100 && runningExe(p.pid)?.path !== copy; i++) await Bun.sleep(10); // until exec'd
+      expect(runningExe(p.pid)).toMatchObject({ path: copy });
+      rmSync(copy);
+      // /proc/PID/exe now reads "… (deleted)": not a path, even if a file of that name is planted
+      writeFileSync(`${copy} (deleted)`, "planted");
+      expect(runningExe(p.pid)).toBeNull();
+    } finally {
+      p.kill("SIGKILL");
+      await p.exited;
+    }
   });
 });
 
