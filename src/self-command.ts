@@ -1,7 +1,8 @@
 // How luo runs itself as a helper process: the command line of this very binary (or, from source,
 // of bun with src/main.ts), with an internal first argument that src/main.ts dispatches on before
 // it picks a personality. /proc/self/exe, not process.execPath: after a package upgrade replaced
-// the file, the running luod's helpers must still be its own version (the old inode).
+// the file, the running luod's helpers must still be its own version (the old inode;
+// docs/kernel.md, "The running binary and the OOM score of helpers").
 
 import { fileURLToPath } from "node:url";
 

@@ -53,7 +53,8 @@ export function imageChildMain(args: readonly string[]): number {
   }
   try {
     // luod's -500 is inherited: this process decodes an image an admin chose, up to 256 MiB of
-    // it, and is the first to go under memory pressure, not a tenant's VMM (raising needs no privilege)
+    // it, and is the first to go under memory pressure, not a tenant's VMM (raising needs no
+    // privilege: docs/kernel.md, "The running binary and the OOM score of helpers")
     writeFileSync("/proc/self/oom_score_adj", "1000");
   } catch {
     // no /proc: the decode still runs, with luod's score

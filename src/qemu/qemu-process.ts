@@ -55,7 +55,8 @@ export function runningExe(pid: number): ExeIdentity | null {
   } catch {
     return null;
   }
-  if (path.endsWith(" (deleted)") || !isAbsolute(path)) return null; // replaced since it started: not the file there now
+  // replaced since it started: not the file there now (docs/kernel.md, "The running binary and the OOM score of helpers")
+  if (path.endsWith(" (deleted)") || !isAbsolute(path)) return null;
   const id = binaryIdentity(path);
   return id ? { path, ...id } : null;
 }
